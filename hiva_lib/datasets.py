@@ -1,0 +1,210 @@
+"""The prepared-data-set contract shared by SynthFACS and BP4D / DISFA / GFT.
+
+A prepared data set is a folder::
+
+    <root>/meta.json    {"dataset", "au_ids", "protocol", "test_folds", "image_size",
+                         "source", "positive_rule", "format_version"}
+    <root>/index.csv    one row per frame: subject, sequence, frame, image, fold, AU<k>...
+    <root>/images/...   the (aligned, cropped) face images, paths in ``image`` are relative
+    <root>/regions.npz  optional (SynthFACS only): ground-truth AU region masks
+
+Folds: ``fold`` is an integer per row. Evaluating test fold ``k`` trains on every row
+whose fold differs from ``k``. The 3-fold protocols (BP4D, DISFA) use folds 1-3 with
+``test_folds = [1, 2, 3]``; GFT's official split uses fold 0 for train and 1 for test,
+``test_folds = [1]``. A subject lives in one fold only (no identity leakage).
+Labels are 0/1 occurrence (DISFA: intensity >= 2 is 1).
+
+Preparers write through :func:`prepared_dir_writer`, so a failed preparation leaves
+nothing behind and a finished one is never overwritten silently.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .au import au_keys
+
+FORMAT_VERSION = 1
+INDEX_COLUMNS = ["subject", "sequence", "frame", "image", "fold"]
+META_KEYS = ["dataset", "au_ids", "protocol", "test_folds", "image_size", "source"]
+PROTOCOLS = ("3fold", "train_test")
+
+
+class DatasetError(ValueError):
+    """A prepared data set (or a raw one being prepared) is missing or malformed."""
+
+
+@dataclass
+class PreparedDataset:
+    root: Path
+    meta: dict
+    index: pd.DataFrame
+
+    @property
+    def name(self) -> str:
+        return self.meta["dataset"]
+
+    @property
+    def au_ids(self) -> tuple[int, ...]:
+        return tuple(self.meta["au_ids"])
+
+    @property
+    def au_columns(self) -> list[str]:
+        return au_keys(self.au_ids)
+
+    @property
+    def test_folds(self) -> list[int]:
+        return list(self.meta["test_folds"])
+
+    def labels(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """(n, N) float32 0/1 label matrix in the data set's AU order."""
+        table = self.index if rows is None else self.index.iloc[rows]
+        return table[self.au_columns].to_numpy(np.float32)
+
+    def image_path(self, row: int) -> Path:
+        return self.root / self.index["image"].iat[row]
+
+    def split(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row positions (train, test) for test fold ``fold``."""
+        if fold not in self.test_folds:
+            raise DatasetError(
+                f"{self.root / 'meta.json'}: fold {fold} is not a test fold of {self.name} "
+                f"(test folds: {self.test_folds}); pass one of them as fold"
+            )
+        folds = self.index["fold"].to_numpy()
+        return np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+
+    def region_masks(self) -> np.ndarray | None:
+        """(n, N, R, R) bool ground-truth region masks (SynthFACS), or None."""
+        path = self.root / "regions.npz"
+        if not path.exists():
+            return None
+        with np.load(path) as z:
+            masks = z["masks"]
+            shape = tuple(z["shape"])
+        if masks.dtype == np.uint8 and len(shape) == 4:  # stored bit-packed
+            masks = np.unpackbits(masks, axis=-1, count=shape[-1]).astype(bool)
+        return masks.reshape(shape)
+
+
+def _fail(path: Path, problem: str, fix: str) -> DatasetError:
+    return DatasetError(f"{path}: {problem}. {fix}")
+
+
+def prepare_hint(dataset: str) -> str:
+    return (
+        "Prepare it first: papermill notebooks/01_prepare_data.ipynb out.ipynb "
+        f"-p dataset {dataset} (real data sets also need -p raw_root <licensed copy>), "
+        "or pass data_root pointing at the folder that holds it."
+    )
+
+
+def load_prepared(root: str | Path, check_images: bool = True) -> PreparedDataset:
+    """Load and validate a prepared data set; any problem raises one :class:`DatasetError`."""
+    root = Path(root)
+    name = root.name
+    meta_path, index_path = root / "meta.json", root / "index.csv"
+    if not root.is_dir():
+        raise _fail(root, "no prepared data set here", prepare_hint(name))
+    if not meta_path.exists():
+        raise _fail(meta_path, "missing", prepare_hint(name))
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise _fail(meta_path, f"not valid JSON ({e})",
+                    "Delete the folder and prepare again.") from e
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise _fail(meta_path, f"missing keys {missing}", "Delete the folder and prepare again.")
+    if meta["protocol"] not in PROTOCOLS:
+        raise _fail(meta_path, f"unknown protocol {meta['protocol']!r}", f"Use one of {PROTOCOLS}.")
+    if meta.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise _fail(meta_path, f"format_version {meta.get('format_version')} is not "
+                    f"{FORMAT_VERSION}", "Prepare the data set again with this hiva_lib.")
+    if not index_path.exists():
+        raise _fail(index_path, "missing", prepare_hint(name))
+    index = pd.read_csv(index_path, dtype={"subject": str, "sequence": str, "image": str})
+    au_cols = au_keys(meta["au_ids"])
+    missing = [c for c in INDEX_COLUMNS + au_cols if c not in index.columns]
+    if missing:
+        raise _fail(index_path, f"missing columns {missing}",
+                    "Prepare the data set again; the contract is in hiva_lib/datasets.py.")
+    if index.empty:
+        raise _fail(index_path, "has no rows", prepare_hint(name))
+    labels = index[au_cols].to_numpy()
+    bad = ~np.isin(labels, (0, 1))
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise _fail(index_path, f"label {labels[r, c]!r} in row {r + 2}, column {au_cols[c]} is "
+                    "not 0/1", "Labels must be binary occurrence; prepare again.")
+    folds = set(index["fold"].unique().tolist())
+    if not set(meta["test_folds"]) <= folds:
+        raise _fail(index_path, f"test folds {meta['test_folds']} not all present (folds found: "
+                    f"{sorted(folds)})", "Prepare the data set again.")
+    check_subject_disjoint(index, index_path)
+    if check_images:
+        paths = index["image"].map(lambda p: (root / p).exists())
+        if not paths.all():
+            first = index["image"][~paths].iloc[0]
+            raise _fail(root / first, f"image missing ({(~paths).sum()} of {len(index)} missing)",
+                        "The images folder is incomplete; prepare the data set again.")
+    return PreparedDataset(root=root, meta=meta, index=index)
+
+
+def check_subject_disjoint(index: pd.DataFrame, where: Path | str) -> None:
+    """Refuse identity leakage: every subject must sit in exactly one fold."""
+    per_subject = index.groupby("subject")["fold"].nunique()
+    leaking = per_subject[per_subject > 1]
+    if len(leaking):
+        raise DatasetError(
+            f"{where}: subject leakage, subjects {leaking.index.tolist()[:5]} appear in "
+            f"several folds. Assign each subject to a single fold (subject-independent protocol)."
+        )
+
+
+@contextlib.contextmanager
+def prepared_dir_writer(root: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Write a prepared data set into a temporary sibling, moved into place on success.
+
+    A failure leaves nothing at ``root``; an existing finished data set is refused unless
+    ``overwrite`` (then it is replaced only after the new one is complete).
+    """
+    root = Path(root)
+    if (root / "index.csv").exists() and not overwrite:
+        raise DatasetError(
+            f"{root}: a prepared data set is already here. Use it as it is, or pass "
+            "overwrite=True to prepare it again."
+        )
+    tmp = root.parent / f".{root.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if root.exists():
+        old = root.parent / f".{root.name}.old-{os.getpid()}"
+        root.rename(old)
+        tmp.rename(root)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(root)
+
+
+def write_index(folder: Path, meta: dict, index: pd.DataFrame) -> None:
+    """Write meta.json and index.csv (columns in contract order) into ``folder``."""
+    meta = {**meta, "format_version": FORMAT_VERSION}
+    cols = INDEX_COLUMNS + au_keys(meta["au_ids"])
+    extra = [c for c in index.columns if c not in cols]
+    index[cols + extra].to_csv(folder / "index.csv", index=False)
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2))

@@ -1,0 +1,69 @@
+"""Images of a prepared data set as tensors: loading, caching, and batch augmentation.
+
+Images are decoded once to uint8 at ``load_size`` (the crop size x 256/224, as the AU
+literature's resize-then-crop). Small data sets (SynthFACS) are kept in memory; large ones are
+read by DataLoader workers. Augmentation (random crop + horizontal flip) and normalisation run
+on whole batches on the training device, which is cheaper than per-image PIL transforms.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .datasets import DatasetError, PreparedDataset
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_size_for(crop: int) -> int:
+    return int(round(crop * 256 / 224))
+
+
+class FrameDataset(Dataset):
+    """(uint8 image (3, S, S), float labels (N,), row) for rows of a prepared data set."""
+
+    def __init__(self, data: PreparedDataset, rows: np.ndarray, load_size: int,
+                 cache: bool = False) -> None:
+        self.data, self.rows, self.load_size = data, np.asarray(rows), load_size
+        self.labels = torch.from_numpy(data.labels(self.rows))
+        self._cache: torch.Tensor | None = None
+        if cache:
+            self._cache = torch.stack([self._read(i) for i in range(len(self.rows))])
+
+    def _read(self, i: int) -> torch.Tensor:
+        path = self.data.image_path(int(self.rows[i]))
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB").resize((self.load_size, self.load_size), Image.BILINEAR)
+        except OSError as e:
+            raise DatasetError(
+                f"{path}: unreadable image ({e}). Prepare the data set again.") from e
+        return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image = self._cache[i] if self._cache is not None else self._read(i)
+        return image, self.labels[i], i
+
+
+def prepare_batch(images: torch.Tensor, crop: int, train: bool,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 (B,3,S,S) -> normalised float (B,3,crop,crop): random or centre crop, flips."""
+    b, _, s, _ = images.shape
+    x = images.float().div_(255)
+    if train:
+        off = torch.randint(0, s - crop + 1, (2,), generator=generator).tolist()
+        x = x[:, :, off[0]:off[0] + crop, off[1]:off[1] + crop]
+        flip = torch.rand(b, generator=generator) < 0.5
+        x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
+    else:
+        o = (s - crop) // 2
+        x = x[:, :, o:o + crop, o:o + crop]
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device)[None, :, None, None]
+    std = torch.tensor(IMAGENET_STD, device=x.device)[None, :, None, None]
+    return (x - mean) / std
