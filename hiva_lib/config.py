@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -56,9 +57,9 @@ TRAIN_PRESETS: dict[str, dict] = {
         num_workers=0,
     ),
 }
-# Smoke size for tests and `-p smoke True`: a few steps of everything.
+# Smoke size for tests and `-p smoke True`: a few steps of everything, kept apart from real runs.
 SMOKE = dict(model_preset="test-tiny", epochs_stage1=1, epochs_stage2=1, batch_size=8,
-             max_steps_per_epoch=2)
+             max_steps_per_epoch=2, runs_root="runs/_smoke", results_root="results/_smoke")
 
 
 def default_preset(dataset: str) -> str:
@@ -80,4 +81,25 @@ def make_config(dataset: str, preset: str | None = None, smoke: bool = False,
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown config keys {unknown}; TrainConfig has {sorted(names)}")
-    return TrainConfig(dataset=dataset, **values)
+    return resolve_paths(TrainConfig(dataset=dataset, **values))
+
+
+def project_root() -> Path:
+    """The repository root (holding pyproject.toml of hiva_lib), searched upwards from the cwd,
+    so notebooks opened in notebooks/ and papermill runs from the root share one data folder."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        toml = folder / "pyproject.toml"
+        if toml.exists() and 'name = "hiva_lib"' in toml.read_text():
+            return folder
+    return here
+
+
+def resolve_paths(cfg: TrainConfig) -> TrainConfig:
+    """Relative data/runs/results folders are taken relative to :func:`project_root`."""
+    root = project_root()
+    for key in ("data_root", "runs_root", "results_root"):
+        path = Path(getattr(cfg, key))
+        if not path.is_absolute():
+            setattr(cfg, key, str(root / path))
+    return cfg

@@ -208,3 +208,14 @@ def write_index(folder: Path, meta: dict, index: pd.DataFrame) -> None:
     extra = [c for c in index.columns if c not in cols]
     index[cols + extra].to_csv(folder / "index.csv", index=False)
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def summary_table(data: PreparedDataset) -> pd.DataFrame:
+    """Per fold: subjects, frames and AU base rates (%), for the notebooks' overview."""
+    idx = data.index
+    rows = []
+    for fold, part in idx.groupby("fold"):
+        rates = (part[data.au_columns].mean() * 100).round(1)
+        rows.append({"fold": fold, "subjects": part["subject"].nunique(), "frames": len(part),
+                     **rates.to_dict()})
+    return pd.DataFrame(rows).set_index("fold")
