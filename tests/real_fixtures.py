@@ -1,0 +1,137 @@
+"""Tiny BP4D / DISFA / GFT trees in their distributed layouts, for tests/test_real_data.py.
+
+Faces are rendered by SynthFACS (the AU intensities drive the face, so the pictures fit the
+labels); file names, label formats and videos follow each data set's distributed layout
+(docs/data.md). Each builder returns the labels it wrote as a table: subject, sequence,
+frame, fold, AU<k> (the rows the preparer must keep, in order).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from hiva_lib.au import au_keys, dataset_aus
+
+SIZE = 64  # rendered frame side: small, the tests only need a face-like picture
+# Subjects of each fixture, one per fold part (ME-GraphAU's parts; fold = test fold).
+BP4D_SUBJECTS = {"F001": 3, "M011": 2, "F007": 1}
+DISFA_SUBJECTS = {"SN001": 3, "SN013": 2, "SN003": 1}
+GFT_SUBJECTS = {"001A": 0, "001B": 0, "002C": 1}
+DISFA_FILE_AUS = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)  # the 12 AUs DISFA codes
+
+
+def render(subject_idx: int, frame_idx: int, intensities: dict[int, float]) -> np.ndarray:
+    """RGB uint8 (SIZE, SIZE, 3) face of one subject with these AU intensities (0-5)."""
+    from hiva_lib import synthfacs
+
+    identity = synthfacs.sample_identity(subject_idx)
+    nuisance = synthfacs.sample_nuisance(1000 * subject_idx + frame_idx)
+    image, _ = synthfacs.render_face(identity, intensities, nuisance, SIZE)
+    return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
+
+
+def _write_jpg(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 30.0) -> None:
+    """Short MJPG .avi (OpenCV's bundled codecs read it back)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    assert writer.isOpened(), f"cannot write {path}"
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def _labels(rng: np.random.Generator, n: int, k: int, p: float = 0.35) -> np.ndarray:
+    lab = (rng.random((n, k)) < p).astype(int)
+    lab[0] = 1  # every AU occurs somewhere, so no fold has an all-zero column by chance
+    return lab
+
+
+def make_bp4d(root: Path, n_frames: int = 5, tasks: tuple[str, ...] = ("T1", "T2"),
+              unknown_rows: int = 1, seed: int = 0) -> pd.DataFrame:
+    """AUCoding/AU_OCC/<S>_<T>.csv + Sequences(2D+3D)/<S>/<T>/<frame:04d>.jpg.
+
+    The CSV has the BP4D header (frame column "0", then AU numbers 1..27); the first
+    ``unknown_rows`` rows of each sequence hold a 9 (unknown) and must be dropped.
+    """
+    rng = np.random.default_rng(seed)
+    aus = dataset_aus("bp4d")
+    csv_aus = list(range(1, 28))
+    expected = []
+    for si, (subject, fold) in enumerate(BP4D_SUBJECTS.items()):
+        for task in tasks:
+            start = int(rng.integers(1, 500))  # BP4D codes a segment: frame numbers start late
+            frames = np.arange(start, start + n_frames + unknown_rows)
+            table = pd.DataFrame({"0": frames})
+            lab = _labels(rng, len(frames), len(aus))
+            for a in csv_aus:
+                col = lab[:, aus.index(a)] if a in aus else rng.integers(0, 2, len(frames))
+                table[str(a)] = col
+            table.loc[: unknown_rows - 1, str(aus[3])] = 9
+            path = root / "AUCoding" / "AU_OCC" / f"{subject}_{task}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(path, index=False)
+            for i, f in enumerate(frames):
+                img = render(si, i, {a: 3.0 * lab[i, j] for j, a in enumerate(aus)})
+                _write_jpg(root / "Sequences(2D+3D)" / subject / task / f"{f:04d}.jpg", img)
+            for i in range(unknown_rows, len(frames)):
+                expected.append([subject, task, int(frames[i]), fold, *lab[i]])
+    return pd.DataFrame(expected, columns=["subject", "sequence", "frame", "fold", *au_keys(aus)])
+
+
+def make_disfa(root: Path, n_frames: int = 6, seed: int = 0) -> pd.DataFrame:
+    """ActionUnit_Labels/<S>/<S>_au<k>.txt ('frame,intensity', from 1) + LeftVideo<S>_comp.avi."""
+    rng = np.random.default_rng(seed)
+    aus = dataset_aus("disfa")
+    expected = []
+    for si, (subject, fold) in enumerate(DISFA_SUBJECTS.items()):
+        inten = rng.integers(0, 6, (n_frames, len(DISFA_FILE_AUS)))
+        inten[0] = 3
+        inten[1, DISFA_FILE_AUS.index(1)] = 1  # intensity 1 is negative (positive = >= 2)
+        folder = root / "ActionUnit_Labels" / subject
+        folder.mkdir(parents=True, exist_ok=True)
+        for j, a in enumerate(DISFA_FILE_AUS):
+            lines = [f"{i + 1},{inten[i, j]}" for i in range(n_frames)]
+            (folder / f"{subject}_au{a}.txt").write_text("\n".join(lines) + "\n")
+        cols = [DISFA_FILE_AUS.index(a) for a in aus]
+        frames = [render(si, i, {a: float(inten[i, c]) for a, c in zip(aus, cols, strict=True)})
+                  for i in range(n_frames)]
+        write_video(root / "Videos_LeftCamera" / f"LeftVideo{subject}_comp.avi", frames)
+        for i in range(n_frames):
+            expected.append([subject, subject, i + 1, fold, *(inten[i, cols] >= 2).astype(int)])
+    return pd.DataFrame(expected, columns=["subject", "sequence", "frame", "fold", *au_keys(aus)])
+
+
+def make_gft(root: Path, n_frames: int = 5, seed: int = 0) -> pd.DataFrame:
+    """labels/<S>.csv (frame, AU1..) + videos/<S>.avi + split.csv (the assumed GFT layout)."""
+    rng = np.random.default_rng(seed)
+    aus = dataset_aus("gft")
+    expected = []
+    for si, (subject, fold) in enumerate(GFT_SUBJECTS.items()):
+        lab = _labels(rng, n_frames, len(aus))
+        table = pd.DataFrame({"frame": np.arange(1, n_frames + 1)})
+        for j, a in enumerate(aus):
+            table[f"AU{a}"] = lab[:, j]
+        path = root / "labels" / f"{subject}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False)
+        frames = [render(si, i, {a: 3.0 * lab[i, j] for j, a in enumerate(aus)})
+                  for i in range(n_frames)]
+        write_video(root / "videos" / f"{subject}.avi", frames)
+        for i in range(n_frames):
+            expected.append([subject, subject, i + 1, fold, *lab[i]])
+    pd.DataFrame({"subject": list(GFT_SUBJECTS),
+                  "split": ["test" if f else "train" for f in GFT_SUBJECTS.values()]}
+                 ).to_csv(root / "split.csv", index=False)
+    return pd.DataFrame(expected, columns=["subject", "sequence", "frame", "fold", *au_keys(aus)])
+
+
+BUILDERS = {"bp4d": make_bp4d, "disfa": make_disfa, "gft": make_gft}

@@ -1,0 +1,90 @@
+"""The two-stage engine: resume after a kill, reuse/refusal of finished runs, stage-1 checks."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pytest
+import torch
+
+import hiva_lib.train as train
+from hiva_lib.checkpoint import CheckpointError
+from hiva_lib.config import make_config
+
+
+def _cfg(root, tag, data_root, **kw):
+    return make_config("synth-disfa", smoke=True, data_root=str(data_root),
+                       runs_root=str(root / tag / "runs"), results_root=str(root / tag / "res"),
+                       **kw)
+
+
+def _kill_at(monkeypatch, call: int) -> None:
+    """Make the n-th loss computation raise, as a killed process would stop there."""
+    real, count = train.au_loss, {"n": 0}
+
+    def dying(*a, **k):
+        count["n"] += 1
+        if count["n"] == call:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(train, "au_loss", dying)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_killed_run_resumes_to_the_same_result(tmp_path, smoke_data_root, monkeypatch, stage):
+    kw = dict(epochs_stage1=2, epochs_stage2=2, max_steps_per_epoch=3, checkpoint_every=1)
+    ref = _cfg(tmp_path, "ref", smoke_data_root, **kw)
+    ran = _cfg(tmp_path, "ran", smoke_data_root, **kw)
+    train_fn = train.train_stage1 if stage == 1 else train.train_stage2
+    if stage == 2:  # both stage-2 runs start from the same stage-1 weights
+        s1 = train.train_stage1(ref)
+        shutil.copytree(s1.run_dir, train.stage1_dir(ran))
+    a = train_fn(ref)
+    with monkeypatch.context() as m:
+        _kill_at(m, 5)  # mid second epoch, after the step-4 checkpoint
+        with pytest.raises(KeyboardInterrupt):
+            train_fn(ran)
+    assert (train.stage1_dir(ran) if stage == 1 else train.stage2_dir(ran)).joinpath(
+        "last.pt").exists()
+    b = train_fn(ran)  # resumes
+    wa, wb = torch.load(a.checkpoint)["model"], torch.load(b.checkpoint)["model"]
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
+    ma, _ = train.evaluate_run(ref, a.checkpoint, a.run_dir)
+    mb, _ = train.evaluate_run(ran, b.checkpoint, b.run_dir)
+    assert ma["f1"] == mb["f1"]
+
+
+def test_finished_runs_are_reused_or_versioned(tmp_path, smoke_data_root):
+    cfg = _cfg(tmp_path, "x", smoke_data_root)
+    first = train.train_stage1(cfg)
+    again = train.train_stage1(cfg)
+    assert again.skipped and again.run_dir == first.run_dir
+    v2 = train.train_stage1(dataclasses.replace(cfg, if_exists="version"))
+    assert v2.run_dir.name == "fold1-v2" and (v2.run_dir / "DONE").exists()
+    with pytest.raises(CheckpointError, match="already finished"):
+        train.train_stage1(dataclasses.replace(cfg, if_exists="error"))
+
+
+def test_stage2_without_or_with_mismatching_stage1(tmp_path, smoke_data_root):
+    cfg = _cfg(tmp_path, "y", smoke_data_root)
+    with pytest.raises(CheckpointError, match="02_train_stage1.ipynb"):
+        train.train_stage2(cfg)
+    train.train_stage1(cfg)
+    other_fold = train.stage1_dir(cfg) / "final.pt"
+    with pytest.raises(CheckpointError, match="fold: checkpoint 1 vs now 2"):
+        train.train_stage2(dataclasses.replace(cfg, fold=2), stage1_checkpoint=other_fold)
+
+
+def test_run_variant_writes_results_with_config(tmp_path, smoke_data_root):
+    cfg = _cfg(tmp_path, "z", smoke_data_root, variant="wo_cdca")
+    res = train.run_variant(cfg)
+    m = res.metrics
+    assert m["row_name"] == "HiVA (w/o CDCA)" and set(m["f1"]) == {
+        "AU1", "AU2", "AU4", "AU6", "AU9", "AU12", "AU25", "AU26"}
+    assert all(0 <= v <= 1 for v in m["f1"].values())
+    assert (res.results_dir / "config.json").exists() and (res.results_dir / "f1.csv").exists()
+    base = train.run_variant(dataclasses.replace(cfg, variant="baseline"))
+    assert base.run_dir == train.stage1_dir(cfg)  # the Baseline is the shared stage-1 model

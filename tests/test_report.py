@@ -1,0 +1,238 @@
+"""Paper tables, their audit, and the side-by-side report on fake results trees."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hiva_lib import paper_tables as PT
+from hiva_lib import report as R
+from hiva_lib.au import au_keys, dataset_aus
+
+
+# ----------------------------------------------------------------------------- tables
+def test_tables_load_with_dataset_au_columns():
+    for n, info in PT.TABLES.items():
+        table = PT.load_table(n)
+        assert list(table.columns) == [*au_keys(dataset_aus(info.dataset)), "AVE"]
+        assert table.to_numpy().dtype == np.float64
+        assert ((table >= 0) & (table <= 100)).all().all()
+        assert PT.OURS in table.index
+    assert PT.load_table(1).loc["HiVA (Ours)", "AU1"] == 54.3
+    assert PT.load_table(4).loc["HiVA (Ours)", "AU1"] == 54.1
+
+
+def test_dataset_table_mapping():
+    assert PT.table_for("bp4d") == (1, 4) == PT.table_for("synth-bp4d")
+    assert PT.table_for("disfa") == (2, 5) == PT.table_for("synth-disfa")
+    assert PT.table_for("gft") == (3, 6) == PT.table_for("synth-gft")
+    with pytest.raises(PT.PaperTableError, match="ck"):
+        PT.table_for("ck+")
+
+
+def test_every_variant_has_a_row_in_every_ablation_table():
+    for n in (4, 5, 6):
+        rows = set(PT.load_table(n).index)
+        for slug in PT.variant_row_names():
+            assert PT.row_name(slug, n) in rows, (slug, n)
+    assert PT.row_name("baseline", 4) == "VLU"
+    assert PT.row_name("baseline", 5) == "Baseline"
+    assert PT.paper_row("synth-gft", "wo_cdca")["AVE"] == 59.7
+    assert PT.paper_row("disfa", "full", kind="sota")["AVE"] == 67.4
+
+
+def test_fallback_row_names_agree_with_variants_module():
+    variants = pytest.importorskip("hiva_lib.variants")
+    assert {s: v.row_name for s, v in variants.VARIANTS.items()} == PT.FALLBACK_ROW_NAMES
+
+
+def test_malformed_table_names_the_file(tmp_path):
+    for info in PT.TABLES.values():
+        (tmp_path / info.file).write_text((PT.PAPER_DIR / info.file).read_text())
+    path = tmp_path / PT.TABLES[2].file
+    path.write_text(path.read_text().replace("60.6", "n/a"))
+    with pytest.raises(PT.PaperTableError, match="table2_disfa_sota.csv.*HiVA \\(Ours\\).*AU1"):
+        PT.load_table(2, tmp_path)
+
+
+# ----------------------------------------------------------------------------- audit
+def _table(rows: dict[str, list[float]], aus=("AU1", "AU2", "AU4")) -> pd.DataFrame:
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=[*aus, "AVE"])
+    df.index.name = "method"
+    return df
+
+
+def test_audit_recomputes_means_by_hand():
+    audit = PT.audit_tables()
+    ave = audit[audit["check"] == "ave_mismatch"].set_index(["table", "method"])
+    # hand sums: Table VI "w/o CDCA": 591.0 / 10; Table I SRERL: 754.8 / 12
+    assert ave.loc[("VI", "HiVA (w/o CDCA)"), "reference"] == pytest.approx(59.10)
+    assert ave.loc[("VI", "HiVA (w/o CDCA)"), "value"] == 59.7
+    assert ave.loc[("I", "SRERL [11]"), "reference"] == pytest.approx(62.90)
+    # HiVA (Ours) in Table I: 797.7 / 12 = 66.475, printed 66.5: within rounding
+    assert ("I", "HiVA (Ours)") not in ave.index
+
+
+def test_hiva_rows_mean_by_hand():
+    # independent arithmetic on the printed HiVA (Ours) rows
+    t1 = PT.load_table(1).loc["HiVA (Ours)"]
+    assert t1.drop("AVE").sum() == pytest.approx(797.7)
+    assert t1.drop("AVE").mean() == pytest.approx(66.475)  # prints as 66.5
+
+
+def test_audit_findings_on_the_paper():
+    audit = PT.audit_tables()
+    cross = audit[audit["check"] == "cross_table"]
+    got = {(r.table, r.column, r.value, r.reference) for r in cross.itertuples()}
+    assert got == {("I", "AU1", 54.3, 54.1), ("III", "AU15", 47.8, 47.7)}
+    not_best = audit[audit["check"] == "not_best"]
+    assert list(not_best["table"]) == ["II"]
+    assert not_best["reference"].iat[0] == 68.2 and "MGRR-Net" in not_best["finding"].iat[0]
+    dup = audit[audit["check"] == "duplicate_row"]
+    assert list(zip(dup["table"], dup["method"], strict=True)) == [("III", "AAR [35]")]
+    # the AlexNet row of Table III has integer AU values: 0.5 + 0.05 tolerance, no finding
+    assert not ((audit["table"] == "III") & (audit["check"] == "ave_mismatch")).any()
+
+
+def test_audit_clean_on_consistent_tables():
+    sota = _table({"A": [50.0, 60.0, 70.0, 60.0], "HiVA (Ours)": [55.1, 60.2, 70.3, 61.9]})
+    ablation = _table({"HiVA (Ours)": [55.1, 60.2, 70.3, 61.9], "B": [40.0, 41.0, 42.1, 41.0]})
+    assert PT.audit_tables({1: sota, 4: ablation}).empty
+    assert "No inconsistencies" in PT.audit_markdown(PT.audit_tables({1: sota, 4: ablation}))
+
+
+def test_audit_finds_planted_inconsistencies():
+    tables = PT.load_tables()
+    planted = {n: t.copy() for n, t in tables.items()}
+    planted[5].loc["Baseline", "AU9"] += 3.0  # AVE now off by 3/8 = 0.375
+    planted[2].loc["HiVA (Ours)", "AU26"] = 63.9  # differs from Table V's 63.8 (AVE: +0.0125)
+    base = PT.audit_tables(tables)
+    new = PT.audit_tables(planted)
+    extra = new.merge(base, how="left", indicator=True).query("_merge == 'left_only'")
+    assert {(r.check, r.table, r.method) for r in extra.itertuples()} == {
+        ("ave_mismatch", "V", "Baseline"), ("cross_table", "II", "HiVA (Ours)")}
+    row = extra[extra["check"] == "ave_mismatch"].iloc[0]
+    assert row["reference"] == pytest.approx((483.3 + 3.0) / 8)  # hand sum of the row: 483.3
+
+
+def test_audit_tolerance_is_rounding_aware():
+    # 1-decimal values: tolerance 0.1; mean 10.1333 vs AVE 10.2 passes, 10.3 fails
+    ok = _table({"m": [10.0, 10.1, 10.3, 10.2]})
+    bad = _table({"m": [10.0, 10.1, 10.3, 10.3]})
+    assert PT.audit_tables({1: ok}).empty
+    assert list(PT.audit_tables({1: bad})["tolerance"]) == [pytest.approx(0.1)]
+    # integer AU values (AlexNet style): tolerance 0.55
+    ints = _table({"m": [44.0, 46.0, 2.0, 31.1]})
+    assert PT.audit_tables({1: ints}).empty  # mean 30.667, off by 0.43
+
+
+# ----------------------------------------------------------------------------- results
+AUS = au_keys(dataset_aus("synth-disfa"))  # AU1 AU2 AU4 AU6 AU9 AU12 AU25 AU26
+
+
+def _write_run(root, variant, seed, fold, f1, run=None, dataset="synth-disfa"):
+    d = root / dataset / variant / f"seed{seed}" / (run or f"fold{fold}")
+    d.mkdir(parents=True)
+    metrics = dict(dataset=dataset, variant=variant, seed=seed, fold=fold,
+                   au_ids=list(dataset_aus(dataset)), f1=dict(zip(AUS, f1, strict=True)),
+                   mean_f1=float(np.mean(f1)), n_test=10, config={}, checkpoint="ckpt.pt")
+    (d / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture
+def tree(tmp_path):
+    full = [0.5, 0.6, 0.7, 0.5, 0.6, 0.7, 0.9, 0.6]  # mean 0.6375
+    base = [0.4, 0.5, 0.6, 0.4, 0.5, 0.6, 0.8, 0.5]  # mean 0.5375
+    _write_run(tmp_path, "full", 0, 1, full)
+    _write_run(tmp_path, "baseline", 0, 1, base)
+    return tmp_path
+
+
+def test_collect_one_row_per_run(tree):
+    df = R.collect_results(tree, "synth-disfa")
+    assert sorted(df["variant"]) == ["baseline", "full"]
+    assert df.set_index("variant").loc["full", "AU25"] == 0.9
+
+
+def test_summary_matches_hand_computation(tree):
+    s = R.summarise(R.collect_results(tree, "synth-disfa")).set_index(["variant", "column"])
+    assert s.loc[("full", "AU1"), "mean"] == pytest.approx(50.0)
+    assert s.loc[("full", "AVE"), "mean"] == pytest.approx(63.75)
+    assert s.loc[("baseline", "AVE"), "mean"] == pytest.approx(53.75)
+    assert s.loc[("full", "AVE"), "n"] == 1 and math.isnan(s.loc[("full", "AVE"), "std"])
+    assert list(s.loc["full"].index) == [*AUS, "AVE"]
+
+
+def test_summary_std_over_folds_and_seeds(tree):
+    second = [0.7, 0.6, 0.7, 0.5, 0.6, 0.7, 0.9, 0.6]  # AU1 0.7 vs 0.5; mean 0.6625
+    _write_run(tree, "full", 1, 1, second)
+    s = R.summarise(R.collect_results(tree, "synth-disfa")).set_index(["variant", "column"])
+    assert s.loc[("full", "AU1"), "mean"] == pytest.approx(60.0)
+    assert s.loc[("full", "AU1"), "std"] == pytest.approx(math.sqrt(2 * 10.0**2))  # ddof=1
+    assert s.loc[("full", "AU2"), "std"] == pytest.approx(0.0)
+    assert s.loc[("full", "AVE"), "mean"] == pytest.approx(65.0)
+    assert s.loc[("full", "AVE"), "std"] == pytest.approx(math.sqrt(2 * 1.25**2))
+    assert s.loc[("full", "AVE"), "n_seeds"] == 2
+
+
+def test_newest_version_of_a_run_wins(tree):
+    _write_run(tree, "full", 0, 1, [0.1] * 8, run="fold1-v2")
+    df = R.collect_results(tree, "synth-disfa")
+    assert len(df) == 2
+    assert df.set_index("variant").loc["full", "AU1"] == pytest.approx(0.1)
+
+
+def test_side_by_side_deltas(tree):
+    sbs = R.side_by_side(R.summarise(R.collect_results(tree, "synth-disfa")), "synth-disfa")
+    key = sbs.set_index(["table", "paper_row", "column"])
+    assert key.loc[("V", "HiVA (Ours)", "AU1"), "paper"] == 60.6
+    assert key.loc[("V", "HiVA (Ours)", "AU1"), "delta"] == pytest.approx(50.0 - 60.6)
+    assert key.loc[("V", "Baseline", "AVE"), "delta"] == pytest.approx(53.75 - 60.4)
+    assert key.loc[("II", "HiVA (Ours)", "AVE"), "delta"] == pytest.approx(63.75 - 67.4)
+    # gains over Baseline: ours 10 points on every AU; paper AU1 60.6 - 43.5
+    assert key.loc[("V", "HiVA (Ours)", "AU1"), "ours_gain"] == pytest.approx(10.0)
+    assert key.loc[("V", "HiVA (Ours)", "AU1"), "paper_gain"] == pytest.approx(17.1)
+    assert key.loc[("V", "Baseline", "AVE"), "ours_gain"] == pytest.approx(0.0)
+    # the paper's row order: HiVA (Ours) before Baseline in Table V; Table II last
+    assert list(dict.fromkeys(zip(sbs["table"], sbs["paper_row"], strict=True))) == [
+        ("V", "HiVA (Ours)"), ("V", "Baseline"), ("II", "HiVA (Ours)")]
+
+
+def test_write_report_files(tree):
+    out = tree / "synth-disfa" / "report"
+    files = R.write_report(tree, "synth-disfa", out)
+    for path in files.values():
+        assert path.exists() and path.stat().st_size > 0, path
+    text = files["report_md"].read_text()
+    assert "| HiVA (Ours) | 50.0 | 60.0 |" in text  # ours, 1 run: no std
+    assert "| Baseline | -3.5 |" in text  # delta table: AU1 40.0 - 43.5
+    assert "| HiVA (Ours) | 10.0 | 7.0 | True |" in text  # AVE gains: 63.75-53.75, 67.4-60.4
+    assert "MGRR-Net" in files["audit_md"].read_text()
+    assert files["deltas_png"].read_bytes()[:4] == b"\x89PNG"
+    assert files["deltas_pdf"].read_bytes()[:4] == b"%PDF"
+    # the report folder is not mistaken for a variant on the next run
+    assert len(R.collect_results(tree, "synth-disfa")) == 2
+
+
+def test_missing_results_say_which_notebook(tmp_path):
+    with pytest.raises(R.ReportError, match="04_ablations.ipynb") as err:
+        R.write_report(tmp_path, "synth-gft")
+    assert "synth-gft" in str(err.value)
+    assert not (tmp_path / "synth-gft").exists()
+
+
+def test_results_of_another_dataset_are_refused(tmp_path):
+    _write_run(tmp_path, "full", 0, 1, [0.5] * 8)
+    (tmp_path / "synth-disfa").rename(tmp_path / "synth-bp4d")
+    with pytest.raises(R.ReportError, match="filed under synth-bp4d"):
+        R.collect_results(tmp_path, "synth-bp4d")
+
+
+def test_malformed_metrics_names_the_file(tree):
+    path = tree / "synth-disfa" / "full" / "seed0" / "fold1" / "metrics.json"
+    path.write_text('{"dataset": "synth-disfa", "variant": "full"')
+    with pytest.raises(R.ReportError, match="full/seed0/fold1/metrics.json: malformed"):
+        R.collect_results(tree, "synth-disfa")
