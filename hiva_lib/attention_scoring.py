@@ -60,13 +60,13 @@ def energy_inside(att: np.ndarray, mask: np.ndarray, mode: str = "bilinear") -> 
     return float(up[mask].sum() / total)
 
 
-def masks_in_view(masks: np.ndarray, image_size: int, load_size: int, crop: int) -> np.ndarray:
+def masks_in_view(masks: np.ndarray, load_size: int, crop: int) -> np.ndarray:
     """Cut full-image masks (..., R, R) to the model's centre-crop view (..., crop, crop).
 
-    The image (``image_size`` px, masks at R px over it) is resized to ``load_size`` and the
-    centre ``crop`` is taken, as in evaluation. Nearest-neighbour resampling keeps masks binary.
+    The masks cover the whole image, whatever its pixel size; the image is resized to
+    ``load_size`` and the centre ``crop`` is taken, as in evaluation. Nearest-neighbour
+    resampling keeps the masks binary.
     """
-    del image_size  # masks cover the whole image whatever its pixel size
     masks = np.asarray(masks, dtype=bool)
     lead, r = masks.shape[:-2], masks.shape[-1]
     t = torch.from_numpy(masks.reshape(-1, 1, r, r).astype(np.float32))
@@ -76,7 +76,8 @@ def masks_in_view(masks: np.ndarray, image_size: int, load_size: int, crop: int)
     return t.numpy().reshape(*lead, crop, crop)
 
 
-def score_maps(maps: np.ndarray, masks: np.ndarray, mode: str = "bilinear") -> dict[str, np.ndarray]:
+def score_maps(maps: np.ndarray, masks: np.ndarray,
+               mode: str = "bilinear") -> dict[str, np.ndarray]:
     """Score maps (n, h, w) against masks (n, R, R) pairwise: arrays ``pointing``, ``energy``,
     ``area`` (the chance level) of length n. Pairs with an empty mask get NaN."""
     maps, masks = np.asarray(maps), np.asarray(masks, dtype=bool)

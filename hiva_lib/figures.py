@@ -23,22 +23,18 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: headless and inside papermill
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from . import attention_scoring as scoring  # noqa: E402
-from .au import AUS, au_keys  # noqa: E402
-from .checkpoint import atomic_write_text  # noqa: E402
-from .config import TrainConfig, make_config, project_root  # noqa: E402
-from .datasets import PreparedDataset  # noqa: E402
-from .loader import FrameDataset, load_size_for, prepare_batch  # noqa: E402
+from . import attention_scoring as scoring
+from .au import au_keys
+from .checkpoint import atomic_write_text
+from .config import TrainConfig, make_config, project_root
+from .datasets import PreparedDataset
+from .loader import FrameDataset, load_size_for, prepare_batch
 
 MAP_CMAP = "jet"
 OVERLAY_ALPHA = 0.45
@@ -105,7 +101,8 @@ class Study:
         path = (train.stage2_dir(cfg) if stage2 else train.stage1_dir(cfg)) / "final.pt"
         if not path.exists():
             raise FigureError(f"{path}: no trained {variant!r} model for {self.dataset}, fold "
-                              f"{self.cfg.fold}, seed {self.cfg.seed}. " + self._train_hint(variant))
+                              f"{self.cfg.fold}, seed {self.cfg.seed}. "
+                              + self._train_hint(variant))
         return path
 
     def model(self, variant: str) -> torch.nn.Module:
@@ -123,6 +120,25 @@ class Study:
         fig.savefig(paths[1], bbox_inches="tight")
         plt.close(fig)
         return paths
+
+
+def run_figure(fn, *args, skip_missing: bool = False, **kwargs):
+    """``fn(*args, **kwargs)``; with ``skip_missing`` a missing input (:class:`FigureError`)
+    is reported and None returned, so one untrained variant does not stop the other figures."""
+    try:
+        return fn(*args, **kwargs)
+    except FigureError as e:
+        if not skip_missing:
+            raise
+        print(f"skipped {getattr(fn, '__name__', fn)}: {e}")
+        return None
+
+
+def show(study: Study, name: str):
+    """The saved PNG of figure ``name``, for display in a notebook."""
+    from IPython.display import Image
+
+    return Image(filename=str(study.out_dir / f"{name}.png"))
 
 
 # ----------------------------------------------------------------------------- Fig. 4
@@ -398,6 +414,13 @@ def sample_faces(study: Study, n: int = 3, min_active: int = 3) -> np.ndarray:
     return test[np.array(chosen, dtype=int)]
 
 
+def _au_list(labels: np.ndarray, keys: list[str], per_line: int = 4) -> str:
+    """Active AUs as text, ``per_line`` to a line (titles stay narrow)."""
+    on = [k for k, y in zip(keys, labels, strict=True) if y > 0.5]
+    lines = [", ".join(on[i:i + per_line]) for i in range(0, len(on), per_line)]
+    return "\n".join(lines) or "none"
+
+
 def _aus_to_show(labels: np.ndarray, probs: np.ndarray, k: int = 3) -> list[int]:
     """Up to ``k`` AU columns: the active ones first, then the most probable others."""
     active = [int(j) for j in np.flatnonzero(labels > 0.5)]
@@ -456,8 +479,8 @@ def fig6(study: Study, variant: str = "full", reference: str = "baseline",
                              figsize=(1.9 * n_cols, 2.1 * len(rows) + 0.5))
     for r in range(len(rows)):
         aus = shown[r]
-        truth = ", ".join(keys[j] for j in np.flatnonzero(labels[r] > 0.5)) or "none"
-        _overlay(axes[r, 0], rgb[r], None, f"face\nactive: {truth}", plain=True)
+        _overlay(axes[r, 0], rgb[r], None, "face, active:\n" + _au_list(labels[r], keys),
+                 plain=True)
         for c in range(3):
             ax = axes[r, 1 + c]
             if c >= len(aus):
@@ -557,8 +580,8 @@ def draw_au_graph(ax, adjacency: np.ndarray, au_ids: list[int], truth: np.ndarra
                   predicted: np.ndarray, title: str) -> None:
     """A circular node-link diagram of one top-K AU graph. An edge joins i and j when either
     picked the other among its neighbours (self-links are not drawn); its width grows with the
-    weight. Node fill: ground truth (orange = active); ring: prediction (thick black = predicted
-    active); node size: in-degree (how many AUs chose it)."""
+    weight. Node fill: ground truth (orange = active); ring: prediction (thick = predicted
+    active), red where the prediction is wrong; node size: in-degree (how many AUs chose it)."""
     a = np.array(adjacency, dtype=float)
     np.fill_diagonal(a, 0)
     n = len(au_ids)
@@ -575,12 +598,11 @@ def draw_au_graph(ax, adjacency: np.ndarray, au_ids: list[int], truth: np.ndarra
     indeg = (a > 0).sum(0)
     for i, au in enumerate(au_ids):
         on, pred = truth[i] > 0.5, predicted[i] > 0.5
+        ring = "red" if on != pred else ("black" if pred else "silver")
         ax.scatter(*xy[i], s=260 + 90 * indeg[i], zorder=2,
                    color="tab:orange" if on else "whitesmoke",
-                   edgecolor="black" if pred else "silver", linewidth=2.8 if pred else 1.0)
-        wrong = on != pred
-        ax.text(*xy[i], f"AU{au}", ha="center", va="center", fontsize=7, zorder=3,
-                color="red" if wrong else "black", fontweight="bold" if wrong else "normal")
+                   edgecolor=ring, linewidth=2.8 if pred else 1.6)
+        ax.text(*xy[i], f"AU{au}", ha="center", va="center", fontsize=7, zorder=3)
     ax.set_title(title, fontsize=8)
     ax.set_xlim(-1.35, 1.35)
     ax.set_ylim(-1.35, 1.35)
@@ -610,8 +632,7 @@ def fig7(study: Study, variants: tuple[str, ...] = ("full", "baseline"), n_faces
     for r in range(len(rows)):
         axes[r, 0].imshow(rgb[r])
         axes[r, 0].axis("off")
-        truth = ", ".join(f"AU{a}" for a, y in zip(au_ids, labels[r], strict=True) if y > 0.5)
-        axes[r, 0].set_title(f"active: {truth or 'none'}", fontsize=8)
+        axes[r, 0].set_title("active:\n" + _au_list(labels[r], au_keys(au_ids)), fontsize=8)
         for c, v in enumerate(variants):
             ax = axes[r, 1 + c]
             probs, graph = outs[v]["probs"][r], outs[v]["graph"]
@@ -627,14 +648,16 @@ def fig7(study: Study, variants: tuple[str, ...] = ("full", "baseline"), n_faces
     handles = [Patch(facecolor="tab:orange", edgecolor="black", label="active (ground truth)"),
                Patch(facecolor="whitesmoke", edgecolor="silver", label="inactive"),
                Line2D([], [], marker="o", ls="", markerfacecolor="white", markeredgecolor="black",
-                      markeredgewidth=2.5, markersize=10, label="predicted active (ring)"),
-               Line2D([], [], color="red", marker="$A$", ls="", label="wrong prediction"),
+                      markeredgewidth=2.5, markersize=10, label="predicted active (thick ring)"),
+               Line2D([], [], marker="o", ls="", markerfacecolor="white", markeredgecolor="red",
+                      markeredgewidth=2.0, markersize=10, label="wrong prediction (red ring)"),
                Line2D([], [], color="tab:blue", lw=2, label="mutual top-K edge"),
                Line2D([], [], color="tab:gray", lw=2, label="one-way top-K edge")]
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(f"Fig. 7 ({study.dataset}): learned top-K AU graphs (node size: in-degree)",
                  fontsize=10)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.6 / (2.9 * len(rows) + 0.8), 1, 1))
     study.save(fig, "fig7_au_graphs")
     return fig
 

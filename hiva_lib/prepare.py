@@ -19,10 +19,14 @@ SMOKE_SYNTH = {"n_subjects": 6, "frames_per_subject": 8}
 SYNTH_IMAGE_SIZE = 128
 
 
-def _reuse(root: Path, wanted: dict) -> PreparedDataset:
-    """Load a finished data set if its recorded settings match ``wanted``; refuse otherwise."""
+def _reuse(root: Path, wanted: dict, section: str | None = "preparation") -> PreparedDataset:
+    """Load a finished data set if its recorded settings match ``wanted``; refuse otherwise.
+
+    The settings are read from ``meta[section]`` (real sets) or the top level of meta.json
+    (SynthFACS records seed, n_subjects, frames_per_subject there).
+    """
     data = load_prepared(root)
-    have = data.meta.get("preparation", {})
+    have = data.meta.get(section, {}) if section else data.meta
     differ = {k: (have[k], v) for k, v in wanted.items() if k in have and have[k] != v}
     if differ:
         detail = ", ".join(f"{k}={a!r} there, {b!r} asked" for k, (a, b) in differ.items())
@@ -78,8 +82,13 @@ def _prepare_synth(name: str, root: Path, overwrite: bool, smoke: bool, progress
     if kw:
         raise TypeError(f"prepare_dataset({name!r}) got unexpected arguments {sorted(kw)}")
     if (root / "index.csv").exists() and not overwrite:
-        return _reuse(root, {"smoke": smoke})
-    out = synthfacs.generate(name.removeprefix("synth-"), root, **sizes,
+        preset = synthfacs.get_preset(name)
+        return _reuse(root, {"seed": seed,
+                             "n_subjects": sizes.get("n_subjects", preset.n_subjects),
+                             "frames_per_subject": sizes.get("frames_per_subject",
+                                                             preset.frames_per_subject)},
+                      section=None)
+    out = synthfacs.generate(name, root, **sizes,
                              image_size=SYNTH_IMAGE_SIZE, seed=seed, overwrite=overwrite,
                              progress=progress)
     return out if isinstance(out, PreparedDataset) else load_prepared(root)

@@ -20,6 +20,8 @@ the AU, whose tokens then all serve as keys of the spatial DDCA).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import torch
@@ -69,6 +71,7 @@ class TextEncoder(nn.Module):
                              f"has {total} layers")
         counts = [len(d) for d in self.descriptions]
         self.counts = counts
+        self.register_buffer("descriptions_hash", descriptions_hash(self.descriptions))
         self.register_buffer("first", torch.tensor([0, *counts[:-1]]).cumsum(0), persistent=False)
 
         # frozen part, once: hidden_states[k] is the output of the first k layers
@@ -137,17 +140,18 @@ class TextEncoder(nn.Module):
                           token_mask=tok_mask.reshape(n, s * t))
 
     # ------------------------------------------------------------------ checkpoints
-    def get_extra_state(self) -> dict:
-        return {"descriptions": self.descriptions}
-
-    def set_extra_state(self, state: dict) -> None:
-        saved = state.get("descriptions")
-        if saved != self.descriptions:
-            diff = next((i for i, (a, b) in enumerate(zip(saved or [], self.descriptions,
-                                                          strict=False)) if a != b), None)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # a checkpoint is only valid with the descriptions it was trained on
+        saved = state_dict.get(prefix + "descriptions_hash")
+        if saved is not None and not torch.equal(saved, self.descriptions_hash):
             raise ValueError(
                 "checkpoint was trained with other AU descriptions than this model was built "
-                f"with (first difference at AU index {diff}; counts {len(saved or [])} vs "
-                f"{len(self.descriptions)}). Build HiVA with descriptions= the checkpoint's "
-                "list (checkpoint['model']['text._extra_state']['descriptions']) or restore "
-                "hiva_lib/data/au_descriptions.json.")
+                "with (their hashes differ). Build HiVA with the same descriptions= list or "
+                "descriptions_path, or restore hiva_lib/data/au_descriptions.json.")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def descriptions_hash(descriptions: list[list[str]]) -> torch.Tensor:
+    """An int64 fingerprint of the description lists, kept in the state dict."""
+    digest = hashlib.sha256(json.dumps(descriptions).encode()).digest()
+    return torch.tensor(int.from_bytes(digest[:8], "little", signed=True))

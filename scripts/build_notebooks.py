@@ -26,7 +26,7 @@ A finished data set is reused, never overwritten silently (`overwrite=True` prep
 raw_root = None  # the licensed copy, for bp4d / disfa / gft
 data_root = None  # default: data/prepared under the project root
 align = "auto"  # face alignment: "auto", "mtcnn", or "skip" (already cropped faces)
-image_size = 224  # real data sets; SynthFACS renders at 128 px
+image_size = 256  # real data sets (the loader crops 224 from 256); SynthFACS renders at 128 px
 overwrite = False
 smoke = False  # a tiny version, for tests"""),
     ("code", """from hiva_lib.config import make_config
@@ -159,6 +159,159 @@ files = write_report(cfg.results_root, dataset, out_dir)
 files"""),
     ("code", """for md in sorted(out_dir.glob("*.md")):
     display(Markdown(md.read_text()))"""),
+]
+
+
+_FIG_PARAMS = """dataset = "synth-disfa"
+data_root = None  # default: data/prepared under the project root
+runs_root = None  # checkpoints (and text embeddings); default: runs/
+results_root = None  # metrics; default: results/
+figures_root = None  # default: figures/ (smoke: figures/_smoke/)
+smoke = False  # the smoke-size study of the tests
+seed = 0
+fold = 1"""
+
+NOTEBOOKS["06_figures"] = [
+    ("md", """# 06 Figures 4-7 and Grad-CAM
+
+Regenerates the paper's qualitative figures from saved results and checkpoints (notebooks
+02-04 first), as PNG and PDF under `figures_root/<dataset>/`:
+
+* **Fig. 4** per-AU F1 gain of HiVA over the vision-only Baseline against AU frequency;
+* **Fig. 5** cosine similarity of the text AU embeddings over stage-2 epochs, w/o L_diff vs HiVA;
+* **Fig. 6** DDCA maps, the CDCA composite and Grad-CAM on test faces; on SynthFACS every map
+  is scored against the ground-truth AU regions (`results/<dataset>/attention_scores.csv`);
+* **Fig. 7** the learned top-K AU graphs, HiVA vs Baseline.
+
+Details and definitions: `docs/figures.md`."""),
+    ("params", _FIG_PARAMS + """
+variant = "full"  # the model shown (HiVA)
+reference = "baseline"  # the vision-only reference of Figs. 4, 6, 7
+n_faces = 3
+max_frames = 256  # test frames scored against the AU regions (SynthFACS)
+device = "cpu"
+skip_missing = False  # True: report a figure whose runs are missing and go on"""),
+    ("code", """from hiva_lib import figures as F
+
+study = F.Study.open(dataset, data_root=data_root, runs_root=runs_root,
+                     results_root=results_root, figures_root=figures_root, smoke=smoke,
+                     seed=seed, fold=fold, device=device)
+study"""),
+    ("md", """## Fig. 4: F1 gain against AU frequency
+The paper: the rarer the AU, the larger HiVA's gain. Frequencies are the AU base rates of the
+training folds; gains are averaged over every (seed, fold) both models have."""),
+    ("code", """gains = F.run_figure(F.fig4, study, variant, reference, skip_missing=skip_missing)
+if gains is not None:
+    display(F.show(study, "fig4_f1_gain"), gains.round(2))"""),
+    ("md", """## Fig. 5: text AU embeddings over training
+Cosine similarity of H_i (the rows L_diff of Eq. 1 pushes apart), saved after every stage-2
+epoch; top: w/o L_diff, bottom: HiVA."""),
+    ("code", """sims = F.run_figure(F.fig5, study, skip_missing=skip_missing)
+if sims is not None:
+    display(F.show(study, "fig5_text_similarity"))"""),
+    ("md", """## Fig. 6: DDCA, CDCA and Grad-CAM maps
+Three AUs per face (active ones first), the CDCA composite over them, and Grad-CAM of the first
+AU's logit for HiVA and the Baseline. White contours: the ground-truth AU region (SynthFACS)."""),
+    ("code", """fig = F.run_figure(F.fig6, study, variant, reference, n_faces,
+                   skip_missing=skip_missing)
+if fig is not None:
+    display(F.show(study, "fig6_attention"))"""),
+    ("md", """### Attention against the ground-truth AU regions (SynthFACS only)
+Pointing game (is the map's maximum inside the AU's region?) and energy inside the region
+(the fraction of the map's mass there), over test frames where the AU is active, per AU and
+variant; `chance` is what a uniform map scores (the region's area)."""),
+    ("code", """if study.data.region_masks() is not None:
+    scores = F.score_attention(study, max_frames=max_frames)
+    study.save(F.plot_attention_scores(scores, dataset), "attention_scores")
+    display(F.show(study, "attention_scores"))
+    display(scores[scores.au == "mean"].round(3))
+else:
+    print(f"{dataset} has no ground-truth AU regions; only SynthFACS can be scored")"""),
+    ("md", """## Fig. 7: learned AU graphs
+Each AU linked to its top-K neighbours (from U_i); orange: active AUs, thick ring: predicted
+active, red ring: a wrong prediction."""),
+    ("code", """fig = F.run_figure(F.fig7, study, (variant, reference), n_faces,
+                   skip_missing=skip_missing)
+if fig is not None:
+    display(F.show(study, "fig7_au_graphs"))"""),
+]
+
+NOTEBOOKS["07_efficiency"] = [
+    ("md", """# 07 Efficiency: parameters, FLOPs, latency
+
+The paper (Sec. IV-A): 156.08M parameters, 19.09 GFLOPs, 63.1 ms per inference at batch 32 on
+an RTX 3090, 215.8 ms on a Xeon CPU. We measure the `paper` architecture (Swin-B + BERT-large,
+random weights: no download) and the laptop preset, and say what each number counts
+(`hiva_lib/efficiency.py`, `docs/figures.md`). The text branch depends only on the fixed
+descriptions, so at inference it can be computed once: both costs are shown.
+Written to `results_root/efficiency.csv`."""),
+    ("params", """presets = ["paper", "cpu-small"]  # keys of hiva_lib.hiva.MODEL_PRESETS
+dataset = "bp4d"  # sets the AU count (BP4D: 12, as the paper's numbers)
+device = "auto"  # batch-32 latency here ("auto": cuda if available); batch 1 always on CPU
+batch_size = 32
+reps = 3
+cpu_reps = 5
+results_root = None  # default: results/ (smoke: results/_smoke/)
+smoke = False  # the tiny test preset only"""),
+    ("code", """from pathlib import Path
+
+from hiva_lib import efficiency as E
+from hiva_lib.config import make_config
+
+if smoke:
+    presets, batch_size, reps, cpu_reps = ["test-tiny"], 4, 1, 1
+out_csv = Path(make_config(dataset, smoke=smoke, results_root=results_root).results_root)
+out_csv = out_csv / "efficiency.csv"
+table = E.efficiency_table(presets, dataset, device, batch_size, reps, cpu_reps, out_csv)
+print(f"written to {out_csv}")
+E.comparison(table)"""),
+    ("md", "Parameters per module (millions) and everything measured:"),
+    ("code", """table.set_index("preset").T"""),
+]
+
+NOTEBOOKS["08_inference"] = [
+    ("md", """# 08 AU detection on your own faces
+
+`hiva_lib.inference.infer` takes an image, a folder of images or a video, detects and aligns
+each face (MTCNN, the 5-point template of the prepared data sets; `align="skip"` for inputs
+that are already face crops), and writes per-frame AU probabilities (`au_probabilities.csv`)
+and attention overlays (`overlays/*.png`) from a trained checkpoint.
+
+Without `source`, a few test frames of the prepared data set are used as a demo."""),
+    ("params", """checkpoint = None  # a final.pt; None: the trained `variant` of the study below
+source = None  # an image, a folder or a video; None: test frames of `dataset`
+out_dir = None  # default: results_root/<dataset>/inference
+align = "auto"  # "auto" (MTCNN), "mtcnn", or "skip" (inputs are face crops)
+every = 1  # video: every n-th frame
+max_frames = None
+device = "cpu"
+""" + _FIG_PARAMS + """
+variant = "full\""""),
+    ("code", """from pathlib import Path
+
+import pandas as pd
+from IPython.display import Image, display
+
+from hiva_lib.figures import Study
+from hiva_lib.inference import infer
+
+study = Study.open(dataset, data_root=data_root, runs_root=runs_root,
+                   results_root=results_root, figures_root=figures_root, smoke=smoke,
+                   seed=seed, fold=fold)
+if checkpoint is None:
+    checkpoint = study.checkpoint(variant)
+if source is None:  # demo: a few test-fold frames of the prepared data set
+    _, test_rows = study.data.split(fold)
+    source = [study.data.image_path(int(r)) for r in test_rows[:6]]
+if out_dir is None:
+    out_dir = Path(study.cfg.results_root) / dataset / "inference"
+table = infer(checkpoint, source, out_dir, align=align, device=device, every=every,
+              max_frames=max_frames)
+print(f"{len(table)} frames, {int(table.face_found.sum())} with a face; written to {out_dir}")
+table.round(3)"""),
+    ("md", "Attention overlays of the first faces:"),
+    ("code", """for png in sorted(Path(out_dir, "overlays").glob("*.png"))[:3]:
+    display(Image(filename=str(png)))"""),
 ]
 
 

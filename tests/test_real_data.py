@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from real_fixtures import BUILDERS, DISFA_SUBJECTS, render
 
 from hiva_lib.au import au_keys, dataset_aus
 from hiva_lib.datasets import DatasetError, load_prepared
@@ -18,8 +19,6 @@ from hiva_lib.losses import inverse_frequency_weights
 from hiva_lib.megraphau import import_megraphau_lists, write_megraphau_lists
 from hiva_lib.prepare import prepare_dataset
 from hiva_lib.real_data import BP4D_PARTS, DISFA_PARTS, parts_to_folds
-
-from .real_fixtures import BUILDERS, DISFA_SUBJECTS, render
 
 KEY = ["subject", "sequence", "frame", "fold"]
 
@@ -77,13 +76,55 @@ def test_align_face_moves_the_landmarks_onto_the_template():
         np.testing.assert_allclose([xs.mean(), ys.mean()], target - 0.0, atol=1.0)
 
 
-def test_mtcnn_detector_runs_offline_when_installed():
+def test_mtcnn_aligns_a_synthfacs_face_offline():
+    """The bundled MTCNN finds a rendered face; re-detected on the crop, its landmarks sit
+    on the template (a few pixels: detector noise), and a black frame has no face."""
     pytest.importorskip("facenet_pytorch")
+    from hiva_lib import synthfacs
     from hiva_lib.face_align import FaceAligner
 
-    aligner = FaceAligner("mtcnn", 32, device="cpu")
-    blank = np.zeros((120, 120, 3), np.uint8)
-    assert aligner.landmarks([blank]) == [None]  # no face in a black frame, and no download
+    aligner = FaceAligner("mtcnn", 112, device="cpu")
+    face, _ = synthfacs.render_face(synthfacs.sample_identity(3), {12: 3.0},
+                                    synthfacs.sample_nuisance(5), 160)
+    frame = np.zeros((240, 300, 3), np.uint8)
+    frame[50:210, 100:260] = face  # off-centre in a bigger frame
+    lm, none = aligner.landmarks([frame, np.zeros_like(frame)])
+    assert none is None and lm is not None
+    again = aligner.landmarks([cv2.resize(aligner.crop(frame, lm), (224, 224))])[0]
+    assert np.abs(again / 2 - template_points(112)).max() < 6
+
+
+def _fake_detector(monkeypatch, every: int | None):
+    """MTCNN stand-in: fixed landmarks on every ``every``-th call, None otherwise."""
+    from hiva_lib import face_align
+
+    calls = {"n": 0}
+
+    def landmarks(self, images):
+        out = []
+        for im in images:
+            calls["n"] += 1
+            hit = every is not None and calls["n"] % every == 0
+            out.append(template_points(im.shape[0]) * 0.9 + 2 if hit else None)
+        return out
+
+    monkeypatch.setattr(face_align.MTCNNDetector, "__init__", lambda self, device=None: None)
+    monkeypatch.setattr(face_align.MTCNNDetector, "landmarks", landmarks)
+
+
+def test_frames_without_a_face_borrow_the_nearest_landmarks(raw_trees, tmp_path, monkeypatch):
+    raw, expected = raw_trees["gft"]
+    _fake_detector(monkeypatch, every=2)
+    data = prepare_dataset("gft", tmp_path, raw_root=raw, align="mtcnn", image_size=32,
+                           progress=False)
+    assert len(data.index) == len(expected)
+    assert 0 < data.index["face_found"].sum() < len(expected)
+    assert all(data.image_path(r).exists() for r in range(len(data.index)))
+    _fake_detector(monkeypatch, every=None)
+    with pytest.raises(DatasetError, match="no face found in any frame"):
+        prepare_dataset("gft", tmp_path / "none", raw_root=raw, align="mtcnn", image_size=32,
+                        progress=False)
+    assert _nothing_written(tmp_path / "none", "gft")
 
 
 # ------------------------------------------------------------------------- layouts
@@ -92,8 +133,9 @@ def test_prepare_each_layout(raw_trees, tmp_path, name):
     raw, expected = raw_trees[name]
     data = _prepare(name, raw, tmp_path)
     aus = au_keys(dataset_aus(name))
-    got = data.index[KEY + aus].reset_index(drop=True)
-    pd.testing.assert_frame_equal(got, expected[KEY + aus], check_dtype=False)
+    got = data.index[KEY + aus].sort_values(KEY).reset_index(drop=True)
+    want = expected[KEY + aus].sort_values(KEY).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
     assert data.meta["protocol"] == ("train_test" if name == "gft" else "3fold")
     assert data.test_folds == ([1] if name == "gft" else [1, 2, 3])
     for fold in data.test_folds:
@@ -319,3 +361,7 @@ def test_synth_smoke_preparation(smoke_data_root):
     data = load_prepared(smoke_data_root / "synth-disfa")
     assert data.index["subject"].nunique() == 6
     assert data.au_ids == dataset_aus("disfa")
+    again = prepare_dataset("synth-disfa", smoke_data_root, smoke=True, progress=False)
+    pd.testing.assert_frame_equal(again.index, data.index)  # reused, not regenerated
+    with pytest.raises(DatasetError, match="other settings.*overwrite=True"):
+        prepare_dataset("synth-disfa", smoke_data_root, progress=False)  # full size asked

@@ -1,0 +1,262 @@
+"""Model cost: parameters, FLOPs and latency, beside the paper's Sec. IV-A numbers.
+
+The paper reports 156.08M parameters, 19.09 GFLOPs per inference, 63.1 ms per inference at
+batch 32 on an RTX 3090 and 215.8 ms per inference on a Xeon CPU, without saying what is
+counted. We measure architectures with random weights (no download: the Swin is built with
+``pretrained=False``; BERT-large is built from its config, fetched from the hub when possible
+and otherwise from BERT-large's published sizes, with MiniLM's tokenizer, which has the same
+uncased WordPiece vocabulary) and state what each number covers:
+
+* parameters: the model object (backbone, AU branches and graph, the two trained BERT layers,
+  text projection and Transformer, DDCA, CDCA, head), trainable per stage, and separately the
+  frozen BERT part (embeddings + first 22 layers), which :class:`TextEncoder` runs once per
+  description at construction and then discards;
+* FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions, 2 FLOPs per
+  multiply-add; many papers quote multiply-adds, i.e. half of this) for one image, split into
+  the image path and the text path (last BERT layers + Eq. 2 over the N descriptions). The text
+  path does not depend on the image, so at inference it can be computed once and cached;
+* latency: the mean wall time of a forward pass (eval mode, no grad), batch 32 on the chosen
+  device and batch 1 on the CPU, with the text path run every pass and cached.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import text_encoder as te
+from .au import dataset_aus
+from .hiva import MODEL_PRESETS, HiVA, ModelConfig
+
+PAPER = {"params_M": 156.08, "GFLOPs": 19.09, "gpu_ms_per_inference_b32": 63.1,
+         "cpu_ms_per_inference": 215.8}
+BERT_LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                  intermediate_size=4096, vocab_size=30522, max_position_embeddings=512,
+                  type_vocab_size=2)
+
+
+# ----------------------------------------------------------------------------- model building
+def _random_text_model(name: str, record: dict):
+    """(tokenizer, random-init BERT) with the architecture of ``name``; no weight download."""
+    from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel
+
+    from .pretrained import minilm_path, resolve_text_model
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_text_model(name))
+        record["text_config"] = f"{name} (its config)"
+    except Exception:  # offline: BERT-large's published sizes
+        config = BertConfig(**BERT_LARGE)
+        record["text_config"] = "BertConfig with BERT-large sizes (config not reachable)"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_text_model(name))
+    except Exception:
+        tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+    config._attn_implementation = "eager"
+    return tokenizer, BertModel(config, add_pooling_layer=False)
+
+
+@contextlib.contextmanager
+def _recording_text_loader(random_init: bool, record: dict) -> Iterator[None]:
+    """Route TextEncoder's model loading through a recorder of the whole BERT's size."""
+    real = te.load_text_model
+
+    def load(name: str):
+        tok, bert = _random_text_model(name, record) if random_init else real(name)
+        record["bert_params"] = sum(p.numel() for p in bert.parameters())
+        record["bert_layers"] = bert.config.num_hidden_layers
+        return tok, bert
+
+    te.load_text_model = load
+    try:
+        yield
+    finally:
+        te.load_text_model = real
+
+
+def build_model(preset: str, dataset: str = "bp4d", variant: str = "full",
+                random_text: bool | None = None) -> tuple[HiVA, dict]:
+    """The ``preset`` architecture with random backbone weights for ``dataset``'s AU set.
+
+    ``random_text``: build the text model randomly from its config (default: for hub ids; a
+    local folder such as "minilm" is loaded as is). One description per AU (the base one, used
+    at inference) keeps construction cheap; parameter counts do not depend on it.
+    """
+    from .descriptions import all_descriptions
+    from .variants import apply_variant
+
+    if preset not in MODEL_PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose one of {list(MODEL_PRESETS)}")
+    cfg: ModelConfig = apply_variant(dataclasses.replace(MODEL_PRESETS[preset],
+                                                         pretrained=False), variant)
+    if random_text is None:
+        random_text = cfg.text_model not in ("minilm",) and not Path(cfg.text_model).exists()
+    au_ids = dataset_aus(dataset)
+    record: dict = {}
+    descriptions = [d[:1] for d in all_descriptions(au_ids)] if cfg.use_text else None
+    with _recording_text_loader(random_text, record):
+        torch.manual_seed(0)
+        model = HiVA(cfg, au_ids, descriptions=descriptions)
+    return model.eval(), record
+
+
+# ----------------------------------------------------------------------------- measuring
+def parameter_counts(model: HiVA, record: dict) -> dict:
+    """Parameters (in units) of the model, per module, trainable per stage, frozen BERT."""
+    parts = {"backbone": model.backbone, "au_branches_graph": [model.branches, model.graph,
+                                                               model.stage1_head]}
+    if model.text is not None:
+        parts.update(text_trainable_bert=model.text.layers,
+                     text_proj_transformer=[model.text.proj, model.text.context],
+                     ddca=model.ddca, cdca=model.cdca, fuse_head=[model.fuse, model.head])
+    out = {}
+    for name, mods in parts.items():
+        mods = [m for m in (mods if isinstance(mods, list) else [mods]) if m is not None]
+        out[f"params_{name}"] = sum(p.numel() for m in mods for p in m.parameters())
+    out["params_total"] = sum(p.numel() for p in model.parameters())
+    stage = model.stage
+    for s in ((1, 2) if model.text is not None else (1,)):
+        model.set_stage(s)
+        out[f"params_trainable_stage{s}"] = sum(p.numel() for p in model.parameters()
+                                                if p.requires_grad)
+    model.set_stage(stage)
+    kept = out.get("params_text_trainable_bert", 0)
+    out["params_frozen_bert"] = record.get("bert_params", kept) - kept if model.text else 0
+    return out
+
+
+def _flops(fn, *args) -> int:
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        fn(*args)
+    return int(counter.get_total_flops())
+
+
+class _CachedText(nn.Module):
+    """Stands in for the text branch at inference: its output for the fixed descriptions."""
+
+    def __init__(self, text: nn.Module) -> None:
+        super().__init__()
+        with torch.no_grad():
+            self.out = text(None)
+
+    def forward(self, step: int | None = None):
+        return self.out
+
+
+@contextlib.contextmanager
+def cached_text(model: HiVA) -> Iterator[HiVA]:
+    """``model`` with its text branch replaced by its precomputed output (inference only)."""
+    if model.text is None:
+        yield model
+        return
+    real = model.text
+    model.text = _CachedText(real)
+    try:
+        yield model
+    finally:
+        model.text = real
+
+
+def flop_counts(model: HiVA) -> dict:
+    """FLOPs of one image (FlopCounterMode: 2 per multiply-add): total, image path, text path."""
+    x = torch.randn(1, 3, model.cfg.img_size, model.cfg.img_size)
+    total = _flops(model, x)
+    text = _flops(model.text, None) if model.text is not None else 0
+    return {"GFLOPs_total": total / 1e9, "GFLOPs_text": text / 1e9,
+            "GFLOPs_image_path": (total - text) / 1e9, "GMACs_total": total / 2e9}
+
+
+@torch.no_grad()
+def latency_ms(model: nn.Module, batch: int, device: torch.device, reps: int = 5,
+               warmup: int = 1) -> float:
+    """Mean wall time (ms) of one forward pass of ``batch`` random images on ``device``."""
+    x = torch.randn(batch, 3, model.cfg.img_size, model.cfg.img_size, device=device)
+    for _ in range(warmup):
+        model(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        model(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) / reps * 1000
+
+
+def measure(preset: str, dataset: str = "bp4d", device: str = "auto", batch_size: int = 32,
+            reps: int = 3, cpu_reps: int = 5) -> dict:
+    """One row of the efficiency table for ``preset`` (see the module docstring)."""
+    from .train import resolve_device
+
+    dev = resolve_device(device)
+    model, record = build_model(preset, dataset)
+    row: dict = {"preset": preset, "backbone": model.cfg.backbone, "img_size": model.cfg.img_size,
+                 "text_model": model.cfg.text_model, "text_config": record.get("text_config", ""),
+                 "n_aus": len(model.au_ids), "threads": torch.get_num_threads()}
+    row.update(parameter_counts(model, record))
+    row.update(flop_counts(model))
+    with cached_text(model):
+        row["cpu_ms_per_image_b1_text_cached"] = latency_ms(model, 1, torch.device("cpu"),
+                                                            cpu_reps)
+    row["cpu_ms_per_image_b1"] = latency_ms(model, 1, torch.device("cpu"), cpu_reps)
+    model.to(dev)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    row["device_b32"] = name
+    row["batch_size"] = batch_size
+    ms = latency_ms(model, batch_size, dev, reps)
+    row["ms_per_batch"] = ms
+    row["ms_per_image_in_batch"] = ms / batch_size
+    with cached_text(model):
+        row["ms_per_batch_text_cached"] = latency_ms(model, batch_size, dev, reps)
+    model.to("cpu")
+    return row
+
+
+def efficiency_table(presets: list[str] | tuple[str, ...] = ("paper", "cpu-small"),
+                     dataset: str = "bp4d", device: str = "auto", batch_size: int = 32,
+                     reps: int = 3, cpu_reps: int = 5,
+                     out_csv: str | Path | None = None) -> pd.DataFrame:
+    """Measure every preset; write the table (one row per preset) to ``out_csv``."""
+    rows = [measure(p, dataset, device, batch_size, reps, cpu_reps) for p in presets]
+    table = pd.DataFrame(rows)
+    if out_csv is not None:
+        from .checkpoint import atomic_write_text
+
+        atomic_write_text(table.to_csv(index=False, float_format="%.4g"), out_csv)
+    return table
+
+
+def comparison(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's four numbers beside ours, one column per measured preset. The paper's
+    "63.1 ms per inference with a batch size of 32" is read as per batch (per image it would
+    be 2 s per batch on an RTX 3090, far slower than Swin-B runs); both are listed."""
+    quantities = [
+        ("parameters in the model (M)", PAPER["params_M"],
+         lambda r: r.params_total / 1e6),
+        ("  incl. the frozen BERT part (M)", None,
+         lambda r: (r.params_total + r.params_frozen_bert) / 1e6),
+        ("GFLOPs per image (FlopCounterMode, 2 per MAC)", PAPER["GFLOPs"],
+         lambda r: r.GFLOPs_total),
+        ("  image path only (text cached)", None, lambda r: r.GFLOPs_image_path),
+        ("GMACs per image", None, lambda r: r.GMACs_total),
+        ("ms per batch of 32 (device)", PAPER["gpu_ms_per_inference_b32"],
+         lambda r: r.ms_per_batch),
+        ("  text cached", None, lambda r: r.ms_per_batch_text_cached),
+        ("ms per image within the batch", None, lambda r: r.ms_per_image_in_batch),
+        ("ms per image, CPU, batch 1", PAPER["cpu_ms_per_inference"],
+         lambda r: r.cpu_ms_per_image_b1),
+        ("  text cached", None, lambda r: r.cpu_ms_per_image_b1_text_cached),
+    ]
+    out = pd.DataFrame({"quantity": [q for q, _, _ in quantities],
+                        "paper": [p for _, p, _ in quantities]})
+    for _, r in table.iterrows():
+        out[f"{r.preset} ({r.device_b32})"] = [round(float(f(r)), 2) for _, _, f in quantities]
+    return out.set_index("quantity")

@@ -1,0 +1,260 @@
+"""HiVA: the full model of Sec. III (Fig. 2), its configuration and presets.
+
+    (a) Backbone          images -> X_g (B, C, H, W)                     backbone.py
+    (c) AU branches+graph X_g -> F_i, U_i; Eq. 3; stage-1 FC per AU      au_graph.py
+    (b) Text              descriptions -> H (Eq. 1: L_diff), Z (Eq. 2)   text_encoder.py
+    (d) DDCA / CDCA       (F_i, U_i, Z) -> D_i (Eq. 5); (X_g, Z) -> C_i  cross_attention.py
+    head                  concat(U_i, D_i, C_i) -> FC -> ReLU -> per-AU logit
+
+Stage 1 (Sec. III-E) runs (a) + (c) and predicts from the graph-refined U_i'. Stage 2 runs
+(a), (b), (d) and the head; by default the graph is a stage-1 auxiliary (ambiguity 2), though
+its adjacency is still computed from U for Fig. 7. See docs/model.md for every switch.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .au_graph import AUBranches, DynamicGraph, PerAULinear, topk_adjacency
+from .backbone import Backbone
+from .checkpoint import CheckpointError
+from .cross_attention import CDCA, DDCA, DDCA_MODES
+from .descriptions import SAMPLE_MODES
+from .text_encoder import EVAL_MODES, TextEncoder, l_diff
+
+FUSIONS = ("concat", "add")
+STAGE1_PREFIXES = ("backbone.", "branches.", "graph.", "stage1_head.")
+
+
+@dataclass
+class ModelConfig:
+    # (a) visual encoding
+    backbone: str = "swin_base_patch4_window7_224"
+    backbone_kwargs: dict = field(default_factory=dict)  # extra timm.create_model kwargs
+    pretrained: bool | str = True  # True: hub ImageNet weights; False: random; str: local file
+    img_size: int = 224
+    dim: int = 512  # C = d, width of X_g, F_i, U_i, Z_i and the attention space
+    # (b) text
+    text_model: str = "bert-large-uncased"  # hub id, local folder, or "minilm" (offline)
+    text_trainable_layers: int = 2
+    text_layers: int = 3  # Transformer of Eq. 2
+    text_heads: int = 8
+    text_ff_dim: int | None = None  # feed-forward width of Eq. 2's layers; None = dim
+    descriptions_path: str | None = None  # None: hiva_lib/data/au_descriptions.json
+    # (c) graph
+    graph_k: int = 4  # top-K neighbours (not stated in the paper; ME-GraphAU's value)
+    # ablation flags (Tables IV-VI)
+    use_text: bool = True  # False: vision-only Baseline, stage 1 only
+    use_aug: bool = True  # False: base descriptions only ("w/o AUG")
+    use_ldiff: bool = True  # False: no L_diff ("w/o L_diff")
+    use_ddca: bool = True
+    use_cdca: bool = True
+    # switches of the design notes' ambiguities (default first)
+    ddca_mode: str = "spatial"  # 1: "spatial" | "literal" (Eq. 5 as written)
+    attn_heads: int = 1  # single-head attention as Eq. 5/6 write it
+    graph_in_stage2: bool = False  # 2: False = graph is a stage-1 auxiliary
+    fusion_without_attention: str = "concat"  # 3: w/o both: "concat" (U_i, Z_i) | "add"
+    stage2_train_branches: bool = True  # stage 2 also trains the AU branches (and graph)
+    stage2_new_module_lr_mult: float = 1.0  # 4: lr multiplier of fresh stage-2 modules
+    eval_descriptions: str = "base"  # 5: "base" | "mean" (H averaged over all variants)
+    train_sampling: str = "per_au"  # 5: "per_au" | "shared" (one rank for all AUs)
+    sampling_seed: int = 0  # description draws are a function of (sampling_seed, step)
+    head_dim: int = 512  # the FC of the final head
+
+    def __post_init__(self) -> None:
+        choices = dict(ddca_mode=DDCA_MODES, fusion_without_attention=FUSIONS,
+                       eval_descriptions=EVAL_MODES, train_sampling=SAMPLE_MODES)
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"ModelConfig.{key}={getattr(self, key)!r}: "
+                                 f"choose one of {allowed}")
+        if self.graph_k < 1:
+            raise ValueError(f"ModelConfig.graph_k={self.graph_k}: must be >= 1")
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    # Sec. IV: Swin-B at 224 px with ImageNet weights, BERT-large; all from the hub
+    "paper": ModelConfig(),
+    # laptop CPU: a random-init 3-stage Swin (112 px, 7x7 last map), MiniLM-L6 offline
+    "cpu-small": ModelConfig(
+        backbone="swin_tiny_patch4_window7_224",
+        backbone_kwargs=dict(patch_size=4, embed_dim=48, depths=(1, 2, 1), num_heads=(2, 4, 8)),
+        pretrained=False, img_size=112, dim=128, text_model="minilm", head_dim=128),
+    # the smallest that runs: unit tests and smoke runs
+    "test-tiny": ModelConfig(
+        backbone="swin_tiny_patch4_window7_224",
+        backbone_kwargs=dict(patch_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2)),
+        pretrained=False, img_size=56, dim=32, text_model="minilm", text_layers=1,
+        text_heads=2, graph_k=2, head_dim=32),
+}
+
+
+@dataclass
+class HiVAOutput:
+    logits: torch.Tensor  # (B, N) of the current stage
+    l_diff: torch.Tensor | None  # Eq. 1, stage 2 with use_ldiff
+    maps: dict = field(default_factory=dict)  # "ddca", "cdca", "cdca_dual", "graph", "x_g_hw"
+
+
+class HiVA(nn.Module):
+    def __init__(self, cfg: ModelConfig, au_ids, descriptions: list[list[str]] | None = None
+                 ) -> None:
+        super().__init__()
+        self.cfg, self.au_ids = cfg, tuple(au_ids)
+        n, c = len(self.au_ids), cfg.dim
+        # (a) and (c): stage 1
+        self.backbone = Backbone(cfg.backbone, c, cfg.pretrained, cfg.img_size,
+                                 **cfg.backbone_kwargs)
+        self.branches = AUBranches(n, c)
+        self.graph = DynamicGraph(c, cfg.graph_k)
+        self.stage1_head = PerAULinear(n, c)
+        # (b), (d) and the head: stage 2, built only for text variants
+        self.text = self.ddca = self.cdca = self.fuse = self.head = None
+        if cfg.use_text:
+            if descriptions is None:
+                from .descriptions import all_descriptions
+                descriptions = all_descriptions(self.au_ids, path=cfg.descriptions_path)
+            if len(descriptions) != n:
+                raise ValueError(f"descriptions: {len(descriptions)} AU lists for {n} AUs "
+                                 f"{self.au_ids}")
+            if not cfg.use_aug:  # w/o AUG: the base descriptions only, in training too
+                descriptions = [d[:1] for d in descriptions]
+            self.text = TextEncoder(cfg.text_model, descriptions, c, cfg.text_trainable_layers,
+                                    cfg.text_layers, cfg.text_heads, cfg.text_ff_dim,
+                                    cfg.train_sampling, cfg.eval_descriptions, cfg.sampling_seed)
+            if cfg.use_ddca:
+                self.ddca = DDCA(c, cfg.attn_heads, cfg.ddca_mode)
+            if cfg.use_cdca:
+                self.cdca = CDCA(c, cfg.attn_heads)
+            parts = 1 + cfg.use_ddca + cfg.use_cdca
+            if not (cfg.use_ddca or cfg.use_cdca) and cfg.fusion_without_attention == "concat":
+                parts += 1
+            self.fuse = nn.Sequential(nn.Linear(parts * c, cfg.head_dim), nn.ReLU())
+            self.head = PerAULinear(n, cfg.head_dim)
+        self.set_stage(2 if cfg.use_text else 1)
+
+    # ------------------------------------------------------------------ stages
+    def _stage_modules(self, stage: int) -> tuple[list[nn.Module], list[nn.Module]]:
+        """(modules initialised from pretrained or stage-1 weights, fresh modules) of a stage."""
+        if stage == 1:
+            return [self.backbone, self.branches, self.graph, self.stage1_head], []
+        old = [self.backbone, self.text.layers]
+        if self.cfg.stage2_train_branches:
+            old.append(self.branches)
+            if self.cfg.graph_in_stage2:
+                old.append(self.graph)
+        new = [self.text.proj, self.text.context, self.ddca, self.cdca, self.fuse, self.head]
+        return old, [m for m in new if m is not None]
+
+    def set_stage(self, stage: int) -> None:
+        """Stage 1 trains (a)+(c); stage 2 trains (a), (b) [last BERT layers], (d), the head,
+        and the AU branches per ``stage2_train_branches``. Everything else is frozen."""
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, not {stage!r}")
+        if stage == 2 and self.text is None:
+            raise ValueError("this model is vision-only (use_text=False, the Baseline): it has "
+                             "no stage 2; evaluate its stage-1 model")
+        self.stage = stage
+        self.requires_grad_(False)
+        old, new = self._stage_modules(stage)
+        for module in old + new:
+            module.requires_grad_(True)
+
+    def param_groups(self, stage: int, lr: float) -> list[dict]:
+        """Optimizer groups of a stage: one lr for all (the paper), fresh stage-2 modules at
+        ``lr * stage2_new_module_lr_mult``."""
+        old, new = self._stage_modules(stage)
+        groups = [dict(params=[p for m in old for p in m.parameters()], lr=lr, name="pretrained"),
+                  dict(params=[p for m in new for p in m.parameters()],
+                       lr=lr * self.cfg.stage2_new_module_lr_mult, name="new")]
+        return [g for g in groups if g["params"]]
+
+    def load_stage1(self, state_dict: dict) -> None:
+        """Load the (a)+(c) weights of a stage-1 checkpoint; every one must fit exactly."""
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(STAGE1_PREFIXES)}
+        problems = []
+        if "branches.weight" in state_dict and state_dict["branches.weight"].shape[0] != len(
+                self.au_ids):
+            problems.append(f"AU count {state_dict['branches.weight'].shape[0]} in the "
+                            f"checkpoint vs {len(self.au_ids)} here")
+        missing = sorted(set(own) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(own))
+        shapes = [f"{k}: {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+                  for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
+        for label, items in (("missing", missing), ("unexpected", unexpected),
+                             ("shape mismatch", shapes)):
+            if items:
+                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+                problems.append(f"{label}: {', '.join(items[:5])}{more}")
+        if problems:
+            raise CheckpointError(
+                "stage-1 weights do not fit this model: " + "; ".join(problems)
+                + f". The stage-1 checkpoint must come from the same backbone "
+                f"({self.cfg.backbone}, {self.cfg.backbone_kwargs}), dim ({self.cfg.dim}) and "
+                f"AU set {self.au_ids}: rerun stage 1 with this model preset and data set.")
+        self.load_state_dict(state_dict, strict=False)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, images: torch.Tensor, step: int | None = None) -> HiVAOutput:
+        """``step``: the training step (draws the descriptions); None = eval descriptions."""
+        x_g = self.backbone(images)  # (B, C, H, W)
+        b, c, h, w = x_g.shape
+        f = self.branches(x_g)  # (B, N, C, H, W)
+        u = f.mean((-2, -1))  # GAP -> U_i
+        maps: dict = {"x_g_hw": (h, w)}
+        if self.stage == 1:
+            u_upd, maps["graph"] = self.graph(u)
+            return HiVAOutput(self.stage1_head(u_upd), None, maps)
+
+        if self.cfg.graph_in_stage2:
+            u, maps["graph"] = self.graph(u)
+        else:  # the graph is not part of the stage-2 model; its adjacency is kept for Fig. 7
+            with torch.no_grad():
+                maps["graph"] = topk_adjacency(u, self.cfg.graph_k)
+        text = self.text(step)
+        feats = [u]
+        if self.ddca is not None:
+            f_tok = f.flatten(-2).transpose(-1, -2)  # (B, N, HW, C)
+            d, maps["ddca"] = self.ddca(f_tok, u, text.z, text.tokens, text.token_mask)
+            feats.append(d)
+        if self.cdca is not None:
+            x_tok = x_g.flatten(2).transpose(1, 2)  # (B, HW, C)
+            cc, maps["cdca"], maps["cdca_dual"] = self.cdca(x_tok, text.z)
+            feats.append(cc)
+        if self.ddca is None and self.cdca is None:  # ambiguity 3: text without attention
+            z = text.z.expand(b, -1, -1)
+            if self.cfg.fusion_without_attention == "concat":
+                feats.append(z)
+            else:
+                feats[0] = u + z
+        logits = self.head(self.fuse(torch.cat(feats, dim=-1)))
+        return HiVAOutput(logits, l_diff(text.h) if self.cfg.use_ldiff else None, maps)
+
+    @torch.no_grad()
+    def text_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H (N, d'), Z (N, dim)) of the evaluation descriptions, dropout off (Fig. 5)."""
+        if self.text is None:
+            raise ValueError("vision-only model (use_text=False) has no text embeddings")
+        was_training = self.text.training
+        self.text.eval()
+        try:
+            out = self.text(None)
+        finally:
+            self.text.train(was_training)
+        return out.h, out.z
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def config_from_dict(values: dict) -> ModelConfig:
+    """A ModelConfig from a saved dict; unknown keys raise one clear error."""
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown ModelConfig keys {unknown}; known: {sorted(names)}")
+    return ModelConfig(**values)

@@ -1,0 +1,166 @@
+"""SynthFACS: determinism, AU locality and grading, presets, folds, base rates, generate()."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hiva_lib import au
+from hiva_lib import synthfacs as sf
+from hiva_lib.datasets import DatasetError, load_prepared
+
+SMOKE = dict(n_subjects=6, frames_per_subject=8, image_size=64)
+
+
+def _diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a != b).any(-1)
+
+
+def test_same_seed_same_pixels_and_different_seed_different():
+    idn, nz = sf.sample_identity(3), sf.sample_nuisance(11)
+    inten = {6: 3, 12: 4, 25: 2}
+    a, ma = sf.render_face(idn, inten, nz)
+    b, mb = sf.render_face(sf.sample_identity(3), inten, sf.sample_nuisance(11))
+    assert a.shape == (128, 128, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and all(np.array_equal(ma[k], mb[k]) for k in ma)
+    assert _diff(a, sf.render_face(sf.sample_identity(4), inten, nz)[0]).mean() > 0.3
+    assert _diff(a, sf.render_face(idn, inten, sf.sample_nuisance(12))[0]).mean() > 0.3
+    assert sf.sample_identity(3) != sf.sample_identity(4)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_each_au_changes_pixels_only_inside_its_region(seed):
+    idn, nz = sf.sample_identity(seed), sf.sample_nuisance(100 + seed)
+    base, masks0 = sf.render_face(idn, {}, nz)
+    for a in au.ALL_AU_IDS:
+        img, masks = sf.render_face(idn, {a: 4}, nz)
+        changed = _diff(base, img)
+        assert changed.sum() >= 15, f"AU{a} changes only {changed.sum()} pixels"
+        outside = changed & ~masks[a]
+        assert not outside.any(), f"AU{a} changes {outside.sum()} pixels outside its region"
+        assert np.array_equal(masks[a], masks0[a])  # regions do not depend on intensities
+        limit = 0.4 if a == 26 else 0.25  # a jaw drop moves the whole lower face
+        assert masks[a].mean() < limit, f"AU{a} region covers {masks[a].mean():.0%} of the image"
+
+
+def test_more_intensity_more_change():
+    idn, nz = sf.sample_identity(5), sf.sample_nuisance(5)
+    base = sf.render_face(idn, {}, nz)[0].astype(np.int32)
+    for a in au.ALL_AU_IDS:
+        change = [np.abs(sf.render_face(idn, {a: k}, nz)[0] - base).sum() for k in (1, 3, 5)]
+        assert change[0] < change[1] < change[2], f"AU{a}: {change}"
+
+
+def test_masks_follow_the_pose():
+    idn = sf.sample_identity(2)
+    shifted = dataclasses.replace(sf.NEUTRAL_NUISANCE, shift=(0.1, 0.0))
+    m0 = sf.render_face(idn, {}, sf.NEUTRAL_NUISANCE)[1]
+    m1 = sf.render_face(idn, {}, shifted)[1]
+    for a in (1, 12, 17):
+        x0, x1 = np.argwhere(m0[a])[:, 1].mean(), np.argwhere(m1[a])[:, 1].mean()
+        assert abs((x1 - x0) - 0.1 * 64) < 1.0  # 0.1 canvas units = 6.4 px at 128 px
+    ys = {a: np.argwhere(m0[a])[:, 0].mean() for a in (1, 6, 9, 12, 17, 26)}
+    assert ys[1] < ys[6] < ys[9] < ys[12] < ys[17] < ys[26]  # brows above cheeks ... jaw
+
+
+def test_bad_intensities_raise():
+    idn = sf.sample_identity(0)
+    with pytest.raises(ValueError, match="unknown AU"):
+        sf.render_face(idn, {5: 2})
+    with pytest.raises(ValueError, match=r"\[0, 5\]"):
+        sf.render_face(idn, {12: 7})
+
+
+def test_presets_mimic_the_real_sets():
+    assert set(sf.SYNTH_PRESETS) == {"synth-bp4d", "synth-disfa", "synth-gft"}
+    for name, p in sf.SYNTH_PRESETS.items():
+        assert p.au_ids == au.dataset_aus(p.real) == au.dataset_aus(name)
+        assert set(p.base_rates) == set(p.au_ids)
+        assert p.n_subjects < p.real_subjects
+        assert 500 <= p.n_subjects * p.frames_per_subject <= 900
+    assert sf.SYNTH_PRESETS["synth-gft"].protocol == "train_test"
+    assert sf.SYNTH_PRESETS["synth-gft"].test_folds == (1,)
+    assert sf.SYNTH_PRESETS["synth-disfa"].test_folds == (1, 2, 3)
+
+
+@pytest.mark.parametrize("name", sorted(sf.SYNTH_PRESETS))
+def test_folds_are_subject_disjoint_and_labels_follow_the_rule(name):
+    p = sf.SYNTH_PRESETS[name]
+    df = sf.sample_labels(name)
+    assert len(df) == p.n_subjects * p.frames_per_subject
+    per_subject = df.groupby("subject")["fold"].nunique()
+    assert (per_subject == 1).all()
+    counts = df.groupby("fold")["subject"].nunique()
+    if p.protocol == "3fold":
+        assert sorted(counts.index) == [1, 2, 3] and counts.max() - counts.min() <= 1
+    else:
+        assert sorted(counts.index) == [0, 1] and counts[1] == 3
+    for a in p.au_ids:
+        assert np.array_equal(df[f"AU{a}"], (df[f"I{a}"] >= 2).astype(int))
+    assert df[[f"I{a}" for a in au.ALL_AU_IDS]].isin(range(6)).all().all()
+
+
+@pytest.mark.parametrize("name", sorted(sf.SYNTH_PRESETS))
+def test_base_rates_match_the_targets(name):
+    p = sf.SYNTH_PRESETS[name]
+    big = sf.sample_labels(name, n_subjects=240, frames_per_subject=50, seed=1)
+    small = sf.sample_labels(name)  # the default size, with its subject-level variation
+    for a in p.au_ids:
+        target = p.base_rates[a]
+        assert abs(big[f"AU{a}"].mean() - target) < 0.025, (a, big[f"AU{a}"].mean(), target)
+        assert abs(small[f"AU{a}"].mean() - target) < 0.07, (a, small[f"AU{a}"].mean(), target)
+
+
+def test_prototypes_give_real_co_occurrence():
+    df = sf.sample_labels("synth-bp4d", n_subjects=100, frames_per_subject=40)
+    corr = np.corrcoef(df["AU6"], df["AU12"])[0, 1]
+    assert corr > 0.3  # Duchenne smiles
+    both = (df["AU12"] & df["AU15"]).mean()
+    assert both == 0  # an exclusive pair
+
+
+def test_generate_writes_a_valid_deterministic_prepared_set(tmp_path):
+    d1 = sf.generate("synth-disfa", tmp_path / "a" / "synth-disfa", progress=False, **SMOKE)
+    d2 = sf.generate("synth-disfa", tmp_path / "b" / "synth-disfa", progress=False, **SMOKE)
+    again = load_prepared(d1.root)
+    assert len(again.index) == 48 and again.name == "synth-disfa"
+    assert again.meta["source"].startswith("SynthFACS") and again.meta["image_size"] == 64
+    assert again.meta["protocol"] == "3fold" and again.test_folds == [1, 2, 3]
+    assert again.au_columns == au.au_keys(au.dataset_aus("disfa"))
+    r1 = again.region_masks()
+    assert r1.shape == (48, 8, 32, 32) and r1.dtype == bool and r1.any()
+    assert np.array_equal(r1, d2.region_masks())
+    assert (d1.root / "index.csv").read_bytes() == (d2.root / "index.csv").read_bytes()
+    for rel in d1.index["image"][:10]:
+        assert (d1.root / rel).read_bytes() == (d2.root / rel).read_bytes()
+    row = 5
+    with Image.open(d1.image_path(row)) as im:
+        assert im.size == (64, 64) and im.mode == "RGB"
+    # the stored regions are the render's masks, downsampled; the image is the render itself
+    subj = d1.index["subject"].iat[row]
+    s, fr = int(subj[1:]) - 1, int(d1.index["frame"].iat[row])
+    idn = sf.sample_identity(sf._seed(0, "synth-disfa", s, 1))
+    nz = sf.sample_nuisance(sf._seed(0, "synth-disfa", s, fr, 3))
+    inten = d1.index.loc[row, [f"I{a}" for a in au.ALL_AU_IDS]].to_numpy(np.float32)
+    img, masks = sf.render_face(idn, inten, nz, 64)
+    with Image.open(d1.image_path(row)) as im:
+        assert np.array_equal(np.asarray(im), img)
+    for j, a in enumerate(again.au_ids):
+        assert np.array_equal(r1[row, j], sf._downsample_mask(masks[a]))
+    with pytest.raises(DatasetError, match="already here"):
+        sf.generate("synth-disfa", d1.root, progress=False, **SMOKE)
+
+
+def test_generate_gft_and_contact_sheet(tmp_path):
+    d = sf.generate("synth-gft", tmp_path / "synth-gft", progress=False, **SMOKE)
+    assert d.test_folds == [1] and set(d.index["fold"]) == {0, 1}
+    train, test = d.split(1)
+    assert set(d.index["subject"].iloc[train]).isdisjoint(d.index["subject"].iloc[test])
+    out = sf.contact_sheet(d, tmp_path / "sheet.png", n=8, outlines=True)
+    with Image.open(out) as im:
+        assert im.size[0] > 300
+    with pytest.raises(ValueError, match="unknown SynthFACS preset"):
+        sf.generate("synth-ck", tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
