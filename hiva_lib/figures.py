@@ -34,6 +34,7 @@ from .au import au_keys
 from .checkpoint import atomic_write_text
 from .config import TrainConfig, make_config, project_root
 from .datasets import PreparedDataset
+from .efficiency import cached_text
 from .loader import FrameDataset, load_size_for, prepare_batch
 
 MAP_CMAP = "jet"
@@ -462,14 +463,14 @@ def fig6(study: Study, variant: str = "full", reference: str = "baseline",
     crop = model.cfg.img_size
     rows = sample_faces(study, n_faces)
     x, rgb = load_views(study, rows, crop)
-    out = model_maps(model, x)
     labels = study.data.labels(rows)
     regions = _region_in_view(study, rows, crop)
-    shown = [_aus_to_show(labels[i], out["probs"][i]) for i in range(len(rows))]
-    cam = gradcam(model, x, [s[0] for s in shown])
+    with cached_text(model):
+        out = model_maps(model, x)
+        shown = [_aus_to_show(labels[i], out["probs"][i]) for i in range(len(rows))]
+        cam = gradcam(model, x, [s[0] for s in shown])
     try:
-        ref = study.model(reference)
-        cam_ref = gradcam(ref, x, [s[0] for s in shown])
+        cam_ref = gradcam(study.model(reference), x, [s[0] for s in shown])
     except FigureError:
         cam_ref = None
     keys = au_keys(study.data.au_ids)
@@ -541,16 +542,20 @@ def score_attention(study: Study, variants: list[str] | None = None, max_frames:
         crop = model.cfg.img_size
         masks = scoring.masks_in_view(masks_all[rows], load_size_for(crop), crop)
         scores: dict[str, list] = {}
-        for start in range(0, len(rows), batch_size):
-            sl = slice(start, start + batch_size)
-            x, _ = load_views(study, rows[sl], crop)
-            out = model_maps(model, x)
-            for method in ("ddca", "cdca"):
-                if out[method] is not None:
-                    scores.setdefault(method, []).append(out[method])
-            if gradcam_maps:
-                cams = np.stack([gradcam(model, x, j) for j in range(len(keys))], 1)
-                scores.setdefault("gradcam", []).append(cams)
+        n_aus = len(keys)
+        with cached_text(model):  # the text branch is image-independent: run it once
+            for start in range(0, len(rows), batch_size):
+                sl = slice(start, start + batch_size)
+                x, _ = load_views(study, rows[sl], crop)
+                out = model_maps(model, x)
+                for method in ("ddca", "cdca"):
+                    if out[method] is not None:
+                        scores.setdefault(method, []).append(out[method])
+                if gradcam_maps:  # every AU of every image in one pass: images repeated per AU
+                    cams = gradcam(model, x.repeat(n_aus, 1, 1, 1),
+                                   [j for j in range(n_aus) for _ in range(len(x))])
+                    scores.setdefault("gradcam", []).append(
+                        cams.reshape(n_aus, len(x), *cams.shape[1:]).swapaxes(0, 1))
         for method, parts in scores.items():
             maps = np.concatenate(parts)  # (n, N, h, w)
             for j, key in enumerate(keys):

@@ -219,7 +219,7 @@ class _Canvas:
 
     def _mark(self, au: int, sl: tuple[slice, slice], inside: np.ndarray) -> None:
         part = self.support[sl]
-        part |= inside.view(np.uint8).astype(np.uint16) << _AU_INDEX[au]
+        np.bitwise_or(part, np.uint16(1 << _AU_INDEX[au]), out=part, where=inside)
 
     def masks(self, margin: int) -> dict[int, np.ndarray]:
         """Supports dilated by ``margin`` px (a square: blur spreads a change that far at most)."""
@@ -234,7 +234,10 @@ class _Canvas:
                     out[:, k:] |= m[:, :-k]
                     out[:, :-k] |= m[:, k:]
             m = out
-        return {a: (m >> i & 1).astype(bool) for i, a in enumerate(ALL_AU_IDS)}
+        planes = np.unpackbits(m.astype("<u2", copy=False)[..., None].view(np.uint8), axis=-1,
+                               bitorder="little")
+        planes = np.ascontiguousarray(planes.transpose(2, 0, 1)).view(bool)  # (16, H, W)
+        return {a: planes[i] for i, a in enumerate(ALL_AU_IDS)}
 
     def push(self, sl: tuple[slice, slice], w: np.ndarray | None, du: float, dv: float) -> None:
         if w is None:
@@ -330,19 +333,22 @@ def render_face(identity: Identity, intensities: Mapping[int, float] | Sequence[
         L = bo - bi
         # AU1: inner brow (and the forehead above it) up; the brow turns oblique
         sl, w = cv.rect(1, s * (bi + 0.35 * L), byk - 0.08, 0.35 * L + 0.07, 0.14)
-        t = (cv.U[sl] * s - bi) / L  # 0 at the inner, 1 at the outer brow end
-        _add(brow_dv, sl, w, -0.07 * I[1] * np.clip(1.1 - t, 0, 1))
+        if w is not None:
+            t = (cv.U[sl] * s - bi) / L  # 0 at the inner, 1 at the outer brow end
+            brow_dv[sl] -= 0.07 * I[1] * w * np.clip(1.1 - t, 0, 1)
         look(1, sl, w)
         # AU2: outer brow up
         sl, w = cv.rect(2, s * (bi + 0.7 * L), byk - 0.08, 0.35 * L + 0.07, 0.14)
-        t = (cv.U[sl] * s - bi) / L
-        _add(brow_dv, sl, w, -0.07 * I[2] * np.clip(t + 0.1, 0, 1))
+        if w is not None:
+            t = (cv.U[sl] * s - bi) / L
+            brow_dv[sl] -= 0.07 * I[2] * w * np.clip(t + 0.1, 0, 1)
         look(2, sl, w)
         # AU4: brows down and together, glabella lines between them
         sl, w = cv.rect(4, s * (bo + 0.04) / 2, byk + 0.02, (bo + 0.04) / 2, 0.08)
-        t = (cv.U[sl] * s - bi) / L
-        _add(brow_dv, sl, w, 0.05 * I[4] * np.clip(1.3 - 0.8 * t, 0, 1))
-        _add(brow_du, sl, w, -s * 0.035 * I[4] * np.clip(1.2 - t, 0, 1))
+        if w is not None:
+            t = (cv.U[sl] * s - bi) / L
+            brow_dv[sl] += 0.05 * I[4] * w * np.clip(1.3 - 0.8 * t, 0, 1)
+            brow_du[sl] -= s * 0.035 * I[4] * w * np.clip(1.2 - t, 0, 1)
         look(4, sl, w)
         # AU6: lower lid pushed up (parameter), cheek raised (warp), crow's feet (look)
         sl, w = cv.bump(6, s * ex, ey + 0.03, ew + 0.06, 0.07, flat=0.75)
@@ -590,7 +596,8 @@ def render_face(identity: Identity, intensities: Mapping[int, float] | Sequence[
     if nuisance.noise > 0:
         img += _noise(nuisance.seed, size) * nuisance.noise
     img += 0.5
-    out = np.clip(img, 0, 255).astype(np.uint8).transpose(1, 2, 0).copy()
+    np.clip(img, 0, 255, out=img)
+    out = img.transpose(1, 2, 0).astype(np.uint8, order="C")
 
     return out, cv.masks(MASK_MARGIN_PX)
 

@@ -81,8 +81,8 @@ def test_masks_are_cut_to_the_models_centre_crop():
 
 
 # ----------------------------------------------------------------------------- the study
-def _run(name: str, out_dir: Path, **params) -> Path:
-    out = out_dir / f"{name}.ipynb"
+def _run(name: str, nb_dir: Path, **params) -> Path:
+    out = nb_dir / f"{name}.ipynb"
     pm.execute_notebook(NB / f"{name}.ipynb", out, parameters=params, progress_bar=False,
                         cwd=str(ROOT), kernel_name="python3")
     return out

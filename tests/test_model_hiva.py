@@ -141,17 +141,16 @@ def _names(model: HiVA) -> set[str]:
 
 
 def test_each_variant_removes_exactly_what_its_name_says():
-    full, names = build(), None
+    models = {s: build(s) for s in ("full", "wo_ddca", "wo_cdca", "wo_cdca_wo_ddca", "baseline")}
+    full = models["full"]
     names = _names(full)
     removed = {"wo_ddca": ("ddca.",), "wo_cdca": ("cdca.",),
                "wo_cdca_wo_ddca": ("ddca.", "cdca."),
                "baseline": ("text.", "ddca.", "cdca.", "fuse.", "head.")}
     for slug, prefixes in removed.items():
-        model = build(slug)
-        assert _names(model) == {n for n in names if not n.startswith(prefixes)}, slug
+        assert _names(models[slug]) == {n for n in names if not n.startswith(prefixes)}, slug
     # the fusion FC sees concat(U, D, C), concat(U, C), concat(U, D), concat(U, Z)
-    widths = {s: build(s).fuse[0].in_features for s in ("full", "wo_ddca", "wo_cdca",
-                                                          "wo_cdca_wo_ddca")}
+    widths = {s: m.fuse[0].in_features for s, m in models.items() if s != "baseline"}
     d = TINY.dim
     assert widths == {"full": 3 * d, "wo_ddca": 2 * d, "wo_cdca": 2 * d, "wo_cdca_wo_ddca": 2 * d}
     # w/o AUG: same parameters, only the base descriptions (in training too)
