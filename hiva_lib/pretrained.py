@@ -98,9 +98,12 @@ def load_text_model(name: str):
     :class:`hiva_lib.text_encoder.TextEncoder` passes to the trainable layers itself.
     """
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     src = resolve_text_model(name)
     local_only = Path(src).exists() or is_offline()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model clutters notebooks
     try:
         with _hub_offline(is_offline()):
             tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=local_only)
@@ -110,6 +113,9 @@ def load_text_model(name: str):
         raise PretrainedUnavailableError(
             f"cannot load text model {name!r} ({type(err).__name__}: {str(err)[:200]}). "
             + _text_fix(name)) from err
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     if not hasattr(getattr(model, "encoder", None), "layer"):
         raise PretrainedUnavailableError(
             f"text model {name!r} is a {type(model).__name__}, not a BERT-style encoder "

@@ -143,7 +143,7 @@ class TextEncoder(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # a checkpoint is only valid with the descriptions it was trained on
         saved = state_dict.get(prefix + "descriptions_hash")
-        if saved is not None and not torch.equal(saved, self.descriptions_hash):
+        if saved is not None and int(saved) != int(self.descriptions_hash):
             raise ValueError(
                 "checkpoint was trained with other AU descriptions than this model was built "
                 "with (their hashes differ). Build HiVA with the same descriptions= list or "

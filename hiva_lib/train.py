@@ -219,8 +219,10 @@ def _fit(model: torch.nn.Module, stage: int, cfg: TrainConfig, data: PreparedDat
         order = np.random.default_rng([cfg.seed, stage, epoch]).permutation(len(train_rows))
         batches = [order[i:i + cfg.batch_size][rank::world]
                    for i in range(0, len(order), cfg.batch_size)][:n_batches]
+        # the loader's own generator: creating its iterator must not draw from the global
+        # RNG, which a resumed run has just restored (dropout, drop-path use it)
         loader = DataLoader(dataset, batch_sampler=batches[batch:], num_workers=cfg.num_workers,
-                            pin_memory=device.type == "cuda")
+                            pin_memory=device.type == "cuda", generator=torch.Generator())
         sums = {"loss": 0.0, "l_au": 0.0, "l_diff": 0.0}
         first, t0 = batch, time.time()
         bar = progress(loader, total=n_batches, initial=batch,

@@ -79,6 +79,12 @@ def test_literal_ddca_runs_and_its_map_is_all_ones():
     assert out.maps["ddca"].shape == (3, len(AUS), 1) and torch.all(out.maps["ddca"] == 1)
 
 
+def test_fusion_without_attention_add():
+    model = build("wo_cdca_wo_ddca", fusion_without_attention="add")
+    assert model.fuse[0].in_features == TINY.dim
+    assert model(images(), step=0).logits.shape == (3, len(AUS))
+
+
 def test_eval_uses_fixed_descriptions_and_bf16_autocast_runs():
     model = build().eval()
     with torch.no_grad():
