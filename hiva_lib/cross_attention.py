@@ -26,7 +26,14 @@ DDCA_MODES = ("spatial", "literal")
 
 
 class CrossAttention(nn.Module):
-    """q (..., Lq, C), kv (..., Lk, C), leading dims broadcast -> (out (..., Lq, d), map)."""
+    """q (..., Lq, C), kv (..., Lk, C), leading dims broadcast -> (out (..., Lq, d), map).
+
+    Computed without projecting the long side: (W_Q q)^T (W_K k) = q^T (W_Q^T W_K) k, so the
+    C x C product W_Q^T W_K is applied to the shorter of the two token sets, and
+    sum_j a_j W_V v_j = W_V (sum_j a_j v_j) projects the values after the weighted sum. The
+    DDCA maps have B x N x HW spatial tokens but only N text queries or T text keys per AU, so
+    this is several times cheaper than projecting every spatial token, and exactly equal.
+    """
 
     def __init__(self, dim: int, heads: int = 1) -> None:
         super().__init__()
@@ -37,18 +44,27 @@ class CrossAttention(nn.Module):
         self.w_k = nn.Linear(dim, dim, bias=False)
         self.w_v = nn.Linear(dim, dim, bias=False)
 
-    def _split(self, x: torch.Tensor) -> torch.Tensor:  # (..., L, C) -> (..., h, L, C/h)
-        *lead, length, width = x.shape
-        return x.reshape(*lead, length, self.heads, width // self.heads).transpose(-3, -2)
-
     def forward(self, query: torch.Tensor, kv: torch.Tensor,
-                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        q, k, v = self._split(self.w_q(query)), self._split(self.w_k(kv)), self._split(self.w_v(kv))
-        scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5  # (..., h, Lq, Lk)
+                key_mask: torch.Tensor | None = None, mean_queries: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean_queries`` returns the output averaged over the queries (..., 1, d)."""
+        h, c = self.heads, query.shape[-1]
+        wq, wk, wv = (w.weight.view(h, c // h, c) for w in (self.w_q, self.w_k, self.w_v))
+        q, k = query.unsqueeze(-3), kv.unsqueeze(-3)  # (..., 1, L, C): broadcast over heads
+        if kv.shape[-2] >= query.shape[-2]:  # fold W_Q^T W_K into the (fewer) queries
+            scores = (q @ (wq.transpose(-1, -2) @ wk)) @ k.transpose(-1, -2)
+        else:  # fold it into the (fewer) keys
+            scores = q @ (k @ (wk.transpose(-1, -2) @ wq)).transpose(-1, -2)
+        scores = scores * (c // h) ** -0.5  # (..., h, Lq, Lk)
         if key_mask is not None:  # (..., Lk) True on real keys
             scores = scores.masked_fill(~key_mask[..., None, None, :], float("-inf"))
         attn = scores.softmax(-1)
-        out = (attn @ v).transpose(-3, -2)  # (..., Lq, h, C/h)
+        a = attn.mean(-2, keepdim=True) if mean_queries else attn
+        if kv.shape[-2] > a.shape[-2]:  # weighted sum of raw values first, then W_V
+            out = (a @ k) @ wv.transpose(-1, -2)
+        else:
+            out = a @ (k @ wv.transpose(-1, -2))
+        out = out.transpose(-3, -2)  # (..., Lq, h, C/h)
         return out.reshape(*out.shape[:-2], -1), attn.mean(-3)
 
 
@@ -72,9 +88,10 @@ class DDCA(nn.Module):
             u_hat, _ = self.v2t(u.unsqueeze(2), z.unsqueeze(1))  # one key: softmax == 1
             z_l, attn = self.t2v(z.unsqueeze(1), u.unsqueeze(2))
             return u_hat.squeeze(2) + z_l.squeeze(2), attn.squeeze(2)
-        u_hat, _ = self.v2t(f_tokens, text_tokens, text_mask)  # (B, N, HW, C)
+        # (B, N, 1, C): the HW outputs are mean-pooled, so pool the attention rows first
+        u_hat, _ = self.v2t(f_tokens, text_tokens, text_mask, mean_queries=True)
         z_l, attn = self.t2v(z.unsqueeze(1), f_tokens)  # (B, N, 1, C), (B, N, 1, HW)
-        return u_hat.mean(2) + z_l.squeeze(2), attn.squeeze(2)
+        return u_hat.squeeze(2) + z_l.squeeze(2), attn.squeeze(2)
 
 
 class CDCA(nn.Module):

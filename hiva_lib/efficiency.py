@@ -15,7 +15,7 @@ uncased WordPiece vocabulary) and state what each number covers:
   multiply-add; many papers quote multiply-adds, i.e. half of this) for one image, split into
   the image path and the text path (last BERT layers + Eq. 2 over the N descriptions). The text
   path does not depend on the image, so at inference it can be computed once and cached;
-* latency: the mean wall time of a forward pass (eval mode, no grad), batch 32 on the chosen
+* latency: the median wall time of a forward pass (eval mode, no grad), batch 32 on the chosen
   device and batch 1 on the CPU, with the text path run every pass and cached.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -177,18 +178,21 @@ def flop_counts(model: HiVA) -> dict:
 @torch.no_grad()
 def latency_ms(model: nn.Module, batch: int, device: torch.device, reps: int = 5,
                warmup: int = 1) -> float:
-    """Mean wall time (ms) of one forward pass of ``batch`` random images on ``device``."""
+    """Median wall time (ms) of a forward pass of ``batch`` random images on ``device``
+    (the median: robust to a pass slowed down by other processes on a shared machine)."""
     x = torch.randn(batch, 3, model.cfg.img_size, model.cfg.img_size, device=device)
     for _ in range(warmup):
         model(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
+    times = []
+    for _ in range(max(1, reps)):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
         model(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - t0) / reps * 1000
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1000
 
 
 def measure(preset: str, dataset: str = "bp4d", device: str = "auto", batch_size: int = 32,

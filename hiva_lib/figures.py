@@ -633,7 +633,7 @@ def fig7(study: Study, variants: tuple[str, ...] = ("full", "baseline"), n_faces
         rgb = view if rgb is None else rgb
         outs[v] = model_maps(model, x)
     fig, axes = plt.subplots(len(rows), 1 + len(variants), squeeze=False,
-                             figsize=(2.2 + 3.0 * len(variants), 2.9 * len(rows) + 0.8))
+                             figsize=(2.2 + 3.0 * len(variants), 3.1 * len(rows) + 0.8))
     for r in range(len(rows)):
         axes[r, 0].imshow(rgb[r])
         axes[r, 0].axis("off")
@@ -662,7 +662,7 @@ def fig7(study: Study, variants: tuple[str, ...] = ("full", "baseline"), n_faces
                bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(f"Fig. 7 ({study.dataset}): learned top-K AU graphs (node size: in-degree)",
                  fontsize=10)
-    fig.tight_layout(rect=(0, 0.6 / (2.9 * len(rows) + 0.8), 1, 1))
+    fig.tight_layout(rect=(0, 0.6 / (3.1 * len(rows) + 0.8), 1, 1))
     study.save(fig, "fig7_au_graphs")
     return fig
 

@@ -166,6 +166,7 @@ def infer(checkpoint: str | Path, source: str | Path | list, out_dir: str | Path
     ``max_overlays`` faces, ``out_dir/overlays/<source>_<frame>.png``. Frames without a
     detected face get a row with ``face_found=False`` and empty probabilities.
     """
+    from .efficiency import cached_text
     from .face_align import FaceAligner, resolve_align
     from .train import load_trained
 
@@ -214,13 +215,14 @@ def infer(checkpoint: str | Path, source: str | Path | list, out_dir: str | Path
             n_overlays += len(todo)
 
     batch: list[tuple[str, int, np.ndarray]] = []
-    for item in iter_frames(source, every, max_frames):
-        batch.append(item)
-        if len(batch) == batch_size:
+    with cached_text(model):  # the descriptions are fixed: encode them once, not per batch
+        for item in iter_frames(source, every, max_frames):
+            batch.append(item)
+            if len(batch) == batch_size:
+                flush(batch)
+                batch = []
+        if batch:
             flush(batch)
-            batch = []
-    if batch:
-        flush(batch)
     table = pd.DataFrame(rows, columns=["source", "frame", "face_found", *keys, "active"])
     table.to_csv(out_dir / "au_probabilities.csv", index=False)
     return table

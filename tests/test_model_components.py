@@ -109,6 +109,32 @@ def test_cross_attention_matches_numpy():
     np.testing.assert_allclose(attn.detach().numpy(), ref_map, rtol=1e-10)
 
 
+@pytest.mark.parametrize("lq, lk", [(3, 5), (7, 2), (4, 4)])
+def test_folded_attention_equals_projected_multihead_attention(lq, lk):
+    """Both folding paths against attention written out with explicit per-head projections."""
+    torch.manual_seed(1)
+    att = CrossAttention(8, heads=2).double()
+    q, kv = torch.randn(2, lq, 8, dtype=torch.float64), torch.randn(2, lk, 8, dtype=torch.float64)
+    wq, wk, wv = (w.weight.detach().numpy() for w in (att.w_q, att.w_k, att.w_v))
+    outs, maps = [], []
+    for b in range(2):
+        heads_out, heads_map = [], []
+        for hd in range(2):
+            rows = slice(4 * hd, 4 * hd + 4)
+            s = (q[b].numpy() @ wq[rows].T) @ (kv[b].numpy() @ wk[rows].T).T / 2.0
+            a = np.exp(s - s.max(-1, keepdims=True))
+            a /= a.sum(-1, keepdims=True)
+            heads_map.append(a)
+            heads_out.append(a @ (kv[b].numpy() @ wv[rows].T))
+        outs.append(np.concatenate(heads_out, -1))
+        maps.append(np.mean(heads_map, 0))
+    out, attn = att(q, kv)
+    np.testing.assert_allclose(out.detach().numpy(), np.array(outs), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(attn.detach().numpy(), np.array(maps), rtol=1e-9, atol=1e-12)
+    pooled, _ = att(q, kv, mean_queries=True)
+    np.testing.assert_allclose(pooled.detach().numpy()[:, 0], np.array(outs).mean(1), rtol=1e-9)
+
+
 def test_multihead_maps_average_heads_and_masks_keys():
     torch.manual_seed(0)
     att = CrossAttention(8, heads=2)
