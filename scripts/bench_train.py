@@ -24,10 +24,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def step_time(preset: str, batch: int, steps: int, dataset: str) -> dict[str, float]:
-    from hiva_lib.hiva import HiVA
-
     from hiva_lib import au
     from hiva_lib.config import make_config
+    from hiva_lib.hiva import HiVA
     from hiva_lib.losses import au_loss
     from hiva_lib.train import model_config
 
@@ -77,7 +76,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()
-        run_study.main(["--dataset", args.dataset, "--root", tmp])
+        run_study.main(["--dataset", args.dataset, "--root", tmp, "--only",
+                        "01_prepare_data", "02_train_stage1", "03_train_stage2"])
         elapsed = time.time() - t0
         m = json.loads(next(Path(tmp, "results").glob(f"{args.dataset}/full/seed0/fold1/"
                                                       "metrics.json")).read_text())
