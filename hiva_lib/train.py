@@ -78,6 +78,12 @@ def _is_main() -> bool:
     return _dist()[0] == 0
 
 
+def _barrier() -> None:
+    """Let the other ranks wait until rank 0 has written what they read next."""
+    if _dist()[1] > 1:
+        dist.barrier()
+
+
 def setup_distributed() -> None:
     """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
@@ -205,6 +211,7 @@ def _fit(model: torch.nn.Module, stage: int, cfg: TrainConfig, data: PreparedDat
                              scheduler=scheduler.state_dict(), epoch=epoch, batch=batch,
                              step=step, history=history, aug_rng=aug.get_state(),
                              torch_rng=torch.get_rng_state(), signature=signature), last)
+        _barrier()
 
     text_dir = run_dir / "text_emb"
     if stage == 2 and cfg.save_text_embeddings and epoch == 0 and batch == 0 and _is_main():
@@ -310,6 +317,7 @@ def _finish(model: hiva.HiVA, stage: int, cfg: TrainConfig, data: PreparedDatase
         atomic_write_json(cfg.to_dict(), run_dir / "config.json")
         (run_dir / "last.pt").unlink(missing_ok=True)  # the final weights replace it
         atomic_write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"), run_dir / "DONE")
+    _barrier()
     return final
 
 
@@ -435,6 +443,7 @@ def run_variant(cfg: TrainConfig, data: PreparedDataset | None = None) -> RunRes
     if _is_main():
         result.metrics, result.results_dir = evaluate_run(cfg, result.checkpoint,
                                                           result.run_dir, data)
+    _barrier()
     return result
 
 

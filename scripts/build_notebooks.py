@@ -54,7 +54,9 @@ results_root = None  # metrics; default: results/
 device = "auto"  # "auto" (cuda if available), "cpu", "cuda"
 seed = 0
 smoke = False  # a few steps of a tiny model, for tests
-if_exists = "skip"  # a finished run: "skip" (reuse), "version" (rerun into -v2), "error\""""
+if_exists = "skip"  # a finished run: "skip" (reuse), "version" (rerun into -v2), "error"
+model_overrides = None  # ModelConfig fields, e.g. {"pretrained": "/path/swin_b.safetensors",
+#                         "text_model": "/path/bert-large-uncased"} for offline machines"""
 
 NOTEBOOKS["02_train_stage1"] = [
     ("md", """# 02 Training stage 1: visual encoding and AU graph
@@ -69,7 +71,8 @@ from hiva_lib.train import evaluate_run, train_stage1
 
 cfg = make_config(dataset, smoke=smoke, fold=fold, seed=seed, epochs_stage1=epochs,
                   batch_size=batch_size, lr_stage1=lr, data_root=data_root, runs_root=runs_root,
-                  results_root=results_root, device=device, if_exists=if_exists)
+                  results_root=results_root, device=device, if_exists=if_exists,
+                  model_overrides=model_overrides)
 result = train_stage1(cfg)
 result.run_dir"""),
     ("md", "Training log (loss per epoch):"),
@@ -100,7 +103,7 @@ from hiva_lib.train import evaluate_run, train_stage2
 cfg = make_config(dataset, smoke=smoke, fold=fold, seed=seed, variant=variant,
                   epochs_stage2=epochs, batch_size=batch_size, lr_stage2=lr, data_root=data_root,
                   runs_root=runs_root, results_root=results_root, device=device,
-                  if_exists=if_exists)
+                  if_exists=if_exists, model_overrides=model_overrides)
 result = train_stage2(cfg)
 result.run_dir"""),
     ("md", "Training log (L_au, L_diff per epoch):"),

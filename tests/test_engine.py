@@ -88,3 +88,21 @@ def test_run_variant_writes_results_with_config(tmp_path, smoke_data_root):
     assert (res.results_dir / "config.json").exists() and (res.results_dir / "f1.csv").exists()
     base = train.run_variant(dataclasses.replace(cfg, variant="baseline"))
     assert base.run_dir == train.stage1_dir(cfg)  # the Baseline is the shared stage-1 model
+
+
+def test_torchrun_ddp_two_processes_on_cpu(tmp_path, smoke_data_root):
+    """DDP through torchrun (gloo on the CPU here, NCCL on GPUs): both ranks train, rank 0
+    writes the results once."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29533", str(script), "--dataset", "synth-disfa", "--smoke",
+           "--variant", "full", "--set", f"data_root={smoke_data_root}",
+           f"runs_root={tmp_path / 'runs'}", f"results_root={tmp_path / 'res'}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("HiVA (Ours): mean F1") == 1
+    assert (tmp_path / "res" / "synth-disfa" / "full" / "seed0" / "fold1" / "metrics.json").exists()
