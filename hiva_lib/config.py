@@ -48,10 +48,10 @@ TRAIN_PRESETS: dict[str, dict] = {
     "paper": {},
     "synth-cpu": dict(
         model_preset="cpu-small",
-        epochs_stage1=8,
+        epochs_stage1=10,
         epochs_stage2=4,
         batch_size=32,
-        lr_stage1=1e-3,
+        lr_stage1=2e-3,
         lr_stage2=2e-4,
         lambda_diff=1e-2,
         num_workers=0,

@@ -78,14 +78,14 @@ class ModelConfig:
 MODEL_PRESETS: dict[str, ModelConfig] = {
     # Sec. IV: Swin-B at 224 px with ImageNet weights, BERT-large; all from the hub
     "paper": ModelConfig(),
-    # laptop CPU: a random-init small timm CNN (112 px, output stride 16 -> the 7x7 last map of
-    # the paper), MiniLM-L6 offline. A random-init Swin of the same cost does not learn
+    # laptop CPU: a random-init small timm CNN (80 px, output stride 16 -> a 5x5 last map, the
+    # paper's 7x7 at 112 px), MiniLM-L6 offline. A random-init Swin of the same cost does not learn
     # SynthFACS within a CPU budget (its features stay nearly image-independent for hundreds
     # of steps: docs/model.md), while this ResNet does; the Swin code path is kept by "paper",
     # "cpu-swin" and "test-tiny".
     "cpu-small": ModelConfig(
         backbone="resnet10t", backbone_kwargs=dict(output_stride=16),
-        pretrained=False, img_size=112, dim=128, text_model="minilm", head_dim=128),
+        pretrained=False, img_size=80, dim=128, text_model="minilm", head_dim=128),
     "cpu-swin": ModelConfig(
         backbone="swin_tiny_patch4_window7_224",
         backbone_kwargs=dict(patch_size=4, embed_dim=48, depths=(1, 2, 1), num_heads=(2, 4, 8)),

@@ -335,27 +335,27 @@ def render_face(identity: Identity, intensities: Mapping[int, float] | Sequence[
         sl, w = cv.rect(1, s * (bi + 0.35 * L), byk - 0.08, 0.35 * L + 0.07, 0.14)
         if w is not None:
             t = (cv.U[sl] * s - bi) / L  # 0 at the inner, 1 at the outer brow end
-            brow_dv[sl] -= 0.07 * I[1] * w * np.clip(1.1 - t, 0, 1)
+            brow_dv[sl] -= 0.11 * I[1] * w * np.clip(1.1 - t, 0, 1)
         look(1, sl, w)
         # AU2: outer brow up
         sl, w = cv.rect(2, s * (bi + 0.7 * L), byk - 0.08, 0.35 * L + 0.07, 0.14)
         if w is not None:
             t = (cv.U[sl] * s - bi) / L
-            brow_dv[sl] -= 0.07 * I[2] * w * np.clip(t + 0.1, 0, 1)
+            brow_dv[sl] -= 0.11 * I[2] * w * np.clip(t + 0.1, 0, 1)
         look(2, sl, w)
         # AU4: brows down and together, glabella lines between them
         sl, w = cv.rect(4, s * (bo + 0.04) / 2, byk + 0.02, (bo + 0.04) / 2, 0.08)
         if w is not None:
             t = (cv.U[sl] * s - bi) / L
-            brow_dv[sl] += 0.05 * I[4] * w * np.clip(1.3 - 0.8 * t, 0, 1)
-            brow_du[sl] -= s * 0.035 * I[4] * w * np.clip(1.2 - t, 0, 1)
+            brow_dv[sl] += 0.075 * I[4] * w * np.clip(1.3 - 0.8 * t, 0, 1)
+            brow_du[sl] -= s * 0.05 * I[4] * w * np.clip(1.2 - t, 0, 1)
         look(4, sl, w)
         # AU6: lower lid pushed up (parameter), cheek raised (warp), crow's feet (look)
         sl, w = cv.bump(6, s * ex, ey + 0.03, ew + 0.06, 0.07, flat=0.75)
-        _add(eye_open_lo, sl, w, -0.55 * I[6])
-        _add(eye_open_up, sl, w, -0.12 * I[6])
+        _add(eye_open_lo, sl, w, -0.7 * I[6])
+        _add(eye_open_up, sl, w, -0.2 * I[6])
         sl, w = cv.bump(6, s * (ex + 0.02), ey + 0.2, 0.17, 0.12, flat=0.3)
-        cv.push(sl, w, 0.0, -0.035 * I[6])
+        cv.push(sl, w, 0.0, -0.05 * I[6])
         look(6, sl, w)
         sl, w = cv.bump(6, s * (ex + ew + 0.05), ey, 0.07, 0.08, flat=0.4)
         look(6, sl, w)
@@ -366,7 +366,7 @@ def render_face(identity: Identity, intensities: Mapping[int, float] | Sequence[
         look(7, sl, w)
         # AU12: lip corners up and out, cheek bunching lateral to them
         sl, w = cv.bump(12, s * (mw + 0.03), my - 0.02, 0.21, 0.15, flat=0.25)
-        cv.push(sl, w, s * 0.03 * I[12], -0.06 * I[12])
+        cv.push(sl, w, s * 0.04 * I[12], -0.09 * I[12])
         look(12, sl, w)
         # AU14: lip corners tightened inwards, dimples
         sl, w = cv.bump(14, s * (mw + 0.03), my, 0.15, 0.1, flat=0.3)
@@ -378,7 +378,7 @@ def render_face(identity: Identity, intensities: Mapping[int, float] | Sequence[
         look(15, sl, w)
     # AU9: nose wrinkles on the bridge, nostrils and the upper lip pulled up
     sl, w = cv.bump(9, 0.0, nt - 0.06, idn.nose_w + 0.09, 0.2, flat=0.45)
-    cv.push(sl, w, 0.0, -0.03 * I[9])
+    cv.push(sl, w, 0.0, -0.05 * I[9])
     look(9, sl, w)
     # AU10: upper lip raised (more at the centre), nasolabial furrow deepened
     sl, w = cv.bump(10, 0.0, my - 0.06, mw + 0.07, 0.1, flat=0.4)
@@ -397,14 +397,14 @@ def render_face(identity: Identity, intensities: Mapping[int, float] | Sequence[
     _add(thin, sl, w, 0.75 * I[24])
     look(24, sl, w)
     sl, w = cv.bump(25, 0.0, lips_c, lips_a, lips_b, flat=0.75)
-    _add(gap, sl, w, (0.02 + 0.035 * I[25]) * (I[25] > 0))
+    _add(gap, sl, w, (0.03 + 0.05 * I[25]) * (I[25] > 0))
     # AU26: jaw drop, the lower face moves down (more towards the chin) and the lips part
     sl, w = cv.bump(26, 0.0, lips_c, lips_a, lips_b, flat=0.75)
-    _add(gap, sl, w, 0.07 * I[26])
+    _add(gap, sl, w, 0.09 * I[26])
     jaw_top = my + 0.02
     sl, w = cv.bump(26, 0.0, jaw_top + 0.34, idn.face_w * 1.2, 0.52, flat=0.6)
     if w is not None:
-        cv.push(sl, w * np.clip((cv.V[sl] - jaw_top) / 0.35, 0, 1), 0.0, 0.11 * I[26])
+        cv.push(sl, w * np.clip((cv.V[sl] - jaw_top) / 0.35, 0, 1), 0.0, 0.15 * I[26])
 
     # ---- 2. the warped face coordinates
     Uq, Vq = cv.U - cv.D[0], cv.V - cv.D[1]
@@ -499,7 +499,7 @@ def render_face(identity: Identity, intensities: Mapping[int, float] | Sequence[
     tf = (v - nt) / (my + 0.06 - nt)
     fold_u = nw * 0.85 + (mw + 0.05 - nw * 0.85) * tf
     fold = np.zeros((size, size), np.float32)  # full frame so every AU window can read it
-    fold[sl_f] = np.exp(-(((np.abs(u) - fold_u) / 0.012) ** 2)) * _smooth(tf * 4) * _smooth(
+    fold[sl_f] = np.exp(-(((np.abs(u) - fold_u) / 0.016) ** 2)) * _smooth(tf * 4) * _smooth(
         (1.15 - tf) * 4)
 
     # mouth (lips with parameter fields gap / thin, at the warped coordinates)
@@ -542,14 +542,13 @@ def render_face(identity: Identity, intensities: Mapping[int, float] | Sequence[
             continue
         u, v = Uq[sl], Vq[sl]
         if au in (1, 2):  # horizontal forehead lines
-            c = np.cos((v - by[0]) * (2 * np.pi / 0.06))
-            c *= c
+            c = np.cos((v - by[0]) * (2 * np.pi / 0.075))
             c *= c
             lines = c * c
-            _shade(img, sl, 0.35 * k * w * lines * (v < min(by) - 0.07))
+            _shade(img, sl, 0.6 * k * w * lines * (v < min(by) - 0.06))
         elif au == 4:  # vertical glabella lines
-            lines = np.exp(-(((np.abs(u) - 0.03) / 0.012) ** 2))
-            _shade(img, sl, 0.4 * k * w * lines)
+            lines = np.exp(-(((np.abs(u) - 0.035) / 0.016) ** 2))
+            _shade(img, sl, 0.7 * k * w * lines)
         elif au == 6:  # crow's feet, infraorbital furrow, cheek highlight
             ang = np.arctan2(v - ey, np.abs(u) - ex - ew)
             rad = np.hypot(v - ey, np.abs(u) - ex - ew)
@@ -557,18 +556,20 @@ def render_face(identity: Identity, intensities: Mapping[int, float] | Sequence[
             c *= c
             feet = c * c * c * _smooth((rad - 0.02) / 0.02) * (np.abs(u) > ex + ew)
             fur = np.exp(-(((v - ey - 0.075 - 0.04 * ((np.abs(u) - ex) / ew) ** 2) / 0.01) ** 2))
-            _shade(img, sl, k * w * (0.35 * feet + 0.3 * fur))
+            _shade(img, sl, k * w * (0.6 * feet + 0.5 * fur))
         elif au == 7:  # bulge under the tightened lower lid
             lo = ey + idn.eye_lo * 0.5 + 0.018
             _shade(img, sl, 0.3 * k * w * _line(v - lo, 0.006, ppu) * (np.abs(np.abs(u) - ex) < ew))
         elif au == 9:  # wrinkles across the bridge, nostril flare shadow, furrows
-            lines = np.cos((v - nt) * (2 * np.pi / 0.04)) ** 6 * (np.abs(u) < nw * 0.6)
+            lines = np.cos((v - nt) * (2 * np.pi / 0.05)) ** 4 * (np.abs(u) < nw * 0.7)
             lines = lines * (v > ey + 0.04) * (v < nt - 0.07)
-            _shade(img, sl, k * w * (0.45 * lines + 0.25 * fold[sl]))
+            # the bunched skin of the bridge reads as a darker band even at 64 px
+            band = np.exp(-((u / (nw * 0.8)) ** 2 + ((v - nt + 0.12) / 0.07) ** 2))
+            _shade(img, sl, k * w * (0.7 * lines + 0.3 * band + 0.5 * fold[sl]))
         elif au == 10:  # deeper nasolabial furrows
             _shade(img, sl, 0.55 * k * w * fold[sl])
         elif au == 12:  # deeper furrow beside the corners (cheek bunching)
-            _shade(img, sl, 0.5 * k * w * fold[sl])
+            _shade(img, sl, 0.8 * k * w * fold[sl])
         elif au == 14:  # dimples lateral to the corners
             dim = np.exp(-(((np.abs(u) - mw - 0.035) / 0.012) ** 2 + ((v - my) / 0.03) ** 2))
             _shade(img, sl, 0.7 * k * w * dim)
@@ -659,20 +660,20 @@ class SynthPreset:
 
 SYNTH_PRESETS: dict[str, SynthPreset] = {
     "synth-bp4d": SynthPreset(
-        "synth-bp4d", "bp4d", n_subjects=12, frames_per_subject=60, sequences_per_subject=4,
+        "synth-bp4d", "bp4d", n_subjects=12, frames_per_subject=150, sequences_per_subject=4,
         protocol="3fold", test_folds=(1, 2, 3), real_subjects=41,
         base_rates={1: 0.21, 2: 0.17, 4: 0.20, 6: 0.46, 7: 0.55, 10: 0.59, 12: 0.56, 14: 0.47,
                     15: 0.17, 17: 0.34, 23: 0.17, 24: 0.15},
         rate_source="BP4D-Spontaneous (FERA 2015 train+devel frames), occurrence rates as "
                     "commonly tabulated in the AU literature (approximate)"),
     "synth-disfa": SynthPreset(
-        "synth-disfa", "disfa", n_subjects=9, frames_per_subject=72, sequences_per_subject=1,
+        "synth-disfa", "disfa", n_subjects=9, frames_per_subject=240, sequences_per_subject=1,
         protocol="3fold", test_folds=(1, 2, 3), real_subjects=27,
         base_rates={1: 0.06, 2: 0.05, 4: 0.19, 6: 0.08, 9: 0.05, 12: 0.13, 25: 0.27, 26: 0.09},
         rate_source="DISFA, intensity >= 2, all 27 subjects (approximate; estimates from "
                     "published label statistics)"),
     "synth-gft": SynthPreset(
-        "synth-gft", "gft", n_subjects=12, frames_per_subject=60, sequences_per_subject=3,
+        "synth-gft", "gft", n_subjects=12, frames_per_subject=150, sequences_per_subject=3,
         protocol="train_test", test_folds=(1,), real_subjects=96, test_fraction=18 / 96,
         base_rates={1: 0.09, 2: 0.12, 4: 0.07, 6: 0.29, 10: 0.31, 12: 0.29, 14: 0.15,
                     15: 0.12, 23: 0.14, 24: 0.10},
