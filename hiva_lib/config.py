@@ -2,8 +2,8 @@
 
 ``paper`` holds Sec. IV's values (lr 1e-5 / 1e-6, lambda 1e-5, batch 128, 30 epochs, 224 px,
 Swin-B, BERT-large) and is the default for BP4D, DISFA and GFT. ``synth-cpu`` is the documented
-small preset with which the SynthFACS study runs on a laptop CPU in minutes: a small random-init
-Swin and MiniLM, so larger learning rates and few epochs (see docs/training.md).
+small preset with which the SynthFACS study runs on a laptop CPU in minutes: a random-init
+ResNet-10-T at 80 px and MiniLM, so larger learning rates and few epochs (see docs/training.md).
 """
 from __future__ import annotations
 

@@ -78,11 +78,11 @@ class ModelConfig:
 MODEL_PRESETS: dict[str, ModelConfig] = {
     # Sec. IV: Swin-B at 224 px with ImageNet weights, BERT-large; all from the hub
     "paper": ModelConfig(),
-    # laptop CPU: a random-init small timm CNN (80 px, output stride 16 -> a 5x5 last map, the
-    # paper's 7x7 at 112 px), MiniLM-L6 offline. A random-init Swin of the same cost does not learn
-    # SynthFACS within a CPU budget (its features stay nearly image-independent for hundreds
-    # of steps: docs/model.md), while this ResNet does; the Swin code path is kept by "paper",
-    # "cpu-swin" and "test-tiny".
+    # laptop CPU: a random-init small timm CNN at 80 px (output stride 16 -> a 5x5 last map;
+    # 112 px would give the paper's 7x7 at twice the cost), MiniLM-L6 offline. A random-init
+    # Swin of the same cost does not learn SynthFACS within a CPU budget (its features stay
+    # nearly image-independent for hundreds of steps: docs/model.md), while this ResNet does;
+    # the Swin code path is kept by "paper", "cpu-swin" and "test-tiny".
     "cpu-small": ModelConfig(
         backbone="resnet10t", backbone_kwargs=dict(output_stride=16),
         pretrained=False, img_size=80, dim=128, text_model="minilm", head_dim=128),

@@ -36,7 +36,7 @@ import pandas as pd
 from .au import ALL_AU_IDS, au_keys, dataset_aus
 from .datasets import PreparedDataset, load_prepared, prepared_dir_writer, write_index
 
-VERSION = "1.0"
+VERSION = "1.1"  # 1.1: AU effects ~1.5x (learnable at 80 px), larger presets
 SOURCE = f"SynthFACS v{VERSION}"
 POSITIVE_RULE = "intensity >= 2 (0-5 scale), as DISFA"
 REGION_SIZE = 32  # side of the stored region masks (regions.npz)
