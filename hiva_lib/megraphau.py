@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .au import au_keys, dataset_aus
 from .datasets import (

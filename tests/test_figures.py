@@ -7,14 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-import papermill as pm
 import pytest
+from conftest import run_notebook
 from PIL import Image
 
 from hiva_lib import attention_scoring as S
-
-ROOT = Path(__file__).resolve().parents[1]
-NB = ROOT / "notebooks"
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -81,13 +78,6 @@ def test_masks_are_cut_to_the_models_centre_crop():
 
 
 # ----------------------------------------------------------------------------- the study
-def _run(name: str, nb_dir: Path, **params) -> Path:
-    out = nb_dir / f"{name}.ipynb"
-    pm.execute_notebook(NB / f"{name}.ipynb", out, parameters=params, progress_bar=False,
-                        cwd=str(ROOT), kernel_name="python3")
-    return out
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, smoke_data_root):
     """A smoke study: Baseline (stage 1), HiVA and HiVA w/o L_diff on synth-disfa, fold 1."""
@@ -113,7 +103,7 @@ def _check_png(path: Path, min_std: float = 8.0) -> None:
 def test_06_figures_notebook(study):
     roots, base = study
     figs = base / "figures"
-    _run("06_figures", base, dataset="synth-disfa", smoke=True, figures_root=str(figs),
+    run_notebook("06_figures", base, dataset="synth-disfa", smoke=True, figures_root=str(figs),
          max_frames=16, **roots)
     out = figs / "synth-disfa"
     for name in ("fig4_f1_gain", "fig5_text_similarity", "fig6_attention", "fig7_au_graphs",
@@ -147,7 +137,7 @@ def test_07_efficiency_notebook(study):
     from hiva_lib.pretrained import minilm_path
 
     roots, base = study
-    _run("07_efficiency", base, smoke=True, results_root=roots["results_root"])
+    run_notebook("07_efficiency", base, smoke=True, results_root=roots["results_root"])
     table = pd.read_csv(Path(roots["results_root"]) / "efficiency.csv")
     row = table.iloc[0]
     assert row.preset == "test-tiny"
@@ -172,7 +162,7 @@ def test_08_inference_notebook_on_a_video(study):
         writer.write(f)
     writer.release()
     out_dir = base / "inference"
-    _run("08_inference", base, dataset="synth-disfa", smoke=True, source=str(video),
+    run_notebook("08_inference", base, dataset="synth-disfa", smoke=True, source=str(video),
          out_dir=str(out_dir), align="skip", **roots)
     table = pd.read_csv(out_dir / "au_probabilities.csv")
     assert list(table.frame) == [0, 1, 2, 3, 4] and table.face_found.all()

@@ -6,15 +6,7 @@ from pathlib import Path
 
 import papermill as pm
 import pytest
-
-NB = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-def run(name: str, out_dir: Path, **params) -> Path:
-    out = out_dir / f"{name}.ipynb"
-    pm.execute_notebook(NB / f"{name}.ipynb", out, parameters=params, progress_bar=False,
-                        cwd=str(out_dir), kernel_name="python3")
-    return out
+from conftest import run_notebook as run
 
 
 @pytest.fixture(scope="module")
