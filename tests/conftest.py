@@ -22,11 +22,11 @@ def smoke_data_root(tmp_path_factory):
     return root
 
 
-def run_notebook(name: str, out_dir: Path, **params) -> Path:
-    """Execute notebooks/<name>.ipynb with papermill into out_dir; returns the executed copy."""
+def run_notebook(name: str, executed_dir: Path, /, **params) -> Path:
+    """Execute notebooks/<name>.ipynb with papermill into executed_dir; returns the executed copy."""
     import papermill as pm
 
-    out = out_dir / f"{name}.ipynb"
+    out = executed_dir / f"{name}.ipynb"
     pm.execute_notebook(ROOT / "notebooks" / f"{name}.ipynb", out, parameters=params,
                         progress_bar=False, cwd=str(ROOT), kernel_name="python3")
     return out
