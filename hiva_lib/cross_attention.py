@@ -28,11 +28,11 @@ DDCA_MODES = ("spatial", "literal")
 class CrossAttention(nn.Module):
     """q (..., Lq, C), kv (..., Lk, C), leading dims broadcast -> (out (..., Lq, d), map).
 
-    Computed without projecting the long side: (W_Q q)^T (W_K k) = q^T (W_Q^T W_K) k, so the
-    C x C product W_Q^T W_K is applied to the shorter of the two token sets, and
-    sum_j a_j W_V v_j = W_V (sum_j a_j v_j) projects the values after the weighted sum. The
-    DDCA maps have B x N x HW spatial tokens but only N text queries or T text keys per AU, so
-    this is several times cheaper than projecting every spatial token, and exactly equal.
+    Computed without projecting the large side: (W_Q q)^T (W_K k) = q^T (W_Q^T W_K) k, so the
+    C x C product W_Q^T W_K is applied to whichever of query and kv holds fewer token rows
+    (the text side has no batch dimension: N or N x T rows against B x N x HW spatial ones),
+    and sum_j a_j W_V v_j = W_V (sum_j a_j v_j) projects the values after the weighted sum
+    when there are fewer output rows than value rows. Exactly equal, several times cheaper.
     """
 
     def __init__(self, dim: int, heads: int = 1) -> None:
@@ -51,21 +51,29 @@ class CrossAttention(nn.Module):
         h, c = self.heads, query.shape[-1]
         wq, wk, wv = (w.weight.view(h, c // h, c) for w in (self.w_q, self.w_k, self.w_v))
         q, k = query.unsqueeze(-3), kv.unsqueeze(-3)  # (..., 1, L, C): broadcast over heads
-        if kv.shape[-2] >= query.shape[-2]:  # fold W_Q^T W_K into the (fewer) queries
-            scores = (q @ (wq.transpose(-1, -2) @ wk)) @ k.transpose(-1, -2)
-        else:  # fold it into the (fewer) keys
-            scores = q @ (k @ (wk.transpose(-1, -2) @ wq)).transpose(-1, -2)
+        q_rows, kv_rows = query.numel() // c, kv.numel() // c
+        if q_rows <= kv_rows:  # fold W_Q^T W_K into the (fewer) query rows
+            scores = _mm(_mm(q, wq.transpose(-1, -2) @ wk), k.transpose(-1, -2))
+        else:  # fold it into the (fewer) key rows
+            scores = _mm(q, _mm(k, wk.transpose(-1, -2) @ wq).transpose(-1, -2))
         scores = scores * (c // h) ** -0.5  # (..., h, Lq, Lk)
         if key_mask is not None:  # (..., Lk) True on real keys
             scores = scores.masked_fill(~key_mask[..., None, None, :], float("-inf"))
         attn = scores.softmax(-1)
         a = attn.mean(-2, keepdim=True) if mean_queries else attn
-        if kv.shape[-2] > a.shape[-2]:  # weighted sum of raw values first, then W_V
-            out = (a @ k) @ wv.transpose(-1, -2)
+        out_rows = a.numel() // (a.shape[-1] * h)
+        if out_rows < kv_rows:  # weighted sum of raw values first, then W_V
+            out = _mm(_mm(a, k), wv.transpose(-1, -2))
         else:
-            out = a @ (k @ wv.transpose(-1, -2))
+            out = _mm(a, _mm(k, wv.transpose(-1, -2)))
         out = out.transpose(-3, -2)  # (..., Lq, h, C/h)
         return out.reshape(*out.shape[:-2], -1), attn.mean(-3)
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b with broadcast leading dims; einsum folds a dim that only one side has into that
+    side's rows (one large matmul) where @ would copy the other side along it (many small)."""
+    return torch.einsum("...ij,...jk->...ik", a, b)
 
 
 class DDCA(nn.Module):

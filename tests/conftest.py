@@ -23,7 +23,7 @@ def smoke_data_root(tmp_path_factory):
 
 
 def run_notebook(name: str, executed_dir: Path, /, **params) -> Path:
-    """Execute notebooks/<name>.ipynb with papermill into executed_dir; returns the executed copy."""
+    """Execute notebooks/<name>.ipynb with papermill into executed_dir; returns the copy."""
     import papermill as pm
 
     out = executed_dir / f"{name}.ipynb"

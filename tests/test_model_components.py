@@ -109,30 +109,54 @@ def test_cross_attention_matches_numpy():
     np.testing.assert_allclose(attn.detach().numpy(), ref_map, rtol=1e-10)
 
 
+def _np_multihead(att: CrossAttention, q: np.ndarray, kv: np.ndarray, heads: int = 2):
+    """Attention of one query set (Lq, C) on one key set (Lk, C), written out with explicit
+    per-head projections: (output (Lq, C), head-averaged map (Lq, Lk))."""
+    wq, wk, wv = (w.weight.detach().numpy() for w in (att.w_q, att.w_k, att.w_v))
+    width = q.shape[-1] // heads
+    outs, maps = [], []
+    for hd in range(heads):
+        rows = slice(width * hd, width * (hd + 1))
+        s = (q @ wq[rows].T) @ (kv @ wk[rows].T).T / np.sqrt(width)
+        a = np.exp(s - s.max(-1, keepdims=True))
+        a /= a.sum(-1, keepdims=True)
+        maps.append(a)
+        outs.append(a @ (kv @ wv[rows].T))
+    return np.concatenate(outs, -1), np.mean(maps, 0)
+
+
 @pytest.mark.parametrize("lq, lk", [(3, 5), (7, 2), (4, 4)])
 def test_folded_attention_equals_projected_multihead_attention(lq, lk):
     """Both folding paths against attention written out with explicit per-head projections."""
     torch.manual_seed(1)
     att = CrossAttention(8, heads=2).double()
     q, kv = torch.randn(2, lq, 8, dtype=torch.float64), torch.randn(2, lk, 8, dtype=torch.float64)
-    wq, wk, wv = (w.weight.detach().numpy() for w in (att.w_q, att.w_k, att.w_v))
-    outs, maps = [], []
-    for b in range(2):
-        heads_out, heads_map = [], []
-        for hd in range(2):
-            rows = slice(4 * hd, 4 * hd + 4)
-            s = (q[b].numpy() @ wq[rows].T) @ (kv[b].numpy() @ wk[rows].T).T / 2.0
-            a = np.exp(s - s.max(-1, keepdims=True))
-            a /= a.sum(-1, keepdims=True)
-            heads_map.append(a)
-            heads_out.append(a @ (kv[b].numpy() @ wv[rows].T))
-        outs.append(np.concatenate(heads_out, -1))
-        maps.append(np.mean(heads_map, 0))
+    refs = [_np_multihead(att, q[b].numpy(), kv[b].numpy()) for b in range(2)]
     out, attn = att(q, kv)
-    np.testing.assert_allclose(out.detach().numpy(), np.array(outs), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(attn.detach().numpy(), np.array(maps), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out.detach().numpy(), np.array([r[0] for r in refs]),
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(attn.detach().numpy(), np.array([r[1] for r in refs]),
+                               rtol=1e-9, atol=1e-12)
     pooled, _ = att(q, kv, mean_queries=True)
-    np.testing.assert_allclose(pooled.detach().numpy()[:, 0], np.array(outs).mean(1), rtol=1e-9)
+    np.testing.assert_allclose(pooled.detach().numpy()[:, 0],
+                               np.array([r[0].mean(0) for r in refs]), rtol=1e-9)
+
+
+@pytest.mark.parametrize("shared", ["kv", "query"])
+@pytest.mark.parametrize("lq, lk", [(6, 3), (1, 6)])
+def test_attention_with_a_broadcast_side(shared, lq, lk):
+    """The text side has no batch dimension (DDCA/CDCA): kv (Lk, C) against queries (B, Lq, C),
+    or one query set against batched keys; every fold path equals per-sample attention."""
+    torch.manual_seed(2)
+    att = CrossAttention(8, heads=2).double()
+    q = torch.randn(*(() if shared == "query" else (3,)), lq, 8, dtype=torch.float64)
+    kv = torch.randn(*(() if shared == "kv" else (3,)), lk, 8, dtype=torch.float64)
+    out, attn = att(q, kv)
+    for b in range(3):
+        ref_out, ref_map = _np_multihead(att, (q if shared == "query" else q[b]).numpy(),
+                                         (kv if shared == "kv" else kv[b]).numpy())
+        np.testing.assert_allclose(out[b].detach().numpy(), ref_out, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(attn[b].detach().numpy(), ref_map, rtol=1e-9, atol=1e-12)
 
 
 def test_multihead_maps_average_heads_and_masks_keys():
