@@ -352,33 +352,33 @@ def swin_reshape_transform(t: torch.Tensor) -> torch.Tensor:
     return t.permute(0, 3, 1, 2)
 
 
-def gradcam_layer(model: torch.nn.Module) -> torch.nn.Module:
-    """The last Swin stage of the model's image backbone (Grad-CAM's target layer)."""
-    from timm.models.swin_transformer import SwinTransformer
+def gradcam_layer(model: torch.nn.Module) -> tuple[torch.nn.Module, bool]:
+    """Grad-CAM's target layer: the last stage of the model's image backbone (timm's
+    ``feature_info``: the last Swin stage, or ``layer4`` of a ResNet), and whether its maps are
+    NHWC (Swin) and need :func:`swin_reshape_transform`."""
+    from .backbone import Backbone
 
     for module in model.modules():
-        if isinstance(module, SwinTransformer):
-            return module.layers[-1]
-    stages = [m for name, m in model.named_modules() if name.endswith("layers_3")
-              or name.endswith("stages_3")]
-    if stages:  # a timm features_only wrapper
-        return stages[-1]
-    raise ValueError("no Swin backbone found in the model; pass target_layer to gradcam()")
+        if isinstance(module, Backbone):
+            body = module.body
+            return body.get_submodule(body.feature_info[-1]["module"]), module.nhwc
+    raise ValueError("no hiva_lib Backbone found in the model; pass target_layer to gradcam()")
 
 
 def gradcam(model: torch.nn.Module, x: torch.Tensor, au_index: int | list[int],
-            target_layer: torch.nn.Module | None = None) -> np.ndarray:
-    """Grad-CAM (pytorch_grad_cam.GradCAM) of AU logit(s) on the last Swin stage: (B, H, W)
-    in [0, 1] at the input resolution. ``au_index`` is one AU column or one per image."""
+            target_layer: torch.nn.Module | None = None, nhwc: bool = False) -> np.ndarray:
+    """Grad-CAM (pytorch_grad_cam.GradCAM) of AU logit(s) on the backbone's last stage:
+    (B, H, W) in [0, 1] at the input resolution. ``au_index`` is one AU column or one per
+    image; ``nhwc`` applies the Swin reshape transform to an explicit ``target_layer``."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     idx = [au_index] * len(x) if isinstance(au_index, int) else list(au_index)
     device = next(model.parameters()).device
-    layer = target_layer or gradcam_layer(model)
+    layer, nhwc = (target_layer, nhwc) if target_layer is not None else gradcam_layer(model)
     wrapped = _Logits(model).eval()
-    with torch.enable_grad(), GradCAM(wrapped, [layer],
-                                      reshape_transform=swin_reshape_transform) as cam:
+    with torch.enable_grad(), GradCAM(wrapped, [layer], reshape_transform=(
+            swin_reshape_transform if nhwc else None)) as cam:
         maps = cam(input_tensor=x.to(device), targets=[ClassifierOutputTarget(i) for i in idx])
     return np.asarray(maps, np.float64)
 

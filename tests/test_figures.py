@@ -1,6 +1,7 @@
 """Figures 4-7, attention scoring, efficiency and inference: notebooks 06-08 at smoke size."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -75,6 +76,27 @@ def test_masks_are_cut_to_the_models_centre_crop():
     # independent: nearest x2 resize, then [4:60]
     expected = np.repeat(np.repeat(masks[0], 2, 0), 2, 1)[4:60, 4:60]
     np.testing.assert_array_equal(view[0], expected)
+
+
+# ----------------------------------------------------------------------------- Grad-CAM
+@pytest.mark.parametrize("preset, stage_name, nhwc", [("cpu-small", "layer4", False),
+                                                     ("test-tiny", "layers.1", True)])
+def test_gradcam_targets_the_last_backbone_stage(preset, stage_name, nhwc):
+    """CNN (NCHW, no reshape) and Swin (NHWC, reshape transform) backbones both give maps."""
+    import torch
+
+    from hiva_lib.figures import gradcam, gradcam_layer
+    from hiva_lib.hiva import MODEL_PRESETS, HiVA
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(MODEL_PRESETS[preset], use_text=False)
+    model = HiVA(cfg, ("AU1", "AU2", "AU4"))
+    layer, is_nhwc = gradcam_layer(model)
+    assert layer is model.backbone.body.get_submodule(stage_name) and is_nhwc == nhwc
+    x = torch.randn(2, 3, cfg.img_size, cfg.img_size)
+    maps = gradcam(model, x, [0, 2])
+    assert maps.shape == (2, cfg.img_size, cfg.img_size)
+    assert maps.min() >= 0 and maps.max() <= 1 and maps.std() > 0
 
 
 # ----------------------------------------------------------------------------- the study
