@@ -226,16 +226,23 @@ def measure(preset: str, dataset: str = "bp4d", device: str = "auto", batch_size
 
 def efficiency_table(presets: list[str] | tuple[str, ...] = ("paper", "cpu-small"),
                      dataset: str = "bp4d", device: str = "auto", batch_size: int = 32,
-                     reps: int = 3, cpu_reps: int = 5,
-                     out_csv: str | Path | None = None) -> pd.DataFrame:
-    """Measure every preset; write the table (one row per preset) to ``out_csv``."""
+                     reps: int = 3, cpu_reps: int = 5, out_csv: str | Path | None = None
+                     ) -> tuple[pd.DataFrame, Path | None]:
+    """Measure every preset; write the table (one row per preset) to ``out_csv``, or, when a
+    table is already there, to the first free ``<name>-v2.csv``, ``-v3``... (a finished
+    measurement is never overwritten). Returns (table, the path written)."""
     rows = [measure(p, dataset, device, batch_size, reps, cpu_reps) for p in presets]
     table = pd.DataFrame(rows)
-    if out_csv is not None:
-        from .checkpoint import atomic_write_text
+    if out_csv is None:
+        return table, None
+    from .checkpoint import atomic_write_text
 
-        atomic_write_text(table.to_csv(index=False, float_format="%.4g"), out_csv)
-    return table
+    path, k = Path(out_csv), 2
+    while path.exists():
+        path = Path(out_csv).with_name(f"{Path(out_csv).stem}-v{k}.csv")
+        k += 1
+    atomic_write_text(table.to_csv(index=False, float_format="%.4g"), path)
+    return table, path
 
 
 def comparison(table: pd.DataFrame) -> pd.DataFrame:

@@ -247,9 +247,10 @@ an RTX 3090, 215.8 ms on a Xeon CPU. We measure the `paper` architecture (Swin-B
 random weights: no download) and the laptop preset, and say what each number counts
 (`hiva_lib/efficiency.py`, `docs/figures.md`). The text branch depends only on the fixed
 descriptions, so at inference it can be computed once: both costs are shown.
-Written to `results_root/efficiency.csv`."""),
+Written to `results_root/efficiency.csv` (a table already there is kept; the new one goes to
+`efficiency-v2.csv`, `-v3`...)."""),
     ("params", """presets = ["paper", "cpu-small"]  # keys of hiva_lib.hiva.MODEL_PRESETS
-dataset = "bp4d"  # sets the AU count (BP4D: 12, as the paper's numbers)
+au_set = "bp4d"  # the AU count of a data set (BP4D: 12, as the paper's numbers)
 device = "auto"  # batch-32 latency here ("auto": cuda if available); batch 1 always on CPU
 batch_size = 32
 reps = 3
@@ -263,10 +264,11 @@ from hiva_lib.config import make_config
 
 if smoke:
     presets, batch_size, reps, cpu_reps = ["test-tiny"], 4, 1, 1
-out_csv = Path(make_config(dataset, smoke=smoke, results_root=results_root).results_root)
-out_csv = out_csv / "efficiency.csv"
-table = E.efficiency_table(presets, dataset, device, batch_size, reps, cpu_reps, out_csv)
-print(f"written to {out_csv}")
+out_csv = Path(make_config(au_set, smoke=smoke, results_root=results_root).results_root)
+out_csv = out_csv / "efficiency.csv"  # an existing table is kept: -v2, -v3...
+table, written = E.efficiency_table(presets, au_set, device, batch_size, reps, cpu_reps,
+                                    out_csv)
+print(f"written to {written}")
 E.comparison(table)"""),
     ("md", "Parameters per module (millions) and everything measured:"),
     ("code", """table.set_index("preset").T"""),

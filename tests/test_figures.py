@@ -170,6 +170,18 @@ def test_07_efficiency_notebook(study):
     assert row.GFLOPs_total > row.GFLOPs_text > 0 and row.ms_per_batch > 0
 
 
+def test_efficiency_table_never_overwrites_a_measurement(tmp_path):
+    from hiva_lib.efficiency import efficiency_table
+
+    out = tmp_path / "efficiency.csv"
+    first, path1 = efficiency_table(["test-tiny"], "disfa", "cpu", 2, 1, 1, out)
+    before = out.read_text()
+    _, path2 = efficiency_table(["test-tiny"], "disfa", "cpu", 2, 1, 1, out)
+    assert (path1, path2) == (out, tmp_path / "efficiency-v2.csv")
+    assert out.read_text() == before and path2.exists()
+    assert first.loc[0, "n_aus"] == 8 and first.loc[0, "params_total"] > 0
+
+
 def test_08_inference_notebook_on_a_video(study):
     roots, base = study
     from hiva_lib.datasets import load_prepared
