@@ -5,6 +5,7 @@ A checkpoint is written to a temporary file in the same folder and moved into pl
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -46,6 +47,15 @@ def load_checkpoint(path: str | Path, what: str, fix: str) -> dict:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a truncated or foreign file
         raise CheckpointError(f"{path}: {what} is unreadable ({e}). {fix}") from e
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file: the fingerprint that ties results to the checkpoint they came from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def resolve_run_dir(base: Path, if_exists: str) -> tuple[Path, bool]:

@@ -42,6 +42,7 @@ from .checkpoint import (
     atomic_save,
     atomic_write_json,
     atomic_write_text,
+    file_sha256,
     load_checkpoint,
     resolve_run_dir,
 )
@@ -399,16 +400,21 @@ def load_trained(checkpoint: str | Path, device: str = "cpu") -> hiva.HiVA:
 
 def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
                  data: PreparedDataset | None = None) -> tuple[dict, Path]:
-    """Per-AU F1 on the test fold, written to results/ beside the config that made it."""
+    """Per-AU F1 on the test fold, written to results/ beside the config that made it.
+
+    Results already there from the same checkpoint (same SHA-256) are reused. Results of
+    another checkpoint (the committed reference results on a fresh clone, or an earlier run)
+    are kept: this evaluation goes to the first free versioned sibling (fold1-v2, -v3...)."""
     data = data or load_data(cfg)
-    out_dir = results_dir(cfg, run_dir)
-    if (out_dir / "metrics.json").exists():
+    base = out_dir = results_dir(cfg, run_dir)
+    sha, k = file_sha256(checkpoint), 2
+    while (out_dir / "metrics.json").exists():
         metrics = json.loads((out_dir / "metrics.json").read_text())
-        if metrics.get("checkpoint") == str(checkpoint):
+        if metrics.get("checkpoint_sha256") == sha:
             return metrics, out_dir
-        raise CheckpointError(f"{out_dir}: results of another checkpoint "
-                              f"({metrics.get('checkpoint')}) are here; not overwriting them. "
-                              "Move them away or use if_exists='version'.")
+        out_dir, k = base.parent / f"{base.name}-v{k}", k + 1
+    if out_dir != base:
+        print(f"{base} holds results of another checkpoint (kept); these go to {out_dir}")
     device = resolve_device(cfg.device)
     model = load_trained(checkpoint, str(device))
     _, test_rows = data.split(cfg.fold)
@@ -423,6 +429,7 @@ def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
                    mean_f1=float(f1.mean()),
                    all_positive_mean_f1=float(all_positive_f1(labels).mean()),
                    n_test=int(len(test_rows)), checkpoint=str(checkpoint),
+                   checkpoint_sha256=sha,
                    config=cfg.to_dict())
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_dir / "predictions.npz", probs=probs, labels=labels, rows=test_rows)

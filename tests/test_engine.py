@@ -68,6 +68,28 @@ def test_finished_runs_are_reused_or_versioned(tmp_path, smoke_data_root):
         train.train_stage1(dataclasses.replace(cfg, if_exists="error"))
 
 
+def test_results_of_another_checkpoint_are_kept_and_the_new_ones_versioned(tmp_path,
+                                                                           smoke_data_root):
+    """As on a fresh clone: results/ holds committed results of a checkpoint that is not the
+    one just trained. They stay; the new evaluation goes to fold1-v2; rerunning reuses it."""
+    import hashlib
+    import json
+
+    cfg = _cfg(tmp_path, "r", smoke_data_root)
+    run = train.train_stage1(cfg)
+    m1, out1 = train.evaluate_run(cfg, run.checkpoint, run.run_dir)
+    assert m1["checkpoint_sha256"] == hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()
+    assert train.evaluate_run(cfg, run.checkpoint, run.run_dir)[1] == out1  # same: reused
+    committed = json.loads((out1 / "metrics.json").read_text())
+    committed["checkpoint_sha256"] = "0" * 64  # results of some other checkpoint
+    (out1 / "metrics.json").write_text(json.dumps(committed))
+    before = (out1 / "metrics.json").read_text()
+    m2, out2 = train.evaluate_run(cfg, run.checkpoint, run.run_dir)
+    assert out2.name == "fold1-v2" and (out1 / "metrics.json").read_text() == before
+    assert m2["f1"] == m1["f1"]
+    assert train.evaluate_run(cfg, run.checkpoint, run.run_dir)[1] == out2
+
+
 def test_stage2_without_or_with_mismatching_stage1(tmp_path, smoke_data_root):
     cfg = _cfg(tmp_path, "y", smoke_data_root)
     with pytest.raises(CheckpointError, match="02_train_stage1.ipynb"):
