@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -58,25 +60,83 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_run_dir(base: Path, if_exists: str) -> tuple[Path, bool]:
-    """Pick the folder of a run. Returns (folder, finished).
+def _versions(base: Path) -> list[Path]:
+    """``base``, ``base-v2``, ``base-v3``... up to the first that does not exist (at least base)."""
+    out, k = [base], 2
+    while (base.parent / f"{base.name}-v{k}").exists():
+        out.append(base.parent / f"{base.name}-v{k}")
+        k += 1
+    return out
 
-    A finished run (``DONE`` marker present) is reused with ``if_exists="skip"``, refused with
-    ``"error"``, or a fresh versioned sibling ``<base>-v2``, ``-v3``... is made with ``"version"``.
-    An unfinished one is resumed.
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def run_signature(run_dir: Path) -> dict | None:
+    """The signature (the config values that define the run) a finished run was saved with."""
+    path = run_dir / "signature.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    final = run_dir / "final.pt"  # runs finished before signature.json existed
+    if final.exists():
+        return load_checkpoint(final, "checkpoint", "Delete the run folder.").get("signature")
+    return None
+
+
+def find_finished(base: Path, signature: dict | None = None) -> Path | None:
+    """The newest finished version of ``base`` saved with ``signature`` (any if None)."""
+    same = [v for v in _versions(base) if (v / "DONE").exists() and (
+        signature is None or _canonical(run_signature(v)) == _canonical(signature))]
+    return same[-1] if same else None
+
+
+def resolve_run_dir(base: Path, if_exists: str, signature: dict | None = None
+                    ) -> tuple[Path, bool]:
+    """Pick the folder of a run among ``base``, ``base-v2``, ``base-v3``... Returns
+    (folder, finished).
+
+    A finished run (``DONE`` marker present) whose saved signature equals ``signature`` (any
+    finished run if ``signature`` is None) is reused with ``if_exists="skip"``, refused with
+    ``"error"``; ``"version"`` runs it again into the next free versioned sibling. A finished
+    run with another signature is never reused nor overwritten: the run goes to the first
+    unfinished version (resumed if it was started). Nothing is deleted.
     """
     if if_exists not in ("skip", "version", "error"):
         raise ValueError(f"if_exists must be 'skip', 'version' or 'error', not {if_exists!r}")
-    if not (base / "DONE").exists():
-        return base, False
-    if if_exists == "skip":
-        return base, True
-    if if_exists == "error":
+    versions = _versions(base)
+    done = [v for v in versions if (v / "DONE").exists()]
+    reuse = find_finished(base, signature)
+    if reuse and if_exists == "skip":
+        return reuse, True
+    if reuse and if_exists == "error":
         raise CheckpointError(
-            f"{base}: this run already finished. Pass if_exists='skip' to reuse it or "
-            "'version' to run it again into a new folder."
-        )
-    k = 2
-    while (base.parent / f"{base.name}-v{k}" / "DONE").exists():
-        k += 1
-    return base.parent / f"{base.name}-v{k}", False
+            f"{reuse}: this run already finished. Pass if_exists='skip' to reuse it or "
+            "'version' to run it again into a new folder.")
+    free = [v for v in versions if v not in done]
+    folder = free[0] if free else base.parent / f"{base.name}-v{len(versions) + 1}"
+    if done and not reuse:
+        print(f"{done[-1]} holds a finished run with other settings (kept); this run goes to "
+              f"{folder}")
+    return folder, False
+
+
+_VERSIONED = re.compile(r"^(?P<base>.+?)(?:-v(?P<version>\d+))?$")
+
+
+def run_version(name: str) -> tuple[str, int]:
+    """``"fold1-v3"`` -> ``("fold1", 3)``; an unversioned ``"fold1"`` is version 1."""
+    m = _VERSIONED.match(name)
+    return m["base"], int(m["version"] or 1)
+
+
+def latest_versions(folders: Iterable[Path]) -> list[Path]:
+    """Of the versions of one run among ``folders`` (``fold1``, ``fold1-v2``...), the newest
+    only (by version number, not by string order), sorted by path."""
+    newest: dict[tuple[Path, str], tuple[int, Path]] = {}
+    for folder in folders:
+        base, version = run_version(folder.name)
+        key = (folder.parent, base)
+        if key not in newest or version > newest[key][0]:
+            newest[key] = (version, folder)
+    return sorted(folder for _, folder in newest.values())

@@ -89,17 +89,18 @@ class DDCA(nn.Module):
 
     def forward(self, f_tokens: torch.Tensor, u: torch.Tensor, z: torch.Tensor,
                 text_tokens: torch.Tensor, text_mask: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """f_tokens (B, N, HW, C), u (B, N, C), z (N, C), text_tokens (N, T, C), text_mask
-        (N, T) -> D (B, N, C) and the text->vision map (B, N, HW) ((B, N, 1) if literal)."""
+        (N, T) -> D (B, N, C), the text->vision map (B, N, HW) (Fig. 6) and the
+        vision->text map of Eq. 5 (B, N, HW, T). Literal: (B, N, 1) and (B, N, 1, 1)."""
         if self.mode == "literal":
-            u_hat, _ = self.v2t(u.unsqueeze(2), z.unsqueeze(1))  # one key: softmax == 1
+            u_hat, eq5 = self.v2t(u.unsqueeze(2), z.unsqueeze(1))  # one key: softmax == 1
             z_l, attn = self.t2v(z.unsqueeze(1), u.unsqueeze(2))
-            return u_hat.squeeze(2) + z_l.squeeze(2), attn.squeeze(2)
+            return u_hat.squeeze(2) + z_l.squeeze(2), attn.squeeze(2), eq5
         # (B, N, 1, C): the HW outputs are mean-pooled, so pool the attention rows first
-        u_hat, _ = self.v2t(f_tokens, text_tokens, text_mask, mean_queries=True)
+        u_hat, eq5 = self.v2t(f_tokens, text_tokens, text_mask, mean_queries=True)
         z_l, attn = self.t2v(z.unsqueeze(1), f_tokens)  # (B, N, 1, C), (B, N, 1, HW)
-        return u_hat.squeeze(2) + z_l.squeeze(2), attn.squeeze(2)
+        return u_hat.squeeze(2) + z_l.squeeze(2), attn.squeeze(2), eq5
 
 
 class CDCA(nn.Module):

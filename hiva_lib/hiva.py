@@ -103,7 +103,8 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 class HiVAOutput:
     logits: torch.Tensor  # (B, N) of the current stage
     l_diff: torch.Tensor | None  # Eq. 1, stage 2 with use_ldiff
-    maps: dict = field(default_factory=dict)  # "ddca", "cdca", "cdca_dual", "graph", "x_g_hw"
+    # "ddca", "ddca_eq5", "cdca", "cdca_dual", "graph", "x_g_hw"
+    maps: dict = field(default_factory=dict)
 
 
 class HiVA(nn.Module):
@@ -225,7 +226,8 @@ class HiVA(nn.Module):
         feats = [u]
         if self.ddca is not None:
             f_tok = f.flatten(-2).transpose(-1, -2)  # (B, N, HW, C)
-            d, maps["ddca"] = self.ddca(f_tok, u, text.z, text.tokens, text.token_mask)
+            d, maps["ddca"], maps["ddca_eq5"] = self.ddca(f_tok, u, text.z, text.tokens,
+                                                          text.token_mask)
             feats.append(d)
         if self.cdca is not None:
             x_tok = x_g.flatten(2).transpose(1, 2)  # (B, HW, C)

@@ -43,10 +43,12 @@ from .checkpoint import (
     atomic_write_json,
     atomic_write_text,
     file_sha256,
+    find_finished,
+    latest_versions,
     load_checkpoint,
     resolve_run_dir,
 )
-from .config import TrainConfig
+from .config import TrainConfig, project_root
 from .datasets import DatasetError, PreparedDataset, load_prepared, prepare_hint
 from .loader import FrameDataset, load_size_for, prepare_batch
 from .losses import au_loss, inverse_frequency_weights
@@ -144,14 +146,23 @@ def results_dir(cfg: TrainConfig, run_dir: Path) -> Path:
             / run_dir.name)
 
 
+# The model fields that define the stage-1 model (a)+(c): a stage-2-only switch (ddca_mode,
+# fusion, descriptions...) reuses the same stage-1 checkpoint.
+STAGE1_MODEL_FIELDS = ("backbone", "backbone_kwargs", "pretrained", "img_size", "dim", "graph_k")
+
+
 def _signature(cfg: TrainConfig, stage: int) -> dict:
     """The config values that must match for a checkpoint to be resumed or reused."""
-    keys = ["dataset", "fold", "seed", "model_preset", "model_overrides", "batch_size",
+    keys = ["dataset", "fold", "seed", "model_preset", "batch_size",
             "au_loss_reduction", "weight_decay", "schedule", "max_steps_per_epoch"]
     keys += (["epochs_stage1", "lr_stage1"] if stage == 1
              else ["variant", "epochs_stage2", "lr_stage2", "lambda_diff"])
     d = cfg.to_dict()
-    return {k: d[k] for k in keys}
+    sig = {k: d[k] for k in keys}
+    model = dataclasses.asdict(model_config(cfg, "baseline" if stage == 1 else cfg.variant))
+    sig["model"] = ({k: model[k] for k in STAGE1_MODEL_FIELDS} if stage == 1
+                    else {**model, "stage1": _signature(cfg, 1)})
+    return json.loads(json.dumps(sig))  # as saved: tuples become lists
 
 
 def _mismatch(saved: dict, wanted: dict) -> list[str]:
@@ -172,7 +183,7 @@ def _fit(model: torch.nn.Module, stage: int, cfg: TrainConfig, data: PreparedDat
                            dtype=torch.float32, device=device)
     dataset = FrameDataset(data, train_rows, load_size_for(crop),
                            cache=cfg.num_workers == 0)
-    n_batches = math.ceil(len(train_rows) / cfg.batch_size)
+    n_batches = len(_shard_batches(np.arange(len(train_rows)), cfg.batch_size, rank, world))
     if cfg.max_steps_per_epoch:
         n_batches = min(n_batches, cfg.max_steps_per_epoch)
     total = max(1, epochs * n_batches)
@@ -205,6 +216,8 @@ def _fit(model: torch.nn.Module, stage: int, cfg: TrainConfig, data: PreparedDat
         history = state["history"]
         aug.set_state(state["aug_rng"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         if _is_main():
             print(f"resuming {run_dir} at epoch {epoch + 1}, batch {batch}")
 
@@ -213,7 +226,9 @@ def _fit(model: torch.nn.Module, stage: int, cfg: TrainConfig, data: PreparedDat
             atomic_save(dict(model=core.state_dict(), optimizer=optimizer.state_dict(),
                              scheduler=scheduler.state_dict(), epoch=epoch, batch=batch,
                              step=step, history=history, aug_rng=aug.get_state(),
-                             torch_rng=torch.get_rng_state(), signature=signature), last)
+                             torch_rng=torch.get_rng_state(), signature=signature,
+                             cuda_rng=(torch.cuda.get_rng_state(device)
+                                       if device.type == "cuda" else None)), last)
         _barrier()
 
     text_dir = run_dir / "text_emb"
@@ -222,13 +237,12 @@ def _fit(model: torch.nn.Module, stage: int, cfg: TrainConfig, data: PreparedDat
 
     model.train()
     while epoch < epochs:
-        if batch == 0:  # epoch-level randomness is a function of (seed, stage, epoch)
-            seed = cfg.seed * 1_000_003 + stage * 1009 + epoch
+        if batch == 0:  # epoch-level randomness is a function of (seed, stage, epoch, rank)
+            seed = cfg.seed * 1_000_003 + stage * 1009 + epoch + rank * 7919
             aug.manual_seed(seed)
             torch.manual_seed(seed)
         order = np.random.default_rng([cfg.seed, stage, epoch]).permutation(len(train_rows))
-        batches = [order[i:i + cfg.batch_size][rank::world]
-                   for i in range(0, len(order), cfg.batch_size)][:n_batches]
+        batches = _shard_batches(order, cfg.batch_size, rank, world)[:n_batches]
         # the loader's own generator: creating its iterator must not draw from the global
         # RNG, which a resumed run has just restored (dropout, drop-path use it)
         loader = DataLoader(dataset, batch_sampler=batches[batch:], num_workers=cfg.num_workers,
@@ -272,6 +286,14 @@ def _fit(model: torch.nn.Module, stage: int, cfg: TrainConfig, data: PreparedDat
     return history
 
 
+def _shard_batches(order: np.ndarray, batch_size: int, rank: int, world: int
+                   ) -> list[np.ndarray]:
+    """This rank's share of each batch of ``order``. Under DDP a last batch smaller than the
+    number of ranks is dropped: every rank must run every step (an empty share would stall)."""
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [c[rank::world] for c in chunks if len(c) >= world]
+
+
 def _save_text_embeddings(core: hiva.HiVA, path: Path) -> None:
     if not getattr(core.cfg, "use_text", False):
         return
@@ -296,17 +318,24 @@ def predict(model: torch.nn.Module, data: PreparedDataset, rows: np.ndarray, cfg
     return torch.cat(out).numpy()
 
 
-def _build(cfg: TrainConfig, data: PreparedDataset, variant: str,
-           device: torch.device) -> hiva.HiVA:
+def _build(cfg: TrainConfig, data: PreparedDataset, variant: str, device: torch.device,
+           backbone_weights: bool = True) -> hiva.HiVA:
+    """The model of ``variant``; ``backbone_weights=False`` skips the ImageNet weights when a
+    checkpoint's weights replace them anyway (no download needed)."""
     torch.manual_seed(cfg.seed)  # identical initialisation for a given seed
-    return hiva.HiVA(model_config(cfg, variant), data.au_ids).to(device)
+    mcfg = model_config(cfg, variant)
+    if not backbone_weights:
+        mcfg = dataclasses.replace(mcfg, pretrained=False)
+    return hiva.HiVA(mcfg, data.au_ids).to(device)
 
 
 def _wrap(model: hiva.HiVA, device: torch.device) -> torch.nn.Module:
     if _dist()[1] > 1:
         ids = [device.index] if device.type == "cuda" else None
+        # every trainable parameter takes part in every step; the buffers (the cached frozen
+        # BERT states, tens of MB for BERT-large) are identical on all ranks: not re-sent
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids,
-                                                         find_unused_parameters=True)
+                                                         broadcast_buffers=False)
     return model
 
 
@@ -318,8 +347,10 @@ def _finish(model: hiva.HiVA, stage: int, cfg: TrainConfig, data: PreparedDatase
                          model_config=dataclasses.asdict(model.cfg), train_config=cfg.to_dict(),
                          signature=_signature(cfg, stage)), final)
         atomic_write_json(cfg.to_dict(), run_dir / "config.json")
-        (run_dir / "last.pt").unlink(missing_ok=True)  # the final weights replace it
+        atomic_write_json(_signature(cfg, stage), run_dir / "signature.json")
         atomic_write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"), run_dir / "DONE")
+        # only now: a kill before DONE leaves last.pt to resume from
+        (run_dir / "last.pt").unlink(missing_ok=True)
     _barrier()
     return final
 
@@ -328,7 +359,7 @@ def train_stage1(cfg: TrainConfig, data: PreparedDataset | None = None) -> RunRe
     """Stage 1: (a) + (c) with L_au. Reuses a finished run (per ``cfg.if_exists``)."""
     setup_distributed()
     data = data or load_data(cfg)
-    run_dir, finished = resolve_run_dir(stage1_dir(cfg), cfg.if_exists)
+    run_dir, finished = resolve_run_dir(stage1_dir(cfg), cfg.if_exists, _signature(cfg, 1))
     if finished:
         print(f"stage 1 already finished: {run_dir} (reused; if_exists='version' reruns it)")
         return RunResult(run_dir, run_dir / "final.pt", skipped=True)
@@ -344,7 +375,9 @@ def train_stage1(cfg: TrainConfig, data: PreparedDataset | None = None) -> RunRe
 def load_stage1_checkpoint(cfg: TrainConfig, data: PreparedDataset,
                            path: str | Path | None = None) -> dict:
     """The stage-1 weights for ``cfg``, checked against its AU set, backbone, fold and seed."""
-    path = Path(path) if path else stage1_dir(cfg) / "final.pt"
+    if path is None:  # the finished stage-1 run of this config (else the default folder)
+        path = (find_finished(stage1_dir(cfg), _signature(cfg, 1)) or stage1_dir(cfg)) / "final.pt"
+    path = Path(path)
     fix = ("Run stage 1 first: papermill notebooks/02_train_stage1.ipynb out.ipynb "
            f"-p dataset {cfg.dataset} -p fold {cfg.fold} -p seed {cfg.seed}"
            + (" -p smoke True" if cfg.model_preset == "test-tiny" else ""))
@@ -355,10 +388,14 @@ def load_stage1_checkpoint(cfg: TrainConfig, data: PreparedDataset,
     problems = []
     if list(state["au_ids"]) != list(data.au_ids):
         problems.append(f"AU set {state['au_ids']} vs data set {list(data.au_ids)}")
-    sig = state["signature"]
-    for key in ("dataset", "fold", "seed", "model_preset", "model_overrides"):
-        if sig.get(key) != getattr(cfg, key):
-            problems.append(f"{key}: checkpoint {sig.get(key)!r} vs now {getattr(cfg, key)!r}")
+    saved, wanted = state["signature"], _signature(cfg, 1)
+    for key in ("dataset", "fold", "seed", "model_preset"):
+        if saved.get(key) != wanted[key]:
+            problems.append(f"{key}: checkpoint {saved.get(key)!r} vs now {wanted[key]!r}")
+    saved_model = saved.get("model") or {}
+    for key, value in wanted["model"].items():
+        if saved_model.get(key) != value:
+            problems.append(f"model {key}: checkpoint {saved_model.get(key)!r} vs now {value!r}")
     if problems:
         raise CheckpointError(f"{path}: stage-1 checkpoint does not match this run: "
                               + "; ".join(problems) + f". {fix}")
@@ -373,14 +410,14 @@ def train_stage2(cfg: TrainConfig, data: PreparedDataset | None = None,
     if 2 not in variants.VARIANTS[cfg.variant].stages:
         raise ValueError(f"variant {cfg.variant!r} has no stage 2; evaluate its stage-1 model "
                          "with run_variant()")
-    run_dir, finished = resolve_run_dir(stage2_dir(cfg), cfg.if_exists)
+    run_dir, finished = resolve_run_dir(stage2_dir(cfg), cfg.if_exists, _signature(cfg, 2))
     if finished:
         print(f"stage 2 already finished: {run_dir} (reused; if_exists='version' reruns it)")
         return RunResult(run_dir, run_dir / "final.pt", skipped=True)
     state = load_stage1_checkpoint(cfg, data, stage1_checkpoint)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    model = _build(cfg, data, cfg.variant, device)
+    model = _build(cfg, data, cfg.variant, device, backbone_weights=False)
     model.load_stage1(state["model"])
     model.set_stage(2)
     train_rows, _ = data.split(cfg.fold)
@@ -388,10 +425,14 @@ def train_stage2(cfg: TrainConfig, data: PreparedDataset | None = None,
     return RunResult(run_dir, _finish(model, 2, cfg, data, run_dir))
 
 
-def load_trained(checkpoint: str | Path, device: str = "cpu") -> hiva.HiVA:
-    """A trained model from a ``final.pt`` (stage 1 or 2), in eval mode."""
-    state = load_checkpoint(checkpoint, "checkpoint", "Train the model first (notebooks 02/03).")
-    cfg = hiva.ModelConfig(**state["model_config"])
+def load_trained(checkpoint: str | Path, device: str = "cpu", state: dict | None = None
+                 ) -> hiva.HiVA:
+    """A trained model from a ``final.pt`` (stage 1 or 2; or its loaded ``state``), in eval
+    mode. The backbone is built without its ImageNet weights: the checkpoint's replace them."""
+    if state is None:
+        state = load_checkpoint(checkpoint, "checkpoint",
+                                "Train the model first (notebooks 02/03).")
+    cfg = dataclasses.replace(hiva.config_from_dict(state["model_config"]), pretrained=False)
     model = hiva.HiVA(cfg, tuple(state["au_ids"]))
     model.set_stage(state["stage"])
     model.load_state_dict(state["model"])
@@ -416,7 +457,9 @@ def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
     if out_dir != base:
         print(f"{base} holds results of another checkpoint (kept); these go to {out_dir}")
     device = resolve_device(cfg.device)
-    model = load_trained(checkpoint, str(device))
+    state = load_checkpoint(checkpoint, "checkpoint", "Train the model first (notebooks 02/03).")
+    model = load_trained(checkpoint, str(device), state)
+    trained_with = _portable(state["train_config"])  # the config that made the checkpoint
     _, test_rows = data.split(cfg.fold)
     probs = predict(model, data, test_rows, cfg, device)
     labels = data.labels(test_rows)
@@ -429,15 +472,53 @@ def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
                    mean_f1=float(f1.mean()),
                    all_positive_mean_f1=float(all_positive_f1(labels).mean()),
                    n_test=int(len(test_rows)), checkpoint=str(checkpoint),
-                   checkpoint_sha256=sha,
-                   config=cfg.to_dict())
+                   checkpoint_sha256=sha, config=trained_with,
+                   provenance=provenance(data.meta))
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_dir / "predictions.npz", probs=probs, labels=labels, rows=test_rows)
     pd.DataFrame([metrics["f1"]]).assign(mean=metrics["mean_f1"]).to_csv(
         out_dir / "f1.csv", index=False)
-    atomic_write_json(cfg.to_dict(), out_dir / "config.json")
+    atomic_write_json(trained_with, out_dir / "config.json")
     atomic_write_json(metrics, out_dir / "metrics.json")  # last: its presence means complete
     return metrics, out_dir
+
+
+def _portable(config: dict) -> dict:
+    """A config with its folders relative to the project root when they lie inside it."""
+    root, out = project_root(), dict(config)
+    for key in ("data_root", "runs_root", "results_root"):
+        path = Path(str(out.get(key, "")))
+        if path.is_absolute() and path.is_relative_to(root):
+            out[key] = str(path.relative_to(root))
+    return out
+
+
+def provenance(data_meta: dict) -> dict:
+    """What else a result depends on: code commit, library versions, the data set's version."""
+    import platform
+    import subprocess
+
+    import timm
+    import transformers
+
+    from . import __version__
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=project_root(), capture_output=True,
+                                 text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no", "--", "hiva_lib")
+    return dict(hiva_lib=__version__, git_commit=git("rev-parse", "HEAD"),
+                hiva_lib_modified=None if status is None else bool(status),
+                python=platform.python_version(), torch=torch.__version__,
+                timm=timm.__version__, transformers=transformers.__version__,
+                data={k: data_meta[k] for k in ("dataset", "source", "seed", "image_size",
+                                                 "n_subjects", "frames_per_subject")
+                      if k in data_meta})
 
 
 def run_variant(cfg: TrainConfig, data: PreparedDataset | None = None) -> RunResult:
@@ -447,8 +528,8 @@ def run_variant(cfg: TrainConfig, data: PreparedDataset | None = None) -> RunRes
                          f"choose one of {list(variants.VARIANTS)}")
     data = data or load_data(cfg)
     result = train_stage1(cfg, data)
-    if 2 in variants.VARIANTS[cfg.variant].stages:
-        result = train_stage2(cfg, data)
+    if 2 in variants.VARIANTS[cfg.variant].stages:  # from the stage-1 run just made or reused
+        result = train_stage2(cfg, data, stage1_checkpoint=result.checkpoint)
     if _is_main():
         result.metrics, result.results_dir = evaluate_run(cfg, result.checkpoint,
                                                           result.run_dir, data)
@@ -459,7 +540,8 @@ def run_variant(cfg: TrainConfig, data: PreparedDataset | None = None) -> RunRes
 def aggregate_folds(results_root: str | Path, dataset: str, variant: str, seed: int) -> dict:
     """Mean per-AU F1 over the folds found for (dataset, variant, seed), written beside them."""
     base = Path(results_root) / dataset / variant / f"seed{seed}"
-    runs = sorted(base.glob("fold*/metrics.json"))
+    runs = [d / "metrics.json" for d in latest_versions(p.parent for p in
+                                                       base.glob("fold*/metrics.json"))]
     if not runs:
         raise FileNotFoundError(f"{base}: no fold results; run notebooks 02/03 first")
     per_fold = [json.loads(p.read_text()) for p in runs]

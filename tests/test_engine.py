@@ -18,8 +18,9 @@ def _cfg(root, tag, data_root, **kw):
                        **kw)
 
 
-def _kill_at(monkeypatch, call: int) -> None:
-    """Make the n-th loss computation raise, as a killed process would stop there."""
+def _kill_at(monkeypatch, call: int | None) -> dict:
+    """Make the n-th loss computation raise, as a killed process would stop there (None:
+    never). Returns the call counter, which counts the training steps run."""
     real, count = train.au_loss, {"n": 0}
 
     def dying(*a, **k):
@@ -29,6 +30,7 @@ def _kill_at(monkeypatch, call: int) -> None:
         return real(*a, **k)
 
     monkeypatch.setattr(train, "au_loss", dying)
+    return count
 
 
 @pytest.mark.parametrize("stage", [1, 2])
@@ -47,7 +49,11 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, smoke_data_root, monkey
             train_fn(ran)
     assert (train.stage1_dir(ran) if stage == 1 else train.stage2_dir(ran)).joinpath(
         "last.pt").exists()
-    b = train_fn(ran)  # resumes
+    with monkeypatch.context() as m:
+        steps = _kill_at(m, None)
+        b = train_fn(ran)  # resumes from the step-4 checkpoint: runs steps 5 and 6 only
+    assert steps["n"] == 2
+    assert not (b.run_dir / "last.pt").exists() and (b.run_dir / "DONE").exists()
     wa, wb = torch.load(a.checkpoint)["model"], torch.load(b.checkpoint)["model"]
     assert wa.keys() == wb.keys()
     for k in wa:
@@ -128,3 +134,95 @@ def test_torchrun_ddp_two_processes_on_cpu(tmp_path, smoke_data_root):
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("HiVA (Ours): mean F1") == 1
     assert (tmp_path / "res" / "synth-disfa" / "full" / "seed0" / "fold1" / "metrics.json").exists()
+
+
+def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path, smoke_data_root):
+    """Another setting never reuses (nor overwrites) a finished run: it trains a version."""
+    cfg = _cfg(tmp_path, "s", smoke_data_root)
+    first = train.train_stage1(cfg)
+    before = first.checkpoint.read_bytes()
+    other = train.train_stage1(dataclasses.replace(cfg, lr_stage1=cfg.lr_stage1 * 2))
+    assert not other.skipped and other.run_dir.name == "fold1-v2"
+    assert first.checkpoint.read_bytes() == before
+    # each setting finds its own finished run again
+    assert train.train_stage1(cfg).run_dir == first.run_dir
+    again = train.train_stage1(dataclasses.replace(cfg, lr_stage1=cfg.lr_stage1 * 2))
+    assert again.skipped and again.run_dir == other.run_dir
+
+
+def test_stage2_only_switch_reuses_stage1_and_versions_stage2(tmp_path, smoke_data_root):
+    """An ambiguity switch of stage 2 (ddca_mode) shares the stage-1 checkpoint; the stage-2
+    run with the default switch is kept and the literal one gets its own folder + results."""
+    cfg = _cfg(tmp_path, "w", smoke_data_root)
+    spatial = train.run_variant(cfg)
+    literal_cfg = dataclasses.replace(cfg, model_overrides={"ddca_mode": "literal"})
+    literal = train.run_variant(literal_cfg)
+    assert literal.run_dir.name == "fold1-v2" and literal.results_dir.name == "fold1-v2"
+    assert spatial.results_dir.name == "fold1"
+    assert train.find_finished(train.stage1_dir(cfg)) == train.stage1_dir(cfg)  # one stage 1
+    assert not (train.stage1_dir(cfg).parent / "fold1-v2").exists()
+    state = torch.load(literal.checkpoint, weights_only=False)
+    assert state["model_config"]["ddca_mode"] == "literal"
+    assert literal.metrics["config"]["model_overrides"] == {"ddca_mode": "literal"}
+
+
+def test_versioned_stage1_feeds_its_own_stage2(tmp_path, smoke_data_root):
+    cfg = _cfg(tmp_path, "v", smoke_data_root)
+    train.run_variant(cfg)
+    old = train.stage1_dir(cfg) / "final.pt"  # mark the first stage-1 weights
+    marked = torch.load(old, weights_only=False)
+    marked["model"]["stage1_head.weight"] += 1.0
+    torch.save(marked, old)
+    rerun = train.run_variant(dataclasses.replace(cfg, if_exists="version"))
+    assert rerun.run_dir.name == "fold1-v2"
+    new = torch.load(train.stage1_dir(cfg).parent / "fold1-v2" / "final.pt", weights_only=False)
+    head = torch.load(rerun.checkpoint, weights_only=False)["model"]["stage1_head.weight"]
+    # stage 2 does not train the stage-1 head: it still holds the weights it started from
+    torch.testing.assert_close(head, new["model"]["stage1_head.weight"])
+    assert not torch.allclose(head, marked["model"]["stage1_head.weight"])
+
+
+def test_aggregate_takes_the_newest_version_of_each_fold(tmp_path):
+    import json
+
+    base = tmp_path / "synth-disfa" / "full" / "seed0"
+    for name, f1 in (("fold1", 0.2), ("fold1-v2", 0.8), ("fold1-v10", 0.6), ("fold2", 0.5)):
+        (base / name).mkdir(parents=True)
+        (base / name / "metrics.json").write_text(json.dumps(
+            dict(fold=int(name[4]), f1={"AU1": f1})))
+    summary = train.aggregate_folds(tmp_path, "synth-disfa", "full", 0)
+    assert summary["folds"] == [1, 2]
+    assert summary["f1"]["AU1"] == pytest.approx((0.6 + 0.5) / 2)
+
+
+@pytest.mark.parametrize("n,batch,world", [(257, 128, 2), (10, 4, 3), (9, 3, 3), (5, 8, 2)])
+def test_ddp_shards_are_never_empty_and_disjoint(n, batch, world):
+    import numpy as np
+
+    order = np.random.default_rng(0).permutation(n)
+    shards = [train._shard_batches(order, batch, r, world) for r in range(world)]
+    assert len({len(s) for s in shards}) == 1  # every rank runs the same number of steps
+    for step in zip(*shards, strict=True):
+        assert all(len(part) > 0 for part in step)
+        joined = np.concatenate(step)
+        assert len(set(joined)) == len(joined)  # no sample twice in a step
+    assert train._shard_batches(order, batch, 0, 1)[-1].size == n - batch * ((n - 1) // batch)
+
+
+def test_evaluation_needs_no_backbone_download(tmp_path, smoke_data_root, monkeypatch):
+    """A checkpoint saved with pretrained=True (hub weights) is evaluated offline: its own
+    weights replace ImageNet's, so none are fetched."""
+    cfg = _cfg(tmp_path, "o", smoke_data_root)
+    run = train.train_stage1(cfg)
+    state = torch.load(run.checkpoint, weights_only=False)
+    state["model_config"]["pretrained"] = True
+    hub_ckpt = tmp_path / "hub.pt"
+    torch.save(state, hub_ckpt)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = train.load_trained(hub_ckpt)
+    for k, v in state["model"].items():
+        torch.testing.assert_close(model.state_dict()[k], v, msg=k)
+    metrics, out = train.evaluate_run(cfg, hub_ckpt, run.run_dir)
+    prov = metrics["provenance"]
+    assert prov["torch"] == torch.__version__ and "git_commit" in prov
+    assert prov["data"]["dataset"] == "synth-disfa"

@@ -177,9 +177,9 @@ def test_ddca_literal_attention_is_exactly_one():
     ddca = DDCA(8, mode="literal")
     b, n, hw = 2, 3, 4
     f, u, z = torch.randn(b, n, hw, 8), torch.randn(b, n, 8), torch.randn(n, 8)
-    d, attn = ddca(f, u, z, torch.randn(n, 5, 8), torch.ones(n, 5, dtype=torch.bool))
-    assert attn.shape == (b, n, 1)
-    assert torch.all(attn == 1.0)
+    d, attn, eq5 = ddca(f, u, z, torch.randn(n, 5, 8), torch.ones(n, 5, dtype=torch.bool))
+    assert attn.shape == (b, n, 1) and eq5.shape == (b, n, 1, 1)
+    assert torch.all(attn == 1.0) and torch.all(eq5 == 1.0)  # Eq. 5's own map, and its dual
     # softmax over one key is 1, so Eq. 5 gives W_V Z_i and its dual W_V' U_i
     expected = ddca.v2t.w_v(z).expand(b, n, 8) + ddca.t2v.w_v(u)
     torch.testing.assert_close(d, expected)
@@ -192,9 +192,11 @@ def test_ddca_spatial_maps_and_pooling():
     f, u, z = torch.randn(b, n, hw, 8), torch.randn(b, n, 8), torch.randn(n, 8)
     tokens, mask = torch.randn(n, t, 8), torch.ones(n, t, dtype=torch.bool)
     mask[1, 3:] = False
-    d, attn = ddca(f, u, z, tokens, mask)
-    assert d.shape == (b, n, 8) and attn.shape == (b, n, hw)
+    d, attn, eq5 = ddca(f, u, z, tokens, mask)
+    assert d.shape == (b, n, 8) and attn.shape == (b, n, hw) and eq5.shape == (b, n, hw, t)
     torch.testing.assert_close(attn.sum(-1), torch.ones(b, n))
+    torch.testing.assert_close(eq5.sum(-1), torch.ones(b, n, hw))  # each F_i token over T
+    assert torch.all(eq5[:, 1, :, 3:] == 0)  # padding of description 1 gets no attention
     # AU i attends only to its own F_i and its own description: independent recomputation
     i = 1
     u_hat, _ = ddca.v2t(f[:, i], tokens[i, :3])
