@@ -92,11 +92,8 @@ def _text_fix(name: str) -> str:
 
 
 def load_text_model(name: str):
-    """(tokenizer, model) of a BERT-architecture encoder, with eager attention.
-
-    Eager attention takes the additive (B, 1, 1, L) padding mask that
-    :class:`hiva_lib.text_encoder.TextEncoder` passes to the trainable layers itself.
-    """
+    """(tokenizer, model) of a BERT-architecture encoder, with eager attention: the
+    reference that :func:`hiva_lib.text_encoder.bert_layer_packed` reproduces."""
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

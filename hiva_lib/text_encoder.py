@@ -108,16 +108,17 @@ class TextEncoder(nn.Module):
         return rows.masked_fill(~valid, -1)
 
     def run_trainable(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Trainable BERT layers on description rows (R,): last-layer states and mask."""
+        """Trainable BERT layers on description rows (R,): last-layer states (R, T, d'),
+        zero on padding, and the mask (R, T)."""
         mask = self.frozen_mask[rows]
         length = int(mask.sum(1).max())  # trim padding that no selected description needs
-        h, mask = self.frozen_states[rows, :length], mask[:, :length]
-        # additive mask of eager BERT attention: 0 on tokens, most negative on padding
-        ext = (~mask)[:, None, None, :].to(h.dtype) * torch.finfo(h.dtype).min
+        mask = mask[:, :length]
+        real = mask.flatten().nonzero().squeeze(1)  # positions of real tokens in (R * T)
+        h = self.frozen_states[rows, :length].flatten(0, 1)[real]  # packed (P, d')
         for layer in self.layers:
-            out = layer(h, attention_mask=ext)
-            h = out[0] if isinstance(out, tuple) else out  # tuple in transformers 4.x
-        return h, mask
+            h = bert_layer_packed(layer, h, real, mask)
+        out = h.new_zeros(mask.numel(), h.shape[-1]).index_copy(0, real, h)
+        return out.view(*mask.shape, -1), mask
 
     # ------------------------------------------------------------------ forward
     def forward(self, step: int | None = None) -> TextOutput:
@@ -149,6 +150,35 @@ class TextEncoder(nn.Module):
                 "with (their hashes differ). Build HiVA with the same descriptions= list or "
                 "descriptions_path, or restore hiva_lib/data/au_descriptions.json.")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def bert_layer_packed(layer: nn.Module, x: torch.Tensor, real: torch.Tensor,
+                      mask: torch.Tensor) -> torch.Tensor:
+    """One transformers ``BertLayer`` on packed tokens: the stock layer's result on the real
+    tokens of a padded (R, T) batch, without computing the padding.
+
+    x (P, d') holds the P real tokens of the R descriptions (``real``: their positions in the
+    flattened (R, T) layout; ``mask`` (R, T)). The linear maps, the feed-forward block and the
+    LayerNorms (most of the cost) run on the P tokens only (a third of a padded batch of short
+    and long descriptions is padding); the attention runs per description on a padded view.
+    Uses the layer's own modules: query/key/value, attention dropout, output and
+    intermediate blocks (the same names in transformers 4.x and 5.x).
+    """
+    sa = layer.attention.self
+    r, t = mask.shape
+    heads, width = sa.num_attention_heads, sa.attention_head_size
+
+    def padded(y: torch.Tensor) -> torch.Tensor:  # (P, d) -> (R, heads, T, width)
+        full = y.new_zeros(r * t, y.shape[-1]).index_copy(0, real, y)
+        return full.view(r, t, heads, width).transpose(1, 2)
+
+    q, k, v = padded(sa.query(x)), padded(sa.key(x)), padded(sa.value(x))
+    scores = (q @ k.transpose(-1, -2)) * width**-0.5
+    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+    context = sa.dropout(scores.softmax(-1)) @ v  # (R, heads, T, width)
+    context = context.transpose(1, 2).reshape(r * t, heads * width)[real]
+    attended = layer.attention.output(context, x)  # dense, dropout, LayerNorm(. + x)
+    return layer.output(layer.intermediate(attended), attended)
 
 
 def descriptions_hash(descriptions: list[list[str]]) -> torch.Tensor:

@@ -247,6 +247,25 @@ def test_text_encoder_cache_equals_full_bert(offline):
     assert len(enc.layers) == 2 and not enc.frozen_states.requires_grad
 
 
+def test_packed_bert_layer_equals_the_stock_layer(offline):
+    """bert_layer_packed on the real tokens == transformers' BertLayer on the padded batch."""
+    from hiva_lib.text_encoder import bert_layer_packed
+
+    model = AutoModel.from_pretrained(pretrained.minilm_path(), local_files_only=True,
+                                      attn_implementation="eager").eval()
+    layer = model.encoder.layer[4]
+    torch.manual_seed(0)
+    mask = torch.tensor([[1] * 7 + [0] * 3, [1] * 10, [1] * 4 + [0] * 6], dtype=torch.bool)
+    x = torch.randn(3, 10, model.config.hidden_size)
+    ext = (~mask)[:, None, None, :].float() * torch.finfo(torch.float32).min
+    with torch.no_grad():
+        ref = layer(x, attention_mask=ext)
+        ref = ref[0] if isinstance(ref, tuple) else ref
+        real = mask.flatten().nonzero().squeeze(1)
+        packed = bert_layer_packed(layer, x.flatten(0, 1)[real], real, mask)
+    torch.testing.assert_close(packed, ref.flatten(0, 1)[real], atol=1e-5, rtol=1e-5)
+
+
 def test_text_encoder_mean_mode_averages_all_descriptions(offline):
     enc = TextEncoder("minilm", DESCS, dim=16, layers=1, heads=2,
                       eval_descriptions="mean").eval()
@@ -290,8 +309,16 @@ def test_frozen_layers_run_once_not_per_step(offline, monkeypatch):
     monkeypatch.setattr(modeling_bert.BertLayer, "forward", counting)
     enc = TextEncoder("minilm", DESCS, dim=16, layers=1, heads=2).train()
     assert len(calls) == 6  # construction: all 6 MiniLM layers, once, for every description
-    trainable = {id(layer) for layer in enc.layers}
+    trainable = {id(layer.intermediate) for layer in enc.layers}
     calls.clear()
+    # per step only the trainable layers' blocks run (packed, see bert_layer_packed)
+    original_ff = modeling_bert.BertIntermediate.forward
+
+    def counting_ff(self, *args, **kwargs):
+        calls[id(self)] += 1
+        return original_ff(self, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_bert.BertIntermediate, "forward", counting_ff)
     opt = torch.optim.SGD(enc.parameters(), lr=0.1)
     for step in range(3):
         out = enc(step)
