@@ -8,7 +8,10 @@ acts, so a map can be scored. Two scores per (map, region):
 
 A map of shape (h, w) (e.g. the 7x7 Swin grid) is first upsampled to the mask's resolution,
 bilinearly as in the overlays. A map that is uniform over the view scores, in expectation, the
-region's area fraction on both, which is therefore reported as the chance level.
+region's area fraction on both, which is therefore reported as the chance level. Degenerate
+maps (constant, e.g. an all-zero Grad-CAM, or without positive mass: :func:`is_flat`) are
+given exactly that chance score; they are counted separately so that a method whose maps are
+often flat is not mistaken for one that looks at random places.
 
 The masks are drawn on the whole rendered image while the model sees a centre crop of it
 (resize to ``load_size``, crop ``crop``: :func:`hiva_lib.loader.prepare_batch`); use
@@ -34,6 +37,19 @@ def upsample_map(att: np.ndarray | torch.Tensor, size: tuple[int, int],
     return out[0] if squeeze else out
 
 
+def _constant(att: np.ndarray) -> bool:
+    return bool(np.ptp(att) <= 1e-12 * max(1.0, float(np.abs(att).max())))
+
+
+def is_flat(att: np.ndarray | torch.Tensor) -> bool:
+    """Whether a map is degenerate: constant (all zeros included: no maximum to point with) or
+    without positive mass. Such a map scores the chance level by construction (below), so it
+    says nothing about where the model looks; count such maps instead of trusting their score.
+    """
+    a = np.asarray(att, dtype=np.float64)
+    return _constant(a) or float(np.clip(a, 0, None).sum()) <= 0
+
+
 def pointing_game(att: np.ndarray, mask: np.ndarray, mode: str = "bilinear") -> float:
     """1.0 if the argmax of ``att`` (upsampled to ``mask``'s shape) lies in ``mask``, else 0.0.
 
@@ -42,7 +58,7 @@ def pointing_game(att: np.ndarray, mask: np.ndarray, mode: str = "bilinear") -> 
     """
     mask = np.asarray(mask, dtype=bool)
     up = upsample_map(att, mask.shape, mode)
-    if np.ptp(up) <= 1e-12 * max(1.0, float(np.abs(up).max())):
+    if _constant(up):
         return float(mask.mean())
     return float(mask.flat[int(np.argmax(up))])
 
@@ -79,12 +95,14 @@ def masks_in_view(masks: np.ndarray, load_size: int, crop: int) -> np.ndarray:
 def score_maps(maps: np.ndarray, masks: np.ndarray,
                mode: str = "bilinear") -> dict[str, np.ndarray]:
     """Score maps (n, h, w) against masks (n, R, R) pairwise: arrays ``pointing``, ``energy``,
-    ``area`` (the chance level) of length n. Pairs with an empty mask get NaN."""
+    ``area`` (the chance level) of length n, NaN for pairs with an empty mask, and ``flat``
+    (bool): the map is degenerate (:func:`is_flat`) and scored at chance by construction."""
     maps, masks = np.asarray(maps), np.asarray(masks, dtype=bool)
     if len(maps) != len(masks):
         raise ValueError(f"{len(maps)} maps but {len(masks)} masks; they are scored pairwise")
     n = len(maps)
     out = {k: np.full(n, np.nan) for k in ("pointing", "energy", "area")}
+    out["flat"] = np.array([is_flat(m) for m in maps], dtype=bool)
     if n == 0:
         return out
     up = upsample_map(maps, masks.shape[-2:], mode)

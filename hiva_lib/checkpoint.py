@@ -140,3 +140,29 @@ def latest_versions(folders: Iterable[Path]) -> list[Path]:
         if key not in newest or version > newest[key][0]:
             newest[key] = (version, folder)
     return sorted(folder for _, folder in newest.values())
+
+
+def file_versions(path: Path) -> list[tuple[int, Path]]:
+    """(version, file) of ``path`` and its siblings ``<stem>-v2<suffix>``, ``-v3``... that
+    exist (the versioning of :func:`run_version`, applied to the stem)."""
+    out = []
+    for p in path.parent.glob(f"{path.stem}*{path.suffix}"):
+        base, version = run_version(p.name.removesuffix(path.suffix))
+        if base == path.stem:
+            out.append((version, p))
+    return sorted(out)
+
+
+def free_version(path: str | Path) -> Path:
+    """``path`` if it does not exist, else the next ``<stem>-v<k><suffix>`` after the newest
+    version: a finished measurement or saved input is never overwritten."""
+    path = Path(path)
+    versions = file_versions(path)
+    return path if not versions else path.with_name(
+        f"{path.stem}-v{versions[-1][0] + 1}{path.suffix}")
+
+
+def newest_version(path: str | Path) -> Path | None:
+    """The newest existing version of ``path`` (by version number), or None."""
+    versions = file_versions(Path(path))
+    return versions[-1][1] if versions else None

@@ -95,6 +95,11 @@ def project_root() -> Path:
     return here
 
 
+def default_figures_root(smoke: bool = False) -> Path:
+    """figures/ of the project (smoke runs: figures/_smoke/, ignored by git)."""
+    return project_root() / ("figures/_smoke" if smoke else "figures")
+
+
 def resolve_paths(cfg: TrainConfig) -> TrainConfig:
     """Relative data/runs/results folders are taken relative to :func:`project_root`."""
     root = project_root()

@@ -15,7 +15,9 @@ whose fold differs from ``k``. The 3-fold protocols (BP4D, DISFA) use folds 1-3 
 Labels are 0/1 occurrence (DISFA: intensity >= 2 is 1).
 
 Preparers write through :func:`prepared_dir_writer`, so a failed preparation leaves
-nothing behind and a finished one is never overwritten silently.
+nothing behind and a finished one is never overwritten silently. A folder at the output path
+that is not a prepared data set (e.g. the raw licensed copy) is never replaced, even with
+``overwrite=True``, and the output may not lie inside its sources or hold them.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,8 +133,16 @@ def load_prepared(root: str | Path, check_images: bool = True) -> PreparedDatase
                     f"{FORMAT_VERSION}", "Prepare the data set again with this hiva_lib.")
     if not index_path.exists():
         raise _fail(index_path, "missing", prepare_hint(name))
-    index = pd.read_csv(index_path, dtype={"subject": str, "sequence": str, "image": str})
-    au_cols = au_keys(meta["au_ids"])
+    try:
+        index = pd.read_csv(index_path, dtype={"subject": str, "sequence": str, "image": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise _fail(index_path, f"not a readable CSV table ({e})",
+                    "Delete the folder and prepare again.") from e
+    try:
+        au_cols = au_keys(meta["au_ids"])
+    except (ValueError, TypeError) as e:
+        raise _fail(meta_path, f"au_ids {meta['au_ids']!r} are not AU ids of this study ({e})",
+                    "Delete the folder and prepare again.") from e
     missing = [c for c in INDEX_COLUMNS + au_cols if c not in index.columns]
     if missing:
         raise _fail(index_path, f"missing columns {missing}",
@@ -170,34 +180,89 @@ def check_subject_disjoint(index: pd.DataFrame, where: Path | str) -> None:
         )
 
 
-@contextlib.contextmanager
-def prepared_dir_writer(root: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Write a prepared data set into a temporary sibling, moved into place on success.
+def is_prepared(root: Path) -> bool:
+    """A folder written by :func:`prepared_dir_writer` (meta.json and index.csv)."""
+    return (root / "meta.json").is_file() and (root / "index.csv").is_file()
 
-    A failure leaves nothing at ``root``; an existing finished data set is refused unless
-    ``overwrite`` (then it is replaced only after the new one is complete).
+
+def check_apart(out: str | Path, sources: Iterable[str | Path]) -> None:
+    """Refuse an output folder that is one of ``sources``, lies inside one, or holds one."""
+    resolved = Path(out).resolve()
+    for src in sources:
+        src_path = Path(src).resolve()
+        if resolved == src_path or src_path in resolved.parents or resolved in src_path.parents:
+            raise DatasetError(
+                f"{out}: this output folder {'is' if resolved == src_path else 'overlaps'} the "
+                f"source {src}. Preparation would write into (or replace) the data it reads; "
+                "pass a data_root outside it, e.g. data_root='data/prepared'.")
+
+
+def check_output_dir(root: str | Path, overwrite: bool = False,
+                     sources: Iterable[str | Path] = ()) -> None:
+    """Refuse, before anything is written, an output path that preparation must not replace.
+
+    Refused: a finished data set without ``overwrite``; any other non-empty folder or file
+    (whatever ``overwrite`` says: it may be the raw copy or someone's work); an output inside one
+    of ``sources`` (raw data, image folders) or holding one of them.
     """
     root = Path(root)
-    if (root / "index.csv").exists() and not overwrite:
+    check_apart(root, sources)
+    if not root.exists():
+        return
+    if is_prepared(root):
+        if not overwrite:
+            raise DatasetError(f"{root}: a prepared data set is already here. Use it as it is, "
+                               "or pass overwrite=True to prepare it again.")
+        return
+    if root.is_file() or any(root.iterdir()):
         raise DatasetError(
-            f"{root}: a prepared data set is already here. Use it as it is, or pass "
-            "overwrite=True to prepare it again."
-        )
+            f"{root}: exists and is not a prepared data set (no meta.json + index.csv), so it is "
+            "left alone, even with overwrite=True. Move it away, or pass another data_root.")
+
+
+def make_dirs(folder: Path) -> list[Path]:
+    """``mkdir -p`` returning the folders it created (outermost first), so they can be undone."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def remove_dirs(created: list[Path]) -> None:
+    """Undo :func:`make_dirs`: remove the folders, innermost first, where they are empty."""
+    for d in reversed(created):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
+@contextlib.contextmanager
+def prepared_dir_writer(root: str | Path, overwrite: bool = False,
+                        sources: Iterable[str | Path] = ()) -> Iterator[Path]:
+    """Write a prepared data set into a temporary sibling, moved into place on success.
+
+    A failure leaves nothing at ``root`` (nor the folders created for it); what may be at
+    ``root`` is checked by :func:`check_output_dir` first. A finished data set is replaced
+    (with ``overwrite``) only after the new one is complete.
+    """
+    root = Path(root)
+    check_output_dir(root, overwrite, sources)
     tmp = root.parent / f".{root.name}.partial-{os.getpid()}"
-    if tmp.exists():
+    if tmp.exists():  # left by a killed run of a process with our pid
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    created = make_dirs(tmp)
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_dirs(created)
         raise
-    if root.exists():
+    if root.exists() and is_prepared(root):
         old = root.parent / f".{root.name}.old-{os.getpid()}"
         root.rename(old)
         tmp.rename(root)
         shutil.rmtree(old)
     else:
+        if root.exists():  # an empty folder (checked above): nothing to keep
+            root.rmdir()
         tmp.rename(root)
 
 

@@ -1,15 +1,20 @@
 """Figures 4-7 of the paper, regenerated from saved results and checkpoints, plus Grad-CAM.
 
 * Fig. 4: per-AU F1 gain of HiVA over the vision-only Baseline against the AU's frequency in
-  the training data (from ``results/<dataset>/<variant>/seed*/fold*/metrics.json``).
+  the training data (from ``results/<dataset>/<variant>/seed*/fold*/metrics.json``): the
+  relative gain (% of the Baseline's F1, as the paper) and the absolute one (F1 points).
 * Fig. 5: cosine similarity of the text AU embeddings H_i (the rows L_diff of Eq. 1 acts on)
-  at several stage-2 epochs, HiVA vs HiVA w/o L_diff (``runs/.../text_emb/epochNNN.pt``).
+  at several stage-2 epochs, HiVA vs HiVA w/o L_diff (``runs/.../text_emb/epochNNN.pt``; the
+  embeddings drawn are copied to ``results/<dataset>/fig5_text_embeddings_seed<s>_fold<k>.npz``
+  so the figure can be redrawn without runs/).
 * Fig. 6: DDCA maps (Eq. 5 and its dual) of three AUs and the CDCA composite (Eq. 6, mean over
   the AUs shown) on test faces, beside Grad-CAM of an AU logit; on SynthFACS every map is also
   scored against the ground-truth AU regions (:func:`score_attention`,
-  :mod:`hiva_lib.attention_scoring`).
-* Fig. 7: the learned top-K AU graphs (Sec. III-C) of test faces, HiVA vs Baseline, as circular
-  node-link diagrams with ground-truth and predicted AUs marked.
+  :mod:`hiva_lib.attention_scoring`). A flat map (no maximum to show) is labelled as such.
+* Fig. 7: the top-K AU graphs (Sec. III-C) that each model computes from its AU features U_i on
+  test faces, HiVA vs Baseline, as circular node-link diagrams with ground-truth and predicted
+  AUs marked. The Baseline (stage 1) predicts from its graph; HiVA's stage-2 prediction does
+  not use the graph by default (ambiguity 2), each panel says which.
 
 Everything goes through :class:`Study`, which knows where a data set's data, runs, results and
 figures live (the same folders as the training notebooks). Figures are written as PNG and PDF
@@ -31,8 +36,8 @@ from matplotlib.figure import Figure
 
 from . import attention_scoring as scoring
 from .au import au_keys
-from .checkpoint import atomic_write_text
-from .config import TrainConfig, make_config, project_root
+from .checkpoint import atomic_write_text, latest_versions, run_version
+from .config import TrainConfig, default_figures_root, make_config, project_root
 from .datasets import PreparedDataset
 from .efficiency import cached_text
 from .loader import FrameDataset, load_size_for, prepare_batch
@@ -62,7 +67,7 @@ class Study:
         cfg = make_config(dataset, smoke=smoke, data_root=data_root, runs_root=runs_root,
                           results_root=results_root, seed=seed, fold=fold, device=device)
         if figures_root is None:
-            figures_root = str(project_root() / ("figures/_smoke" if smoke else "figures"))
+            figures_root = str(default_figures_root(smoke))
         return cls(cfg, Path(figures_root))
 
     @property
@@ -93,13 +98,19 @@ class Study:
         from . import train, variants
 
         base = Path(self.cfg.results_root) / self.dataset / variant / f"seed{self.cfg.seed}"
-        for metrics in sorted(base.glob(f"fold{self.cfg.fold}*/metrics.json"), reverse=True):
-            ckpt = json.loads(metrics.read_text()).get("checkpoint")
-            if ckpt and Path(ckpt).exists():
-                return Path(ckpt)
+        # this fold's versions only (fold1, fold1-v2; not fold10), the newest by number
+        runs = [p.parent for p in base.glob("fold*/metrics.json")
+                if run_version(p.parent.name)[0] == f"fold{self.cfg.fold}"]
+        for run in latest_versions(runs):
+            ckpt = json.loads((run / "metrics.json").read_text()).get("checkpoint")
+            ckpt = ckpt and project_root() / ckpt  # relative to the project (or absolute)
+            if ckpt and ckpt.exists():
+                return ckpt
         cfg = dataclasses.replace(self.cfg, variant=variant)
-        stage2 = 2 in variants.VARIANTS[variant].stages
-        path = (train.stage2_dir(cfg) if stage2 else train.stage1_dir(cfg)) / "final.pt"
+        stage = 2 if 2 in variants.VARIANTS[variant].stages else 1
+        run = train.finished_run(cfg, stage)  # trained with this study's settings
+        path = (run or (train.stage2_dir(cfg) if stage == 2 else train.stage1_dir(cfg))
+                ) / "final.pt"
         if not path.exists():
             raise FigureError(f"{path}: no trained {variant!r} model for {self.dataset}, fold "
                               f"{self.cfg.fold}, seed {self.cfg.seed}. "
@@ -173,57 +184,95 @@ def f1_gains(study: Study, variant: str = "full", reference: str = "baseline") -
                          "n_runs": len(both)})
 
 
-def plot_f1_gain(gains: pd.DataFrame, dataset: str, label: str = "HiVA",
-                 reference: str = "Baseline") -> Figure:
-    """Fig. 4: scatter of F1 gain (points) against training frequency, AU labels, trend line."""
-    x, y = gains["frequency"].to_numpy(float), gains["gain"].to_numpy(float)
-    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+# Fig. 4 panels: column of f1_gains() and y-axis label. The paper plots the relative gain.
+GAIN_KINDS = {"relative": ("relative_gain", "relative F1 gain, {label} vs {reference}\n"
+                                            "(% of {reference}'s F1; the paper's Fig. 4)"),
+              "absolute": ("gain", "F1 gain, {label} - {reference} (points)")}
+
+
+def _gain_panel(ax, gains: pd.DataFrame, kind: str, label: str, reference: str) -> None:
+    """One Fig. 4 panel: gain against training frequency, AU labels, least-squares trend."""
+    column, ylabel = GAIN_KINDS[kind]
+    finite = np.isfinite(gains[column].to_numpy(float))
+    x = gains["frequency"].to_numpy(float)[finite]
+    y = gains[column].to_numpy(float)[finite]
     ax.axhline(0, color="grey", lw=0.8, ls=":")
-    colours = np.where(y >= 0, "tab:green", "tab:red")
-    ax.scatter(x, y, s=60, c=colours, edgecolor="black", zorder=3)
-    for xi, yi, au in zip(x, y, gains["au"], strict=True):
+    ax.scatter(x, y, s=60, c=np.where(y >= 0, "tab:green", "tab:red"), edgecolor="black",
+               zorder=3)
+    for xi, yi, au in zip(x, y, gains["au"][finite], strict=True):
         ax.annotate(au, (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=9)
-    trend = ""
     if len(x) > 1 and np.ptp(x) > 0:
         slope, icpt = np.polyfit(x, y, 1)
         xs = np.linspace(x.min(), x.max(), 50)
         r = np.corrcoef(x, y)[0, 1] if np.ptp(y) > 0 else float("nan")
-        trend = f"trend: {slope:+.2f} pts per % (r = {r:+.2f})"
-        ax.plot(xs, slope * xs + icpt, color="tab:blue", lw=1.5, label=trend)
+        unit = "%" if kind == "relative" else "pts"
+        ax.plot(xs, slope * xs + icpt, color="tab:blue", lw=1.5,
+                label=f"trend: {slope:+.2f} {unit} per % (r = {r:+.2f})")
         ax.legend(loc="best", fontsize=9)
+    title = f"{kind} gain: mean {y.mean():+.1f}{' %' if kind == 'relative' else ' points'}" \
+        if len(y) else f"{kind} gain"
+    if (~finite).any():  # relative to an F1 of 0: undefined, not plotted
+        title += (f"\nleft out ({reference} F1 = 0): "
+                  + ", ".join(gains["au"][~finite]))
+    ax.set_title(title, fontsize=9)
     ax.set_xlabel("AU frequency in the training data (%)")
-    ax.set_ylabel(f"F1 gain, {label} - {reference} (points)")
-    ax.set_title(f"Fig. 4 ({dataset}): per-AU F1 gain over the vision-only {reference}\n"
-                 f"mean gain {y.mean():+.1f} points over {len(y)} AUs, "
-                 f"{int(gains['n_runs'].iat[0])} run(s)", fontsize=10)
+    ax.set_ylabel(ylabel.format(label=label, reference=reference), fontsize=9)
     ax.grid(alpha=0.3)
+
+
+def plot_f1_gain(gains: pd.DataFrame, dataset: str, label: str = "HiVA",
+                 reference: str = "Baseline",
+                 kinds: tuple[str, ...] = ("relative", "absolute")) -> Figure:
+    """Fig. 4: per-AU gain against training frequency, one panel per kind of gain
+    (``"relative"``: % of the reference's F1, as the paper; ``"absolute"``: F1 points)."""
+    unknown = [k for k in kinds if k not in GAIN_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be taken from {list(GAIN_KINDS)}, not {list(kinds)}")
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6.0 * len(kinds), 4.4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        _gain_panel(ax, gains, kind, label, reference)
+    fig.suptitle(f"Fig. 4 ({dataset}): per-AU F1 gain of {label} over the vision-only "
+                 f"{reference}, {len(gains)} AUs, {int(gains['n_runs'].iat[0])} run(s)",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def fig4(study: Study, variant: str = "full", reference: str = "baseline") -> pd.DataFrame:
-    """Compute, plot and save Fig. 4; the table is also written as fig4_f1_gain.csv."""
+def fig4(study: Study, variant: str = "full", reference: str = "baseline",
+         kinds: tuple[str, ...] = ("relative", "absolute")) -> pd.DataFrame:
+    """Compute, plot and save Fig. 4 (the paper's relative gain first, then the absolute
+    one); the table is also written as fig4_f1_gain.csv."""
     from .variants import VARIANTS
 
     gains = f1_gains(study, variant, reference)
     fig = plot_f1_gain(gains, study.dataset, VARIANTS[variant].row_name,
-                       VARIANTS[reference].row_name)
+                       VARIANTS[reference].row_name, kinds)
     study.save(fig, "fig4_f1_gain")
     atomic_write_text(gains.to_csv(index=False), study.out_dir / "fig4_f1_gain.csv")
     return gains
 
 
 # ----------------------------------------------------------------------------- Fig. 5
+def read_text_embeddings(run_dir: Path) -> tuple[dict[int, dict[str, np.ndarray]], list[int]]:
+    """({epoch: {"H": ..., "Z": ...}}, AU ids) as saved by stage 2 in
+    ``run_dir/text_emb/epochNNN.pt``; ({}, []) when none were saved."""
+    out, au_ids = {}, []
+    for path in sorted((run_dir / "text_emb").glob("epoch*.pt")):
+        saved = torch.load(path, map_location="cpu")
+        out[int(path.stem[5:])] = {k: saved[k].float().numpy() for k in ("H", "Z")}
+        au_ids = [int(a) for a in saved["au_ids"]]
+    return out, au_ids
+
+
+def _pooled(emb: np.ndarray) -> np.ndarray:
+    """Token-level embeddings (N, T, D) are mean-pooled over tokens to (N, D)."""
+    return emb.mean(1) if emb.ndim == 3 else emb
+
+
 def load_text_embeddings(run_dir: Path, which: str = "H") -> dict[int, np.ndarray]:
     """{epoch: (N, D) embedding} from ``run_dir/text_emb/epochNNN.pt``; token-level
     embeddings (N, T, D) are mean-pooled over tokens."""
-    out = {}
-    for path in sorted((run_dir / "text_emb").glob("epoch*.pt")):
-        emb = torch.load(path, map_location="cpu")[which].float()
-        if emb.ndim == 3:
-            emb = emb.mean(1)
-        out[int(path.stem[5:])] = emb.numpy()
-    return out
+    return {e: _pooled(embs[which]) for e, embs in read_text_embeddings(run_dir)[0].items()}
 
 
 def cosine_matrix(emb: np.ndarray) -> np.ndarray:
@@ -281,23 +330,106 @@ def plot_text_similarity(sims: dict[str, dict[int, np.ndarray]], au_ids: list[in
     return fig
 
 
+def fig5_inputs_path(study: Study) -> Path:
+    """Where Fig. 5's inputs are kept: results/<dataset>/fig5_text_embeddings_seed<s>_fold<k>.npz
+    (newer, different copies go to ``-v2``, ``-v3``...: a saved input is never overwritten)."""
+    return (Path(study.cfg.results_root) / study.dataset
+            / f"fig5_text_embeddings_seed{study.cfg.seed}_fold{study.cfg.fold}.npz")
+
+
+def save_fig5_inputs(study: Study, embs: dict[str, dict[int, dict[str, np.ndarray]]],
+                     au_ids: list[int]) -> Path:
+    """Copy the per-epoch H and Z of each variant (``{variant: {epoch: {"H", "Z"}}}``) next to
+    the results, unless the newest copy already holds exactly these arrays. Returns the file
+    that holds them."""
+    from .checkpoint import free_version, newest_version
+
+    arrays: dict[str, np.ndarray] = {"dataset": np.array(study.dataset),
+                                     "seed": np.array(study.cfg.seed),
+                                     "fold": np.array(study.cfg.fold),
+                                     "au_ids": np.array(au_ids)}
+    for v, per_epoch in embs.items():
+        epochs = sorted(per_epoch)
+        arrays[f"{v}.epochs"] = np.array(epochs)
+        for which in ("H", "Z"):
+            arrays[f"{v}.{which}"] = np.stack([per_epoch[e][which] for e in epochs])
+    path = fig5_inputs_path(study)
+    newest = newest_version(path)
+    if newest is not None:
+        with np.load(newest) as old:
+            if set(old.files) == set(arrays) and all(
+                    np.array_equal(old[k], a) for k, a in arrays.items()):
+                return newest
+    target = free_version(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(target)  # atomic: a killed kernel leaves no half-written copy
+    return target
+
+
+def load_fig5_inputs(study: Study, variants: tuple[str, ...]
+                     ) -> tuple[dict[str, dict[int, dict[str, np.ndarray]]], list[int], Path]:
+    """The newest saved copy of Fig. 5's inputs: ({variant: {epoch: {"H", "Z"}}}, AU ids,
+    file), or one FigureError saying what is missing."""
+    from .checkpoint import newest_version
+
+    path = newest_version(fig5_inputs_path(study))
+    if path is None:
+        raise FigureError(f"{fig5_inputs_path(study)}: no saved Fig. 5 inputs either (06_figures "
+                          "writes it when it draws Fig. 5 from runs/).")
+    try:
+        with np.load(path) as f:
+            embs = {v: {int(e): {w: f[f"{v}.{w}"][i] for w in ("H", "Z")}
+                        for i, e in enumerate(f[f"{v}.epochs"])} for v in variants}
+            au_ids = [int(a) for a in f["au_ids"]]
+            where = (str(f["dataset"]), int(f["seed"]), int(f["fold"]))
+    except (KeyError, ValueError, OSError) as e:
+        raise FigureError(f"{path}: unusable Fig. 5 inputs ({type(e).__name__}: {e}); it needs "
+                          f"the per-epoch H and Z of {list(variants)}. Delete it and redraw Fig. 5 "
+                          "from runs/ (06_figures).") from None
+    if where != (study.dataset, study.cfg.seed, study.cfg.fold):
+        raise FigureError(f"{path}: holds {where[0]}, seed {where[1]}, fold {where[2]}, not "
+                          f"{study.dataset}, seed {study.cfg.seed}, fold {study.cfg.fold}. Move it "
+                          "to the results folder of that run.")
+    return embs, au_ids, path
+
+
 def fig5(study: Study, variants: tuple[str, str] = ("wo_ldiff", "full"), which: str = "H",
          n_epochs: int = 4) -> dict[str, dict[int, np.ndarray]]:
     """Fig. 5 from the text embeddings the stage-2 runs saved per epoch (top: w/o L_diff,
-    bottom: HiVA, as in the paper). Returns {row label: {epoch: cosine matrix}}."""
+    bottom: HiVA, as in the paper). Returns {row label: {epoch: cosine matrix}}.
+
+    Drawn from runs/ when both variants' embeddings are there, and then copied to
+    :func:`fig5_inputs_path` (a few hundred kB at most); without runs/ (a fresh clone) it is
+    drawn from that saved copy."""
     from .variants import VARIANTS
 
+    if which not in ("H", "Z"):
+        raise ValueError(f"which must be 'H' or 'Z', not {which!r}")
+    embs: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+    au_ids: list[int] | None = None
+    try:
+        for v in variants:
+            run_dir = study.checkpoint(v).parent
+            embs[v], au_ids = read_text_embeddings(run_dir)
+            if not embs[v]:
+                raise FigureError(f"{run_dir / 'text_emb'}: no saved text embeddings "
+                                  "(save_text_embeddings was off?). " + study._train_hint(v))
+    except FigureError as missing:
+        try:
+            embs, au_ids, path = load_fig5_inputs(study, variants)
+        except FigureError as no_copy:
+            raise FigureError(f"{missing} {no_copy}") from None
+        print(f"Fig. 5 drawn from the saved copy {path} ({missing})")
+    else:
+        print(f"Fig. 5 inputs kept in {save_fig5_inputs(study, embs, au_ids)}")
     sims = {}
     for v in variants:
-        run_dir = study.checkpoint(v).parent
-        embs = load_text_embeddings(run_dir, which)
-        if not embs:
-            raise FigureError(f"{run_dir / 'text_emb'}: no saved text embeddings "
-                              "(save_text_embeddings was off?). " + study._train_hint(v))
-        chosen = pick_epochs(sorted(embs), n_epochs)
-        sims[VARIANTS[v].row_name] = {e: cosine_matrix(embs[e]) for e in chosen}
-    study.save(plot_text_similarity(sims, list(study.data.au_ids), study.dataset, which),
-               "fig5_text_similarity")
+        chosen = pick_epochs(sorted(embs[v]), n_epochs)
+        sims[VARIANTS[v].row_name] = {e: cosine_matrix(_pooled(embs[v][e][which]))
+                                      for e in chosen}
+    study.save(plot_text_similarity(sims, au_ids, study.dataset, which), "fig5_text_similarity")
     return sims
 
 
@@ -436,14 +568,26 @@ def _region_in_view(study: Study, rows: np.ndarray, crop: int) -> np.ndarray | N
     return scoring.masks_in_view(masks[rows], load_size_for(crop), crop)
 
 
+def _label(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center",
+            color="white", fontsize=11, bbox=dict(facecolor="black", alpha=0.6))
+
+
+def draw_map(ax, rgb: np.ndarray, m: np.ndarray) -> None:
+    """``m`` min-max scaled over the face; a degenerate map (constant, e.g. an all-zero
+    Grad-CAM) would show as a uniform tint that looks like a map: it is labelled instead."""
+    ax.imshow(_upsample(m, rgb.shape[0]), cmap=MAP_CMAP, alpha=OVERLAY_ALPHA, vmin=0, vmax=1)
+    if scoring.is_flat(m):
+        _label(ax, "flat map")
+
+
 def _overlay(ax, rgb: np.ndarray, m: np.ndarray | None, title: str,
              contour: np.ndarray | None = None, plain: bool = False) -> None:
     ax.imshow(rgb)
     if m is not None:
-        ax.imshow(_upsample(m, rgb.shape[0]), cmap=MAP_CMAP, alpha=OVERLAY_ALPHA, vmin=0, vmax=1)
+        draw_map(ax, rgb, m)
     elif not plain:  # a map this model does not have
-        ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center",
-                color="white", fontsize=12, bbox=dict(facecolor="black", alpha=0.6))
+        _label(ax, "n/a")
     if contour is not None and contour.any():
         ax.contour(contour.astype(float), levels=[0.5], colors="white", linewidths=1.0)
     ax.set_title(title, fontsize=8)
@@ -519,8 +663,10 @@ def score_attention(study: Study, variants: list[str] | None = None, max_frames:
     Test-fold frames (at most ``max_frames``, a fixed random subset) are scored for each AU
     that is active in them: pointing game and energy inside the region, per AU and per variant
     (every variant with a trained model). ``chance`` is the mean region area: what a uniform
-    map scores on both. Rows with ``au == "mean"`` average over AUs. Written to
-    ``results/<dataset>/attention_scores.csv``.
+    map scores on both. ``n_flat`` counts the scored maps that are degenerate
+    (:func:`hiva_lib.attention_scoring.is_flat`: constant or without positive mass), which
+    score exactly ``chance`` by construction. Rows with ``au == "mean"`` average over AUs.
+    Written to ``results/<dataset>/attention_scores.csv``.
     """
     from .variants import VARIANTS
 
@@ -564,6 +710,7 @@ def score_attention(study: Study, variants: list[str] | None = None, max_frames:
                 records.append(dict(dataset=study.dataset, variant=v,
                                     row_name=VARIANTS[v].row_name, seed=study.cfg.seed,
                                     fold=study.cfg.fold, method=method, au=key, n_frames=len(on),
+                                    n_flat=int(s["flat"].sum()),
                                     pointing=np.nanmean(s["pointing"]) if len(on) else np.nan,
                                     energy=np.nanmean(s["energy"]) if len(on) else np.nan,
                                     chance=np.nanmean(s["area"]) if len(on) else np.nan))
@@ -572,7 +719,8 @@ def score_attention(study: Study, variants: list[str] | None = None, max_frames:
         raise FigureError(f"{study.cfg.runs_root}: no trained model of {study.dataset} to score. "
                           + study._train_hint("full"))
     means = (table.groupby(["dataset", "variant", "row_name", "seed", "fold", "method"],
-                           sort=False)[["n_frames", "pointing", "energy", "chance"]]
+                           sort=False)[["n_frames", "n_flat", "pointing", "energy",
+                                        "chance"]]
              .mean().reset_index().assign(au="mean"))
     table = pd.concat([table, means[table.columns]], ignore_index=True)
     out = Path(study.cfg.results_root) / study.dataset / "attention_scores.csv"
@@ -617,7 +765,8 @@ def draw_au_graph(ax, adjacency: np.ndarray, au_ids: list[int], truth: np.ndarra
 
 def fig7(study: Study, variants: tuple[str, ...] = ("full", "baseline"), n_faces: int = 3,
          threshold: float = 0.5) -> Figure:
-    """Fig. 7: per test face, the top-K AU graph (``maps["graph"]``) of each model."""
+    """Fig. 7: per test face, the top-K AU graph (``maps["graph"]``) of each model, each panel
+    saying whether that graph feeds the model's prediction (:func:`_graph_role`)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -626,12 +775,13 @@ def fig7(study: Study, variants: tuple[str, ...] = ("full", "baseline"), n_faces
     rows = sample_faces(study, n_faces)
     labels = study.data.labels(rows)
     au_ids = list(study.data.au_ids)
-    outs, rgb = {}, None
+    outs, rgb, roles = {}, None, {}
     for v in variants:
         model = study.model(v)
         x, view = load_views(study, rows, model.cfg.img_size)
         rgb = view if rgb is None else rgb
         outs[v] = model_maps(model, x)
+        roles[v] = _graph_role(model)
     fig, axes = plt.subplots(len(rows), 1 + len(variants), squeeze=False,
                              figsize=(2.2 + 3.0 * len(variants), 3.1 * len(rows) + 0.8))
     for r in range(len(rows)):
@@ -643,7 +793,7 @@ def fig7(study: Study, variants: tuple[str, ...] = ("full", "baseline"), n_faces
             probs, graph = outs[v]["probs"][r], outs[v]["graph"]
             pred = probs >= threshold
             f1 = _sample_f1(labels[r], pred)
-            title = f"{VARIANTS[v].row_name}: sample F1 {f1:.2f}"
+            title = f"{VARIANTS[v].row_name}: sample F1 {f1:.2f}\n({roles[v]})"
             if graph is None:
                 ax.axis("off")
                 ax.text(0.5, 0.5, f"{VARIANTS[v].row_name}:\nno AU graph", ha="center",
@@ -660,11 +810,21 @@ def fig7(study: Study, variants: tuple[str, ...] = ("full", "baseline"), n_faces
                Line2D([], [], color="tab:gray", lw=2, label="one-way top-K edge")]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 0.0))
-    fig.suptitle(f"Fig. 7 ({study.dataset}): learned top-K AU graphs (node size: in-degree)",
-                 fontsize=10)
+    fig.suptitle(f"Fig. 7 ({study.dataset}): top-K AU graphs from each model's AU features "
+                 "U_i (Sec. III-C; node size: in-degree)", fontsize=10)
     fig.tight_layout(rect=(0, 0.6 / (3.1 * len(rows) + 0.8), 1, 1))
     study.save(fig, "fig7_au_graphs")
     return fig
+
+
+def _graph_role(model: torch.nn.Module) -> str:
+    """Whether the drawn graph feeds the model's prediction. Stage 1 (the Baseline) predicts
+    from the graph-updated features (Eq. 3); a stage-2 model does only with
+    ``graph_in_stage2`` (ambiguity 2; default off: the graph is then computed from its U_i
+    for the figure, and the prediction does not use it)."""
+    if getattr(model, "stage", 1) == 1 or model.cfg.graph_in_stage2:
+        return "graph used for prediction"
+    return "graph not used for prediction"
 
 
 def _sample_f1(truth: np.ndarray, pred: np.ndarray) -> float:
@@ -674,19 +834,28 @@ def _sample_f1(truth: np.ndarray, pred: np.ndarray) -> float:
 
 
 def plot_attention_scores(table: pd.DataFrame, dataset: str) -> Figure:
-    """Mean pointing game and energy inside the region per variant and map, chance marked."""
+    """Mean pointing game and energy inside the region per variant and map, chance marked;
+    a bar whose maps were partly flat (scored at chance by construction) says what share."""
     mean = table[table.au == "mean"]
     methods = list(dict.fromkeys(mean["method"]))
     names = list(dict.fromkeys(mean["row_name"]))
+    per_au = table[table.au != "mean"].groupby(["method", "row_name"])[["n_flat", "n_frames"]]
+    totals = per_au.sum()
+    flat_share = totals["n_flat"] / totals["n_frames"].where(totals["n_frames"] > 0)
     fig, axes = plt.subplots(1, 2, figsize=(2.0 + 1.1 * len(names) * max(1, len(methods)) / 2,
                                             4.0), squeeze=False)
     width = 0.8 / max(1, len(methods))
     for ax, metric in zip(axes[0], ("pointing", "energy"), strict=True):
         for k, method in enumerate(methods):
             part = mean[mean.method == method].set_index("row_name").reindex(names)
-            ax.bar(np.arange(len(names)) + (k - (len(methods) - 1) / 2) * width,
-                   part[metric], width, label=method.upper() if method != "gradcam"
+            xs = np.arange(len(names)) + (k - (len(methods) - 1) / 2) * width
+            ax.bar(xs, part[metric], width, label=method.upper() if method != "gradcam"
                    else "Grad-CAM")
+            for x, name, top in zip(xs, names, part[metric], strict=True):
+                share = flat_share.get((method, name), np.nan)
+                if share > 0 and np.isfinite(top):
+                    ax.text(x, top + 0.02, f"{share:.0%} flat", rotation=90, ha="center",
+                            va="bottom", fontsize=6)
         ax.axhline(mean["chance"].mean(), color="black", ls="--", lw=1, label="chance (area)")
         ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
         ax.set_ylim(0, 1)

@@ -11,6 +11,7 @@ probable AUs and the CDCA composite; Grad-CAM for a vision-only model) go to
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pandas as pd
 import torch
 
 from .au import au_keys
+from .checkpoint import atomic_write_text, free_version
 from .loader import load_size_for, prepare_batch
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -30,15 +32,19 @@ class InferenceError(ValueError):
     """The input to :func:`infer` cannot be read."""
 
 
-def _list_source(source: str | Path | list) -> tuple[str, list[Path]]:
-    """('images' | 'video', files), or one InferenceError saying what is wrong."""
+def _list_source(source: str | Path | list) -> tuple[str, list[Path], Path]:
+    """('images' | 'video', files, root), or one InferenceError saying what is wrong. Frames
+    are named by their path relative to ``root`` (the folder given, or the common folder of
+    the files), so same-named files in different subfolders (BP4D's F001/T1/0001.jpg and
+    F002/T1/0001.jpg) stay apart."""
     if isinstance(source, (list, tuple)):
         files = [Path(p) for p in source]
         missing = [p for p in files if not p.is_file()]
         if not files or missing:
             raise InferenceError(f"{missing[0] if missing else '[]'}: no such image; pass "
                                  "existing image files, a folder or a video")
-        return "images", files
+        root = Path(os.path.commonpath([p.resolve().parent for p in files]))
+        return "images", [p.resolve() for p in files], root
     path = Path(source)
     if not path.exists():
         raise InferenceError(f"{path}: no such file or folder; pass an image, a folder of "
@@ -48,20 +54,21 @@ def _list_source(source: str | Path | list) -> tuple[str, list[Path]]:
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
         if not files:
             raise InferenceError(f"{path}: folder holds no images ({', '.join(IMAGE_EXTS)})")
-        return "images", files
+        return "images", files, path
     ext = path.suffix.lower()
     if ext in IMAGE_EXTS:
-        return "images", [path]
+        return "images", [path], path.parent
     if ext in VIDEO_EXTS:
-        return "video", [path]
+        return "video", [path], path.parent
     raise InferenceError(f"{path}: unsupported file type {ext!r}; images: {IMAGE_EXTS}, "
                          f"videos: {VIDEO_EXTS}")
 
 
 def iter_frames(source: str | Path | list, every: int = 1,
                 max_frames: int | None = None) -> Iterator[tuple[str, int, np.ndarray]]:
-    """(source name, frame index, RGB uint8 frame) for every ``every``-th frame."""
-    kind, files = _list_source(source)
+    """(source name, frame index, RGB uint8 frame) for every ``every``-th frame; the name is
+    the file's path relative to the folder given (POSIX separators)."""
+    kind, files, root = _list_source(source)
     count = 0
     if kind == "images":
         for i, path in enumerate(files):
@@ -70,11 +77,12 @@ def iter_frames(source: str | Path | list, every: int = 1,
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise InferenceError(f"{path}: unreadable image (corrupt or not an image)")
-            yield path.name, 0, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            yield path.relative_to(root).as_posix(), 0, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             count += 1
             if max_frames and count >= max_frames:
                 return
         return
+    name = files[0].relative_to(root).as_posix()
     cap = cv2.VideoCapture(str(files[0]))
     if not cap.isOpened():
         raise InferenceError(f"{files[0]}: OpenCV cannot open this video (codec?); convert "
@@ -86,7 +94,7 @@ def iter_frames(source: str | Path | list, every: int = 1,
             if not ok:
                 break
             if index % every == 0:
-                yield files[0].name, index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                yield name, index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 count += 1
                 if max_frames and count >= max_frames:
                     return
@@ -95,6 +103,13 @@ def iter_frames(source: str | Path | list, every: int = 1,
         cap.release()
     if count == 0:
         raise InferenceError(f"{files[0]}: no frame could be decoded")
+
+
+def overlay_path(out_dir: Path, name: str, frame: int) -> Path:
+    """``out_dir/overlays/<source name>_<frame>.png``: the subfolders of the source name are
+    kept (F001/T1/0001.jpg -> overlays/F001/T1/0001.jpg_000000.png), so no two frames share
+    a file."""
+    return out_dir / "overlays" / f"{name}_{frame:06d}.png"
 
 
 def _faces(frames: list[np.ndarray], aligner, size: int) -> list[np.ndarray | None]:
@@ -137,14 +152,14 @@ def _save_overlay(path: Path, face: np.ndarray, maps: np.ndarray, titles: list[s
                   caption: str) -> None:
     import matplotlib.pyplot as plt
 
-    from .figures import MAP_CMAP, OVERLAY_ALPHA, _upsample
+    from .figures import draw_map
 
     fig, axes = plt.subplots(1, 1 + len(maps), figsize=(2.0 * (1 + len(maps)), 2.4))
     axes[0].imshow(face)
     axes[0].set_title("face", fontsize=8)
     for ax, m, t in zip(axes[1:], maps, titles, strict=True):
         ax.imshow(face)
-        ax.imshow(_upsample(m, face.shape[0]), cmap=MAP_CMAP, alpha=OVERLAY_ALPHA, vmin=0, vmax=1)
+        draw_map(ax, face, m)
         ax.set_title(t, fontsize=7)
     for ax in axes:
         ax.set_xticks([])
@@ -163,8 +178,11 @@ def infer(checkpoint: str | Path, source: str | Path | list, out_dir: str | Path
 
     Writes ``out_dir/au_probabilities.csv`` (source, frame, face_found, one column per AU
     with its probability, active = AUs at or above ``threshold``) and, for the first
-    ``max_overlays`` faces, ``out_dir/overlays/<source>_<frame>.png``. Frames without a
-    detected face get a row with ``face_found=False`` and empty probabilities.
+    ``max_overlays`` faces, ``out_dir/overlays/<source>_<frame>.png`` (:func:`overlay_path`).
+    ``source`` is the file's path relative to the folder given (or to the common folder of a
+    list of files), so (source, frame) identifies a row. Frames without a detected face get a
+    row with ``face_found=False`` and empty probabilities. An ``out_dir`` that already holds
+    results is kept: these go to ``<out_dir>-v2`` (``-v3``...), named in ``table.attrs["out_dir"]``.
     """
     from .efficiency import cached_text
     from .face_align import FaceAligner, resolve_align
@@ -178,6 +196,9 @@ def infer(checkpoint: str | Path, source: str | Path | list, out_dir: str | Path
     aligner = None if mode == "skip" else FaceAligner(mode, size, device)
     keys = au_keys(model.au_ids)
     out_dir = Path(out_dir)
+    if (out_dir / "au_probabilities.csv").exists():  # never overwrite an earlier inference
+        earlier, out_dir = out_dir, free_version(out_dir)
+        print(f"{earlier} holds an earlier inference (kept); this one goes to {out_dir}")
     (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     n_overlays = 0
@@ -210,8 +231,10 @@ def infer(checkpoint: str | Path, source: str | Path | list, out_dir: str | Path
             for k, i in enumerate(todo):
                 name, frame, _ = batch[i]
                 active = rows[len(rows) - len(batch) + i]["active"] or "none"
-                _save_overlay(out_dir / "overlays" / f"{Path(name).stem}_{frame:06d}.png",
-                              views[k], maps[k], titles[k], f"{name} frame {frame}: {active}")
+                path = overlay_path(out_dir, name, frame)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _save_overlay(path, views[k], maps[k], titles[k],
+                              f"{name} frame {frame}: {active}")
             n_overlays += len(todo)
 
     batch: list[tuple[str, int, np.ndarray]] = []
@@ -224,5 +247,6 @@ def infer(checkpoint: str | Path, source: str | Path | list, out_dir: str | Path
         if batch:
             flush(batch)
     table = pd.DataFrame(rows, columns=["source", "frame", "face_found", *keys, "active"])
-    table.to_csv(out_dir / "au_probabilities.csv", index=False)
+    atomic_write_text(table.to_csv(index=False), out_dir / "au_probabilities.csv")
+    table.attrs["out_dir"] = str(out_dir)
     return table

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .au import DATASET_AUS
-from .datasets import DatasetError, PreparedDataset, load_prepared
+from .datasets import DatasetError, PreparedDataset, check_apart, load_prepared
 from .real_data import EXPECTED, prepare_real, raw_root_error
 
 REAL = ("bp4d", "disfa", "gft")
@@ -37,39 +37,87 @@ def _reuse(root: Path, wanted: dict, section: str | None = "preparation") -> Pre
 
 def prepare_dataset(dataset: str, data_root: str | Path = "data/prepared",
                     raw_root: str | Path | None = None, align: str = "auto",
-                    image_size: int = 224, overwrite: bool = False, smoke: bool = False,
-                    progress: bool = True, **kw) -> PreparedDataset:
+                    image_size: int | None = 224, overwrite: bool = False, smoke: bool = False,
+                    progress: bool = True, *, split_file: str | Path | None = None,
+                    first_frame: int | None = None, frames_dir: str | None = None,
+                    labels_dir: str | None = None, videos_dir: str | None = None,
+                    megraphau_list_dir: str | Path | None = None,
+                    megraphau_image_root: str | Path | None = None, **kw) -> PreparedDataset:
     """Prepare ``dataset`` into ``<data_root>/<dataset>/`` and return it loaded.
 
     dataset: ``synth-bp4d`` / ``synth-disfa`` / ``synth-gft`` (generated, no raw data) or
-        ``bp4d`` / ``disfa`` / ``gft`` (needs ``raw_root``, the licensed copy).
+        ``bp4d`` / ``disfa`` / ``gft`` (needs ``raw_root``, the licensed copy, or
+        ``megraphau_list_dir``).
     align: ``auto`` (MTCNN when facenet-pytorch is installed), ``mtcnn``, or ``skip`` for
-        frames that are already face crops. Ignored for SynthFACS (rendered aligned).
+        frames that are already face crops. Ignored for SynthFACS (rendered aligned) and for
+        ME-GraphAU imports (their images are aligned already).
+    image_size: crop side; for ME-GraphAU imports None keeps their images as they are.
     smoke: a tiny version (SynthFACS: 6 subjects x 8 frames; real: 2 sequences x 8 frames
         per subject) to check the pipeline end to end in seconds.
-    kw: SynthFACS: ``seed``, ``n_subjects``, ``frames_per_subject``; real: see
-        :func:`hiva_lib.real_data.prepare_real` (``cache_dir``, ``device``, ``folds``,
-        ``split_file``, ``frames_dir``, ``labels_dir``, ``videos_dir``, ...).
+    split_file, first_frame: GFT's train/test split (default ``raw_root/split.csv``) and the
+        frame number of a video's first frame in its label files (default 1).
+    frames_dir, labels_dir, videos_dir: non-standard folder names, relative to raw_root.
+    megraphau_list_dir, megraphau_image_root: import ME-GraphAU's ``data/<DS>/list`` and the
+        image folder its paths are relative to (default ``data/<DS>/img``, beside the list
+        folder) instead of preparing a raw copy (:func:`hiva_lib.megraphau.import_megraphau_lists`).
+    kw: SynthFACS: ``seed``, ``n_subjects``, ``frames_per_subject``; real: ``cache_dir``,
+        ``device``, ``folds`` (see :func:`hiva_lib.real_data.prepare_real`).
+    None-valued options are not passed on, so a notebook can hand all of them over.
     """
     name = dataset.lower()
     root = Path(data_root) / name
+    layout = {k: v for k, v in dict(split_file=split_file, first_frame=first_frame,
+                                    frames_dir=frames_dir, labels_dir=labels_dir,
+                                    videos_dir=videos_dir).items() if v is not None}
     if name.startswith("synth-"):
+        given = sorted(layout) + [k for k, v in (("raw_root", raw_root),
+                                                 ("megraphau_list_dir", megraphau_list_dir),
+                                                 ("megraphau_image_root", megraphau_image_root))
+                                  if v is not None]
+        if given:  # rendered, not read: a raw-data option here is a mistake worth saying
+            raise TypeError(f"prepare_dataset({name!r}) renders SynthFACS; {given} apply to "
+                            "bp4d / disfa / gft only")
         return _prepare_synth(name, root, overwrite, smoke, progress, **kw)
     if name not in REAL:
         raise ValueError(f"unknown data set {dataset!r}; choose one of "
                          f"{sorted(k for k in DATASET_AUS)}")
+    if megraphau_list_dir is not None:
+        return _import_megraphau(name, root, raw_root, megraphau_list_dir, megraphau_image_root,
+                                 image_size, overwrite, smoke, progress, {**layout, **kw})
     if raw_root is None:
         raise raw_root_error(name, "raw_root=None", f"{name} is licensed data and is not "
-                             "shipped; no raw_root was given")
+                             "shipped; no raw_root was given (or megraphau_list_dir, to import "
+                             "ME-GraphAU lists)")
     if not Path(raw_root).is_dir():
         raise raw_root_error(name, raw_root, "not a folder")
+    check_apart(root, [raw_root])
     if (root / "index.csv").exists() and not overwrite:
         wanted = {"smoke": smoke, "image_size": image_size}
         if align != "auto":  # 'auto' accepts whichever detector was used
             wanted["align"] = align
+        if first_frame is not None:
+            wanted["first_frame"] = first_frame
         return _reuse(root, wanted)
     return prepare_real(name, raw_root, root, align=align, image_size=image_size,
-                        overwrite=overwrite, smoke=smoke, progress=progress, **kw)
+                        overwrite=overwrite, smoke=smoke, progress=progress, **layout, **kw)
+
+
+def _import_megraphau(name: str, root: Path, raw_root: str | Path | None, list_dir: str | Path,
+                      image_root: str | Path | None, image_size: int | None, overwrite: bool,
+                      smoke: bool, progress: bool, options: dict) -> PreparedDataset:
+    from .megraphau import import_megraphau_lists, megraphau_image_root
+
+    if raw_root is not None or smoke or options:
+        given = ["raw_root"] * (raw_root is not None) + ["smoke"] * smoke + sorted(options)
+        raise ValueError(f"megraphau_list_dir={str(list_dir)!r} imports ME-GraphAU lists as "
+                         f"they are; {given} do not apply to an import. Leave them out, or "
+                         "leave megraphau_list_dir out to prepare raw_root.")
+    image_root = megraphau_image_root(list_dir, image_root)
+    if (root / "index.csv").exists() and not overwrite:
+        return _reuse(root, {"align": "imported", "image_size": image_size,
+                             "list_dir": str(Path(list_dir).resolve())})
+    return import_megraphau_lists(list_dir, image_root, name, root.parent, overwrite=overwrite,
+                                  image_size=image_size, progress=progress)
 
 
 def _prepare_synth(name: str, root: Path, overwrite: bool, smoke: bool, progress: bool,
@@ -94,4 +142,15 @@ def _prepare_synth(name: str, root: Path, overwrite: bool, smoke: bool, progress
     return out if isinstance(out, PreparedDataset) else load_prepared(root)
 
 
-__all__ = ["prepare_dataset", "EXPECTED"]
+def contact_sheet_figure(data: PreparedDataset, figures_root: str | Path | None = None,
+                         smoke: bool = False, overwrite: bool = False) -> Path | None:
+    """The SynthFACS contact sheet of ``data`` (see :func:`hiva_lib.synthfacs.write_contact_sheet`);
+    None for BP4D / DISFA / GFT, whose licensed faces must not land in figures/."""
+    if not data.name.startswith("synth-"):
+        return None
+    from .synthfacs import write_contact_sheet
+
+    return write_contact_sheet(data, figures_root, smoke=smoke, overwrite=overwrite)
+
+
+__all__ = ["prepare_dataset", "contact_sheet_figure", "EXPECTED"]

@@ -8,9 +8,11 @@ fold 2 is part 2, fold 3 is part 1, and each fold trains on the other two parts.
 What each layout expects, and what was assumed, is in docs/data.md.
 
 Every problem with the raw data (wrong root, missing label file, unreadable frame, frame /
-label count mismatch, unknown subject, leakage) raises one :class:`DatasetError` before
-anything is written at the output path. Aligned crops are cached per sequence under
-``<data_root>/.cache`` so that an interrupted preparation resumes where it stopped.
+label count mismatch, unknown subject, leakage) raises one :class:`DatasetError` and leaves
+``data_root`` as it was: nothing at the output path, and the crops this call added to the
+cache removed again. Aligned crops are cached per sequence under ``<data_root>/.cache``, so
+that a run that is interrupted or crashes (not bad input) keeps them and the next run resumes
+where it stopped.
 """
 from __future__ import annotations
 
@@ -31,9 +33,13 @@ from .au import au_keys, dataset_aus
 from .datasets import (
     DatasetError,
     PreparedDataset,
+    check_apart,
+    check_output_dir,
     check_subject_disjoint,
     load_prepared,
+    make_dirs,
     prepared_dir_writer,
+    remove_dirs,
     write_index,
 )
 from .face_align import FaceAligner
@@ -55,6 +61,7 @@ DISFA_PARTS: tuple[tuple[str, ...], ...] = (
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".wmv")
 SMOKE_SEQUENCES, SMOKE_FRAMES = 2, 8  # per subject / per sequence when smoke=True
+GFT_FIRST_FRAME = 1  # assumed: GFT label files count video frames from 1 (docs/data.md)
 
 
 def parts_to_folds(parts: tuple[tuple[str, ...], ...]) -> dict[str, int]:
@@ -221,7 +228,9 @@ def scan_disfa(raw_root: Path, au_ids: tuple[int, ...], videos_dir: str | None =
                labels_dir: str | None = None, camera: str = "Left") -> list[RawSequence]:
     """DISFA: ActionUnit_Labels/SN001/SN001_au1.txt + Videos_LeftCamera/LeftVideoSN001_comp.avi.
 
-    Label line i is video frame i (0-based), as in ME-GraphAU; positive = intensity >= 2.
+    Label line i is video frame i; positive = intensity >= 2. ``frame`` is that 0-based
+    position (the file's own frame numbers start at 1), the number ME-GraphAU names the image
+    by (``SN001/0.png``), so both routes give the same (subject, frame) keys.
     """
     labels = _find_dir("disfa", raw_root, ("ActionUnit_Labels", "ActionUnit_labels"),
                        labels_dir, "ActionUnit_Labels")
@@ -253,8 +262,9 @@ def scan_disfa(raw_root: Path, au_ids: tuple[int, ...], videos_dir: str | None =
                 raise DatasetError(f"{video}: missing video for the labelled subject {s}. "
                                    "Restore it from your licensed copy.")
             video = cands[0]
-        out.append(RawSequence(s, s, frames, np.stack(cols, 1).astype(np.int8), video=video,
-                               positions=np.arange(len(frames)), video_frames=len(frames)))
+        positions = np.arange(len(frames))
+        out.append(RawSequence(s, s, positions, np.stack(cols, 1).astype(np.int8), video=video,
+                               positions=positions, video_frames=len(frames)))
     for p in sorted(videos.iterdir()):
         m = re.search(r"SN\d{3}", p.stem)
         if p.suffix.lower() in VIDEO_SUFFIXES and m and m.group() not in subjects:
@@ -275,13 +285,18 @@ def read_gft_split(path: Path) -> dict[str, int]:
         raise DatasetError(f"{path}: missing split file. GFT is evaluated on its official "
                            "train/test partition: write it as split.csv with columns "
                            "subject,split (train or test), or pass split_file=...")
-    df = pd.read_csv(path, dtype=str)
+    fix = ("Write it as a CSV with a header row subject,split and one row per subject, split "
+           "= train or test (the official GFT partition).")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: unreadable split file ({e}). {fix}") from e
     if not {"subject", "split"} <= set(df.columns):
-        raise DatasetError(f"{path}: needs columns subject,split (has {list(df.columns)}).")
+        raise DatasetError(f"{path}: needs columns subject,split (has {list(df.columns)}). {fix}")
     split = df["split"].str.strip().str.lower()
     bad = sorted(set(split) - {"train", "test"})
     if bad:
-        raise DatasetError(f"{path}: split values {bad} are not 'train' or 'test'.")
+        raise DatasetError(f"{path}: split values {bad} are not 'train' or 'test'. {fix}")
     table = pd.DataFrame({"subject": df["subject"].str.strip(), "fold": (split == "test") * 1})
     check_subject_disjoint(table, path)
     return dict(zip(table["subject"], table["fold"].astype(int), strict=True))
@@ -289,7 +304,7 @@ def read_gft_split(path: Path) -> dict[str, int]:
 
 def scan_gft(raw_root: Path, au_ids: tuple[int, ...], labels_dir: str | None = None,
              videos_dir: str | None = None, frames_dir: str | None = None,
-             first_frame: int = 1) -> list[RawSequence]:
+             first_frame: int = GFT_FIRST_FRAME) -> list[RawSequence]:
     """GFT (assumed layout, docs/data.md): labels/<subject>.csv + videos/ or frames/.
 
     Label frame numbers count from ``first_frame`` (video position = frame - first_frame).
@@ -308,14 +323,16 @@ def scan_gft(raw_root: Path, au_ids: tuple[int, ...], labels_dir: str | None = N
         try:
             df = pd.read_csv(csv)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise DatasetError(f"{csv}: unreadable label file ({e}). Restore it.") from e
+            raise DatasetError(f"{csv}: unreadable label file ({e}). Restore it from your "
+                               "licensed copy.") from e
         frame_col = next((c for c in df.columns if str(c).strip().lower() == "frame"),
                          df.columns[0])
         by_id = {_au_id(c): c for c in df.columns if c != frame_col and _au_id(c) is not None}
         missing = [a for a in au_ids if a not in by_id]
         if missing:
-            raise DatasetError(f"{csv}: no column for AU {missing}. GFT label files need one "
-                               "column per AU (AU1 or 1).")
+            raise DatasetError(f"{csv}: no column for AU {missing} (columns: "
+                               f"{list(df.columns)[:8]}...). GFT label files need a frame column "
+                               "and one column per AU (AU1 or 1); add the missing ones.")
         cols = [by_id[a] for a in au_ids]
         values = df[cols].fillna(9).to_numpy()
         keep = _occurrence(values, csv, [str(c) for c in cols])
@@ -326,7 +343,8 @@ def scan_gft(raw_root: Path, au_ids: tuple[int, ...], labels_dir: str | None = N
             seq_dir = media / subject
             if not seq_dir.is_dir():
                 raise DatasetError(f"{seq_dir}: no frames for the labelled subject {csv.name}; "
-                                   "frame and label counts do not match.")
+                                   "frame and label counts do not match. Restore the frames "
+                                   "from your licensed copy, or remove the label file.")
             seq.images = _match_images(seq_dir, frames, csv)
         else:
             vids = [p for p in media.iterdir() if p.stem == subject
@@ -340,6 +358,15 @@ def scan_gft(raw_root: Path, au_ids: tuple[int, ...], labels_dir: str | None = N
                 raise DatasetError(f"{csv}: frame numbers below first_frame={first_frame}; pass "
                                    "first_frame=0 if the labels count frames from 0.")
         out.append(seq)
+    labelled = {s.subject for s in out}
+    unlabelled = sorted(p for p in media.iterdir() if p.stem not in labelled and (
+        (p.is_dir() and _frame_files(p)) if has_frames else p.suffix.lower() in VIDEO_SUFFIXES))
+    if unlabelled:
+        raise DatasetError(
+            f"{labels / (unlabelled[0].stem + '.csv')}: missing label file for "
+            f"{unlabelled[0]} ({len(unlabelled)} unlabelled subject(s) in {media}). Restore the "
+            "labels from your licensed copy, or move the media of subjects you do not use out "
+            f"of {media}.")
     return out
 
 
@@ -394,8 +421,30 @@ def _read_frames(seq: RawSequence, only: set[int] | None = None
                            "the label files from your licensed copy.")
 
 
+class CacheWrites:
+    """The files and folders one preparation adds to the crop cache, so that bad input can
+    take them back (what was there before, e.g. a killed run's crops, stays)."""
+
+    def __init__(self) -> None:
+        self.dirs: list[Path] = []
+        self.files: list[Path] = []
+
+    def mkdir(self, folder: Path) -> None:
+        self.dirs += make_dirs(folder)
+
+    def will_write(self, path: Path) -> Path:
+        if not path.exists():
+            self.files.append(path)
+        return path
+
+    def undo(self) -> None:
+        for f in self.files:
+            f.unlink(missing_ok=True)
+        remove_dirs(self.dirs)
+
+
 def _extract_sequence(seq: RawSequence, aligner: FaceAligner, cache: Path,
-                      bar: tqdm, batch: int = 16) -> np.ndarray:
+                      bar: tqdm, writes: CacheWrites, batch: int = 16) -> np.ndarray:
     """Write the aligned crops of one sequence into ``cache``; returns face-found flags.
 
     A sequence finished before (same frames) is skipped: its ``.done`` marker lists them.
@@ -404,11 +453,14 @@ def _extract_sequence(seq: RawSequence, aligner: FaceAligner, cache: Path,
     done = folder / ".done.json"
     frames = [int(f) for f in seq.frames]
     if done.exists():
-        info = json.loads(done.read_text())
+        try:
+            info = json.loads(done.read_text())
+        except json.JSONDecodeError:  # cut short by a kill: extract the sequence again
+            info = {"frames": None}
         if info["frames"] == frames and all((folder / f"{f}.jpg").exists() for f in frames):
             bar.update(len(frames))
             return np.array(info["face_found"], bool)
-    folder.mkdir(parents=True, exist_ok=True)
+    writes.mkdir(folder)
     n = len(frames)
     found = np.zeros(n, bool)
     marks: dict[int, np.ndarray] = {}
@@ -416,8 +468,8 @@ def _extract_sequence(seq: RawSequence, aligner: FaceAligner, cache: Path,
 
     def save(i: int, img: np.ndarray, lm: np.ndarray | None) -> None:
         crop = aligner.crop(img, lm)
-        cv2.imwrite(str(folder / f"{frames[i]}.jpg"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(str(writes.will_write(folder / f"{frames[i]}.jpg")),
+                    cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
 
     def flush(chunk: list[tuple[int, np.ndarray]]) -> None:
         for (i, img), lm in zip(chunk, aligner.landmarks([c[1] for c in chunk]), strict=True):
@@ -447,7 +499,8 @@ def _extract_sequence(seq: RawSequence, aligner: FaceAligner, cache: Path,
         have = np.array(sorted(marks))
         for i, img in _read_frames(seq, only=set(pending)):
             save(i, img, marks[int(have[np.abs(have - i).argmin()])])
-    done.write_text(json.dumps({"frames": frames, "face_found": found.tolist()}))
+    writes.will_write(done).write_text(json.dumps({"frames": frames,
+                                                   "face_found": found.tolist()}))
     return found
 
 
@@ -459,6 +512,37 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+# keyword arguments each layout scanner takes (what prepare_real passes on)
+LAYOUT_OPTIONS = {"bp4d": ("frames_dir", "labels_dir"),
+                  "disfa": ("videos_dir", "labels_dir", "camera"),
+                  "gft": ("labels_dir", "videos_dir", "frames_dir", "first_frame")}
+
+
+def _fold_table(dataset: str, raw_root: Path, folds: dict[str, int] | None,
+                split_file: str | Path | None) -> tuple[dict[str, int], str, list[int]]:
+    """Subject -> fold, the protocol and its test folds; ``folds`` overrides are validated."""
+    if dataset == "gft":
+        protocol, test_folds, allowed = "train_test", [1], {0: "train", 1: "test"}
+    else:
+        protocol, test_folds, allowed = "3fold", [1, 2, 3], {k: f"test fold {k}" for k in (1, 2, 3)}
+    if split_file is not None and dataset != "gft":
+        raise DatasetError(f"{split_file}: split_file is GFT's train/test partition; {dataset} "
+                           "uses the 3-fold table (override it with folds={subject: fold}).")
+    if folds:
+        bad = {s: f for s, f in folds.items() if isinstance(f, bool) or f not in allowed}
+        if bad:
+            s, f = next(iter(bad.items()))
+            raise DatasetError(
+                f"folds={{...}} argument: subject {s!r} has fold {f!r} ({len(bad)} bad). The "
+                f"{dataset} {protocol} protocol has folds {allowed}; give each subject one of "
+                "them.")
+        return {s: int(f) for s, f in folds.items()}, protocol, test_folds
+    if dataset == "gft":
+        return read_gft_split(Path(split_file) if split_file else raw_root / "split.csv"), \
+            protocol, test_folds
+    return parts_to_folds(BP4D_PARTS if dataset == "bp4d" else DISFA_PARTS), protocol, test_folds
+
+
 def prepare_real(dataset: str, raw_root: str | Path, out_root: str | Path, align: str = "auto",
                  image_size: int = 224, overwrite: bool = False, smoke: bool = False,
                  progress: bool = True, cache_dir: str | Path | None = None,
@@ -466,30 +550,36 @@ def prepare_real(dataset: str, raw_root: str | Path, out_root: str | Path, align
                  split_file: str | Path | None = None, **layout_kw) -> PreparedDataset:
     """Scan, validate, align and write one real data set at ``out_root``.
 
-    ``folds`` overrides the subject -> fold table (3-fold sets); ``split_file`` names GFT's
-    split.csv; ``layout_kw`` go to the layout scanner (e.g. ``frames_dir``, ``labels_dir``).
+    ``folds`` overrides the subject -> fold table (3-fold sets: folds 1-3; GFT: 0 train, 1
+    test); ``split_file`` names GFT's split.csv; ``layout_kw`` go to the layout scanner
+    (:data:`LAYOUT_OPTIONS`, e.g. ``frames_dir``, ``labels_dir``, GFT's ``first_frame``).
     """
     dataset = dataset.lower()
     raw_root, out_root = Path(raw_root), Path(out_root)
     if not raw_root.is_dir():
         raise raw_root_error(dataset, raw_root, "not a folder")
-    if (out_root / "index.csv").exists() and not overwrite:
-        raise DatasetError(f"{out_root}: a prepared data set is already here. Use it as it is, "
-                           "or pass overwrite=True to prepare it again.")
+    unknown_kw = sorted(set(layout_kw) - set(LAYOUT_OPTIONS[dataset]))
+    if unknown_kw:
+        raise TypeError(f"prepare_real({dataset!r}) does not take {unknown_kw}; its layout "
+                        f"options are {list(LAYOUT_OPTIONS[dataset])}")
+    check_output_dir(out_root, overwrite, sources=[raw_root])
+    cache = Path(cache_dir) if cache_dir else out_root.parent / ".cache" / out_root.name
+    check_apart(cache, [raw_root])
     au_ids = dataset_aus(dataset)
     sequences = SCANNERS[dataset](raw_root, au_ids, **layout_kw)
-    if dataset == "gft":
-        fold_of = folds or read_gft_split(Path(split_file) if split_file else
-                                          raw_root / "split.csv")
-        protocol, test_folds = "train_test", [1]
-    else:
-        fold_of = folds or parts_to_folds(BP4D_PARTS if dataset == "bp4d" else DISFA_PARTS)
-        protocol, test_folds = "3fold", [1, 2, 3]
+    fold_of, protocol, test_folds = _fold_table(dataset, raw_root, folds, split_file)
     unknown = sorted({s.subject for s in sequences} - set(fold_of))
     if unknown:
         raise DatasetError(f"{raw_root}: subjects {unknown[:5]} are not in the {dataset} "
                            f"{protocol} table. Remove them, or pass folds={{subject: fold}} "
                            "(or, for GFT, list them in split.csv).")
+    if dataset == "gft" and not folds:  # the official split must be complete
+        absent = sorted(set(fold_of) - {s.subject for s in sequences})
+        if absent:
+            raise DatasetError(
+                f"{split_file or raw_root / 'split.csv'}: subjects {absent[:5]} ({len(absent)}) "
+                f"are in the split but have no labels or media under {raw_root}. Restore them "
+                "from your licensed copy, or remove them from the split file.")
     if smoke:  # a few frames of a few sequences per subject: checks the pipeline in seconds
         per_subject: dict[str, int] = {}
         kept = []
@@ -505,30 +595,36 @@ def prepare_real(dataset: str, raw_root: str | Path, out_root: str | Path, align
                            "protocol needs subjects. Check raw_root (or folds / split.csv).")
 
     aligner = FaceAligner(align, image_size, device)
-    cache = Path(cache_dir) if cache_dir else \
-        out_root.parent / ".cache" / out_root.name / f"{aligner.mode}-{image_size}"
+    cache = cache / f"{aligner.mode}-{image_size}"
     rows = []
     total = sum(len(s.frames) for s in sequences)
-    with tqdm(total=total, unit="frame", desc=f"{dataset} ({aligner.mode})",
-              disable=not progress) as bar:
-        for seq in sequences:
-            found = _extract_sequence(seq, aligner, cache, bar)
-            for k, (f, lab) in enumerate(zip(seq.frames, seq.labels, strict=True)):
-                rows.append([seq.subject, seq.sequence, int(f),
-                             f"images/{seq.subject}/{seq.sequence}/{int(f)}.jpg",
-                             fold_of[seq.subject], *lab.tolist(), int(found[k])])
-    cols = ["subject", "sequence", "frame", "image", "fold", *au_keys(au_ids), "face_found"]
-    index = pd.DataFrame(rows, columns=cols)
-    check_subject_disjoint(index, raw_root)
-    meta = {"dataset": dataset, "au_ids": list(au_ids), "protocol": protocol,
-            "test_folds": test_folds, "image_size": image_size, "source": str(raw_root),
-            "positive_rule": POSITIVE_RULE[dataset],
-            "preparation": {"align": aligner.mode, "smoke": smoke, "image_size": image_size,
-                            "dropped_unknown_frames": int(sum(s.dropped_unknown
-                                                              for s in sequences))}}
-    with prepared_dir_writer(out_root, overwrite) as tmp:
-        for rel, subj, seqn, f in zip(index["image"], index["subject"], index["sequence"],
-                                      index["frame"], strict=True):
-            _link_or_copy(cache / subj / seqn / f"{f}.jpg", tmp / rel)
-        write_index(tmp, meta, index)
+    writes = CacheWrites()
+    try:
+        with tqdm(total=total, unit="frame", desc=f"{dataset} ({aligner.mode})",
+                  disable=not progress) as bar:
+            for seq in sequences:
+                found = _extract_sequence(seq, aligner, cache, bar, writes)
+                for k, (f, lab) in enumerate(zip(seq.frames, seq.labels, strict=True)):
+                    rows.append([seq.subject, seq.sequence, int(f),
+                                 f"images/{seq.subject}/{seq.sequence}/{int(f)}.jpg",
+                                 fold_of[seq.subject], *lab.tolist(), int(found[k])])
+        cols = ["subject", "sequence", "frame", "image", "fold", *au_keys(au_ids), "face_found"]
+        index = pd.DataFrame(rows, columns=cols)
+        check_subject_disjoint(index, raw_root)
+        layout = {"first_frame": layout_kw.get("first_frame", GFT_FIRST_FRAME)} \
+            if dataset == "gft" else {}
+        meta = {"dataset": dataset, "au_ids": list(au_ids), "protocol": protocol,
+                "test_folds": test_folds, "image_size": image_size, "source": str(raw_root),
+                "positive_rule": POSITIVE_RULE[dataset],
+                "preparation": {"align": aligner.mode, "smoke": smoke, "image_size": image_size,
+                                **layout, "dropped_unknown_frames": int(sum(
+                                    s.dropped_unknown for s in sequences))}}
+        with prepared_dir_writer(out_root, overwrite, sources=[raw_root]) as tmp:
+            for rel, subj, seqn, f in zip(index["image"], index["subject"], index["sequence"],
+                                          index["frame"], strict=True):
+                _link_or_copy(cache / subj / seqn / f"{f}.jpg", tmp / rel)
+            write_index(tmp, meta, index)
+    except DatasetError:  # bad input: leave data_root as it was (a crash or a kill keeps the cache)
+        writes.undo()
+        raise
     return load_prepared(out_root)

@@ -13,17 +13,21 @@ paper's protocol (per-AU F1 averaged over the 3 folds, AVE their mean).
 """
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from . import paper_tables as PT
 from .au import au_keys, dataset_aus
-
-RUN_DIR = re.compile(r"^fold(\d+)(?:-v(\d+))?$")
+from .checkpoint import latest_versions, run_version
 
 
 class ReportError(FileNotFoundError):
@@ -37,21 +41,27 @@ def _run_hint(dataset: str) -> str:
 
 
 # ----------------------------------------------------------------------------- collect
+def _fold_of(folder_name: str) -> int | None:
+    """``fold3`` / ``fold3-v2`` -> 3; None for a folder that is not a fold run."""
+    digits = run_version(folder_name)[0].removeprefix("fold")
+    return int(digits) if digits.isdigit() and folder_name.startswith("fold") else None
+
+
 def collect_results(results_root: str | Path, dataset: str) -> pd.DataFrame:
     """One row per finished run: dataset, variant, seed, fold, run, n_test, mean_f1, one
     column per AU (fractions 0-1), checkpoint, path. Of several versions of one
-    (variant, seed, fold) run (``fold1``, ``fold1-v2``) the newest is kept."""
+    (variant, seed, fold) run (``fold1``, ``fold1-v2``, ``fold1-v10``) the newest by version
+    number is kept (:func:`hiva_lib.checkpoint.latest_versions`)."""
     base = Path(results_root) / dataset
-    paths = sorted(base.glob("*/seed*/fold*/metrics.json"))
-    if not paths:
+    found = [p.parent for p in base.glob("*/seed*/fold*/metrics.json")
+             if _fold_of(p.parent.name) is not None]
+    if not found:
         raise ReportError(f"{base}: no results (no <variant>/seed<s>/fold<k>/metrics.json). "
                           + _run_hint(dataset))
     keys = au_keys(dataset_aus(dataset))
     rows = []
-    for path in paths:
-        match = RUN_DIR.match(path.parent.name)
-        if not match:
-            continue
+    for folder in latest_versions(found):
+        path = folder / "metrics.json"
         try:
             m = json.loads(path.read_text())
             if m["dataset"] != dataset or [int(a) for a in m["au_ids"]] != list(
@@ -59,9 +69,15 @@ def collect_results(results_root: str | Path, dataset: str) -> pd.DataFrame:
                 raise ReportError(f"{path}: results of {m['dataset']} / AUs {m['au_ids']} filed "
                                   f"under {dataset}. Move the folder to "
                                   f"{Path(results_root) / str(m['dataset'])}/.")
+            # a metrics file copied into another run's folder would be counted twice
+            where = (folder.parent.parent.name, folder.parent.name, _fold_of(folder.name))
+            says = (m["variant"], f"seed{int(m['seed'])}", int(m["fold"]))
+            if where != says:
+                raise ReportError(f"{path}: results of {says[0]}/{says[1]}/fold{says[2]} filed "
+                                  f"under {'/'.join(map(str, where))}. Move the folder to "
+                                  f"{base}/{says[0]}/{says[1]}/fold{says[2]}.")
             row = dict(dataset=m["dataset"], variant=m["variant"], seed=int(m["seed"]),
-                       fold=int(m["fold"]), run=path.parent.name,
-                       version=int(match.group(2) or 1), n_test=m.get("n_test"),
+                       fold=int(m["fold"]), run=folder.name, n_test=m.get("n_test"),
                        mean_f1=float(m["mean_f1"]),
                        **{k: float(m["f1"][k]) for k in keys},
                        checkpoint=m.get("checkpoint"), path=str(path))
@@ -69,11 +85,7 @@ def collect_results(results_root: str | Path, dataset: str) -> pd.DataFrame:
             raise ReportError(f"{path}: malformed metrics file ({type(err).__name__}: {err}). "
                               "Delete the run folder and rerun it.") from None
         rows.append(row)
-    df = pd.DataFrame(rows)
-    df = (df.sort_values("version").drop_duplicates(["variant", "seed", "fold"], keep="last")
-          .drop(columns="version").sort_values(["variant", "seed", "fold"])
-          .reset_index(drop=True))
-    return df
+    return pd.DataFrame(rows).sort_values(["variant", "seed", "fold"]).reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- summarise
@@ -99,13 +111,43 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
             .reset_index(drop=True))
 
 
+def paired_gains(runs: pd.DataFrame, reference: str = "baseline") -> pd.DataFrame:
+    """Per variant and column (each AU, then AVE): the gain over ``reference`` in F1 points,
+    paired by (seed, fold) run: mean, sample std (ddof=1; NaN for one pair) and number of
+    pairs. ``resolved`` is True when |mean| > std (the gain stands out of its own
+    run-to-run spread), False when it does not, None with a single pair (no spread known)."""
+    cols = _au_columns(runs)
+    columns = ["variant", "column", "gain", "gain_std", "gain_n", "resolved"]
+    f1 = runs.set_index(["variant", "seed", "fold"])[cols] * 100.0
+    f1["AVE"] = f1[cols].mean(axis=1)
+    if reference not in set(runs["variant"]):
+        return pd.DataFrame(columns=columns)
+    ref = f1.xs(reference, level="variant")
+    rows = []
+    for variant, part in f1.groupby(level="variant", sort=False):
+        part = part.droplevel("variant")
+        pairs = part.index.intersection(ref.index)
+        if not len(pairs):
+            continue
+        diff = part.loc[pairs] - ref.loc[pairs]
+        for col in diff.columns:
+            mean, std = float(diff[col].mean()), float(diff[col].std())
+            rows.append(dict(variant=variant, column=col, gain=mean, gain_std=std,
+                             gain_n=len(pairs),
+                             resolved=None if len(pairs) < 2 else bool(abs(mean) > std)))
+    return pd.DataFrame(rows, columns=columns)
+
+
 # ----------------------------------------------------------------------------- compare
-def side_by_side(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
+def side_by_side(summary: pd.DataFrame, dataset: str,
+                 gains: pd.DataFrame | None = None) -> pd.DataFrame:
     """Our mean/std beside the paper's value, one row per (variant, column).
 
     Every variant is compared with its row of the ablation table (IV-VI); the full model
     is also compared with "HiVA (Ours)" of the comparison table (I-III). ``delta`` =
-    ours - paper, in F1 percentage points.
+    ours - paper, in F1 percentage points. ``ours_gain`` / ``paper_gain``: the gain over the
+    vision-only Baseline; with ``gains`` (:func:`paired_gains`) ours is the paired mean with
+    its spread (``gain_std``, ``gain_n``, ``resolved``), else the difference of the means.
     """
     sota_n, abl_n = PT.table_for(dataset)
     names = PT.variant_row_names()
@@ -127,12 +169,20 @@ def side_by_side(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     # gains over the vision-only Baseline (the paper's Fig. 4 view): on SynthFACS the
     # absolute F1 differs from the paper, but the sign and size of the gains can be compared
-    out["ours_gain"] = out["paper_gain"] = np.nan
+    out["ours_gain"] = out["paper_gain"] = out["gain_std"] = out["gain_n"] = np.nan
+    out["resolved"] = None
     if "baseline" in set(out["variant"]):
         abl_rows = out["table"] == PT.ROMAN[abl_n]
         base = out[abl_rows & (out["variant"] == "baseline")].set_index("column")
         out.loc[abl_rows, "ours_gain"] = out["ours"] - out["column"].map(base["ours"])
         out.loc[abl_rows, "paper_gain"] = out["paper"] - out["column"].map(base["paper"])
+        if gains is not None and len(gains):
+            paired = gains.set_index(["variant", "column"])
+            keys = pd.MultiIndex.from_arrays([out.loc[abl_rows, "variant"],
+                                              out.loc[abl_rows, "column"]])
+            for col, src in (("ours_gain", "gain"), ("gain_std", "gain_std"),
+                             ("gain_n", "gain_n"), ("resolved", "resolved")):
+                out.loc[abl_rows, col] = paired[src].reindex(keys).to_numpy()
     # paper row order (the order of the ablation table), the comparison-table row last
     abl_order = list(PT.load_table(abl_n).index)
     out["_rank"] = [abl_order.index(p) if t == PT.ROMAN[abl_n] and p in abl_order else 99
@@ -150,6 +200,41 @@ def _wide(sbs: pd.DataFrame, value: str, table: str) -> pd.DataFrame:
 
 def _cell(mean: float, std: float) -> str:
     return f"{mean:.1f}" if np.isnan(std) else f"{mean:.1f} ± {std:.1f}"
+
+
+def _spread_known(resolved: object) -> bool:
+    return resolved is not None and resolved == resolved  # None / NaN: a single run
+
+
+def _resolved_text(resolved: object) -> str:
+    if not _spread_known(resolved):
+        return "n/a (one run)"
+    return "yes" if resolved else "no (within spread)"
+
+
+def _gain_lines(ours: pd.DataFrame, abl: str) -> list[str]:
+    """The AVE gain of each variant over the Baseline, ours (paired mean ± std over the
+    (seed, fold) runs) beside the paper's, and whether ours stands out of its spread."""
+    gains = ours[(ours["column"] == "AVE") & (ours["variant"] != "baseline")]
+    table = pd.DataFrame({
+        "row": gains["paper_row"],
+        "ours gain": [_cell(m, s) for m, s in zip(gains["ours_gain"], gains["gain_std"],
+                                                   strict=True)],
+        "runs": [str(int(n)) if n == n else "" for n in gains["gain_n"]],
+        "resolved": [_resolved_text(r) for r in gains["resolved"]],
+        "paper gain": gains["paper_gain"].round(1) + 0.0,
+        "same sign": np.where(np.sign(gains["ours_gain"]) == np.sign(gains["paper_gain"]),
+                              "yes", "no")})
+    known = [r for r in gains["resolved"] if _spread_known(r)]
+    n_res = sum(bool(r) for r in known)
+    note = (f"{n_res} of {len(gains)} gains are resolved (|mean| > std of the paired gains)."
+            if known else "One run per variant: the spread of the gains is unknown, so none "
+            "is resolved; run more folds or seeds.")
+    return [f"## AVE gain over the vision-only Baseline (F1 points), Table {abl}", "",
+            "Ours: the gain paired per (seed, fold) run, mean ± sample std. A gain within its "
+            "spread (|mean| <= std) is not resolved: its sign, and its agreement in sign with "
+            "the paper, may be chance. " + note, "",
+            PT.markdown_table(table), ""]
 
 
 def _markdown(dataset: str, runs: pd.DataFrame, sbs: pd.DataFrame, audit: pd.DataFrame,
@@ -181,15 +266,11 @@ def _markdown(dataset: str, runs: pd.DataFrame, sbs: pd.DataFrame, audit: pd.Dat
     if len(ave) >= 3:
         rho = ave["ours"].rank().corr(ave["paper"].rank())
         lines += [f"Rank agreement of the variants' AVE with Table {abl} "
-                  f"(Spearman, {len(ave)} variants): {rho:.2f}.", ""]
+                  f"(Spearman, {len(ave)} variants): {rho:.2f}. Variants whose AVEs differ by "
+                  "less than their run-to-run spread can swap ranks by chance: read it with "
+                  "the resolved gains below.", ""]
     if ours["ours_gain"].notna().any():
-        gains = ours[(ours["column"] == "AVE") & (ours["variant"] != "baseline")]
-        table = pd.DataFrame({
-            "row": gains["paper_row"], "ours gain": gains["ours_gain"].round(1) + 0.0,
-            "paper gain": gains["paper_gain"].round(1) + 0.0,
-            "same sign": np.sign(gains["ours_gain"]) == np.sign(gains["paper_gain"])})
-        lines += [f"## AVE gain over the vision-only Baseline (F1 points), Table {abl}", "",
-                  PT.markdown_table(table), ""]
+        lines += _gain_lines(ours, abl)
     full = sbs[sbs["table"] == sota]
     if len(full):
         comp = pd.DataFrame({"ours": full.set_index("column")["ours"],
@@ -202,62 +283,124 @@ def _markdown(dataset: str, runs: pd.DataFrame, sbs: pd.DataFrame, audit: pd.Dat
 
 
 # ----------------------------------------------------------------------------- plot
-def plot_deltas(sbs: pd.DataFrame, dataset: str, path_stem: Path) -> list[Path]:
-    """Heatmap of ours - paper per variant (rows) and AU (columns), PNG and PDF."""
+def render_deltas(sbs: pd.DataFrame, dataset: str) -> Figure:
+    """Left: heatmap of ours - paper per variant (rows) and AU (columns). Right: each
+    variant's AVE gain over the vision-only Baseline, ours (paired mean ± std) beside the
+    paper's: absolute F1 on SynthFACS says nothing about the paper, the gains can."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; works headless and inside papermill
     import matplotlib.pyplot as plt
 
     _, abl_n = PT.table_for(dataset)
-    delta = _wide(sbs, "delta", PT.ROMAN[abl_n])
+    abl = PT.ROMAN[abl_n]
+    delta = _wide(sbs, "delta", abl)
     values = delta.to_numpy(float)
     lim = max(1.0, float(np.nanmax(np.abs(values)))) if np.isfinite(values).any() else 1.0
     n_rows, n_cols = values.shape
-    fig, ax = plt.subplots(figsize=(1.0 + 0.72 * n_cols, max(2.4, 1.3 + 0.5 * n_rows)))
+    fig, (ax, gx) = plt.subplots(1, 2, sharey=True,
+                                 figsize=(5.0 + 0.72 * n_cols, max(2.6, 1.4 + 0.5 * n_rows)),
+                                 gridspec_kw={"width_ratios": [n_cols + 1.5, 5.0]})
     im = ax.imshow(values, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
-    ax.set_xticks(range(values.shape[1]), delta.columns)
-    ax.set_yticks(range(values.shape[0]), delta.index)
-    ax.axvline(values.shape[1] - 1.5, color="black", lw=1)  # separates AVE from the AUs
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
+    ax.set_xticks(range(n_cols), delta.columns)
+    ax.set_yticks(range(n_rows), delta.index)
+    ax.axvline(n_cols - 1.5, color="black", lw=1)  # separates AVE from the AUs
+    for i in range(n_rows):
+        for j in range(n_cols):
             v = round(float(values[i, j]), 1) + 0.0  # + 0.0 turns -0.0 into 0.0
             if np.isfinite(v):
                 ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=8,
                         color="white" if abs(v) > 0.6 * lim else "black")
-    ax.set_title(f"{dataset}: our F1 - paper Table {PT.ROMAN[abl_n]} (points)", fontsize=10)
+    ax.set_title(f"{dataset}: our F1 - paper Table {abl} (points)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label="delta F1 (points)")
+
+    # one bar pair per heatmap row; the Baseline is the reference (gain 0 by definition)
+    ave = sbs[(sbs["table"] == abl) & (sbs["column"] == "AVE")].set_index("paper_row")
+    ave = ave.reindex(delta.index)
+    y = np.arange(n_rows)
+    gx.axvline(0, color="grey", lw=0.8)
+    gx.barh(y - 0.2, ave["ours_gain"], 0.4, xerr=ave["gain_std"].fillna(0.0), capsize=3,
+            color="tab:blue", label="ours (paired mean ± std)")
+    gx.barh(y + 0.2, ave["paper_gain"], 0.4, color="tab:orange", label=f"paper (Table {abl})")
+    for i, variant in enumerate(ave["variant"]):
+        if variant == "baseline":
+            gx.text(0.5, i, "reference", transform=gx.get_yaxis_transform(), ha="center",
+                    va="center", fontsize=8, color="grey")
+    gx.set_xlabel("AVE gain over Baseline (F1 points)", fontsize=8)
+    gx.set_title("gain over Baseline: ours vs paper", fontsize=10)
+    gx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.09), frameon=False)
+    gx.grid(axis="x", alpha=0.3)
+    gx.tick_params(axis="y", left=False)
     fig.tight_layout()
+    return fig
+
+
+def _figure_bytes(fig: Figure, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=150)
+    return buf.getvalue()
+
+
+def plot_deltas(sbs: pd.DataFrame, dataset: str, path_stem: Path) -> list[Path]:
+    """:func:`render_deltas` saved as ``path_stem``.png and .pdf."""
+    import matplotlib.pyplot as plt
+
+    fig = render_deltas(sbs, dataset)
     paths = [path_stem.with_suffix(".png"), path_stem.with_suffix(".pdf")]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    for path in paths:
+        path.write_bytes(_figure_bytes(fig, path.suffix[1:]))
     plt.close(fig)
     return paths
 
 
 # ----------------------------------------------------------------------------- write
+def _write_all(contents: dict[str, str | bytes], out: Path) -> None:
+    """Write every file into a temporary sibling folder first, then move each into ``out``:
+    a failure while writing leaves ``out`` as it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for name, data in contents.items():
+            (tmp / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+        out.mkdir(exist_ok=True)
+        for name in contents:
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_report(results_root: str | Path, dataset: str,
                  out_dir: str | Path | None = None) -> dict[str, Path]:
     """Collect, summarise, compare, audit and plot; returns {name: path} of what it wrote.
 
-    Everything is computed before the first file is written, so a failure writes nothing.
+    Everything, the plot included, is computed and rendered before the first file is
+    written, and the files are moved into place only once all are written, so a failure
+    writes nothing. A report already in ``out_dir`` is replaced (it is derived from the
+    results, which are never touched); the replacement is announced.
     """
+    import matplotlib.pyplot as plt
+
     runs = collect_results(results_root, dataset)
     summary = summarise(runs.drop(columns=["checkpoint", "path"]))
-    sbs = side_by_side(summary, dataset)
+    gains = paired_gains(runs)
+    sbs = side_by_side(summary, dataset, gains)
     audit = PT.audit_tables()
     text = _markdown(dataset, runs, sbs, audit, "deltas.png")
+    fig = render_deltas(sbs, dataset)
+    try:
+        png, pdf = _figure_bytes(fig, "png"), _figure_bytes(fig, "pdf")
+    finally:
+        plt.close(fig)
+    contents: dict[str, str | bytes] = {
+        "runs.csv": runs.to_csv(index=False), "summary.csv": summary.to_csv(index=False),
+        "side_by_side.csv": sbs.to_csv(index=False), "audit.csv": audit.to_csv(index=False),
+        "audit.md": PT.audit_markdown(audit), "report.md": text,
+        "deltas.png": png, "deltas.pdf": pdf}
     out = Path(out_dir) if out_dir is not None else Path(results_root) / dataset / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"runs": out / "runs.csv", "summary": out / "summary.csv",
-             "side_by_side": out / "side_by_side.csv", "audit": out / "audit.csv",
-             "audit_md": out / "audit.md", "report_md": out / "report.md"}
-    runs.to_csv(files["runs"], index=False)
-    summary.to_csv(files["summary"], index=False)
-    sbs.to_csv(files["side_by_side"], index=False)
-    audit.to_csv(files["audit"], index=False)
-    files["audit_md"].write_text(PT.audit_markdown(audit))
-    files["report_md"].write_text(text)
-    png, pdf = plot_deltas(sbs, dataset, out / "deltas")
-    files.update(deltas_png=png, deltas_pdf=pdf)
-    return files
+    if (out / "report.md").exists():
+        print(f"{out}: replacing the previous report with one of {len(runs)} runs")
+    _write_all(contents, out)
+    names = {"runs": "runs.csv", "summary": "summary.csv", "side_by_side": "side_by_side.csv",
+             "audit": "audit.csv", "audit_md": "audit.md", "report_md": "report.md",
+             "deltas_png": "deltas.png", "deltas_pdf": "deltas.pdf"}
+    return {key: out / name for key, name in names.items()}

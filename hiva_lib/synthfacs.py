@@ -24,6 +24,7 @@ co-occurrence is realistic and the label statistics mimic BP4D, DISFA and GFT (d
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -908,9 +909,11 @@ def generate(preset: str, root: str | Path, n_subjects: int | None = None,
 
 # --------------------------------------------------------------------------- contact sheet
 def contact_sheet(root_or_dataset: str | Path | PreparedDataset, path: str | Path, n: int = 24,
-                  outlines: bool = False, seed: int = 0, cols: int = 6) -> Path:
+                  outlines: bool = False, seed: int = 0, cols: int = 6,
+                  metadata: dict[str, str] | None = None) -> Path:
     """Write a PNG grid of ``n`` faces with their active AUs under each (optionally outlines
     of the active AUs' ground-truth regions). Faces are a seeded random sample of the frames.
+    ``metadata``: PNG text entries (e.g. the data set's fingerprint).
     """
     import matplotlib
 
@@ -955,6 +958,38 @@ def contact_sheet(root_or_dataset: str | Path | PreparedDataset, path: str | Pat
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png", metadata=metadata)
     plt.close(fig)
+    return path
+
+
+CONTACT_SHEET = "synthfacs_contact_sheet.png"
+
+
+def write_contact_sheet(data: PreparedDataset, figures_root: str | Path | None = None,
+                        smoke: bool = False, overwrite: bool = False) -> Path:
+    """The contact sheet of a SynthFACS data set at ``figures_root/<dataset>/`` (default
+    figures/, smoke: figures/_smoke/, under the project root); returns its path.
+
+    The PNG carries the SHA-256 of the data set's index.csv. A sheet of the same data set is
+    reused; one of another data set is kept and the new sheet goes to the first free
+    ``-v2``, ``-v3``... name, unless ``overwrite`` replaces it.
+    """
+    from PIL import Image
+
+    from .checkpoint import file_sha256, file_versions, free_version
+    from .config import default_figures_root
+
+    tag = f"{data.name} index.csv sha256 {file_sha256(data.root / 'index.csv')}"
+    base = Path(figures_root or default_figures_root(smoke)) / data.name / CONTACT_SHEET
+    if not overwrite:
+        for _, version in file_versions(base):
+            with Image.open(version) as im:
+                if im.info.get("Source") == tag:
+                    return version
+    path = base if overwrite else free_version(base)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    contact_sheet(data, tmp, metadata={"Source": tag})
+    os.replace(tmp, path)  # atomic: a killed run leaves no half-written sheet
     return path

@@ -140,6 +140,13 @@ def stage2_dir(cfg: TrainConfig) -> Path:
             / f"seed{cfg.seed}" / f"fold{cfg.fold}")
 
 
+def finished_run(cfg: TrainConfig, stage: int) -> Path | None:
+    """The finished run of ``cfg`` (stage 1, or the stage 2 of ``cfg.variant``) that
+    ``if_exists="skip"`` reuses: the newest version saved with the same settings."""
+    return find_finished(stage1_dir(cfg) if stage == 1 else stage2_dir(cfg),
+                         _signature(cfg, stage))
+
+
 def results_dir(cfg: TrainConfig, run_dir: Path) -> Path:
     # a versioned run (fold1-v2) gets a versioned results folder of the same name
     return (Path(cfg.results_root) / cfg.dataset / cfg.variant / f"seed{cfg.seed}"
@@ -376,7 +383,7 @@ def load_stage1_checkpoint(cfg: TrainConfig, data: PreparedDataset,
                            path: str | Path | None = None) -> dict:
     """The stage-1 weights for ``cfg``, checked against its AU set, backbone, fold and seed."""
     if path is None:  # the finished stage-1 run of this config (else the default folder)
-        path = (find_finished(stage1_dir(cfg), _signature(cfg, 1)) or stage1_dir(cfg)) / "final.pt"
+        path = (finished_run(cfg, 1) or stage1_dir(cfg)) / "final.pt"
     path = Path(path)
     fix = ("Run stage 1 first: papermill notebooks/02_train_stage1.ipynb out.ipynb "
            f"-p dataset {cfg.dataset} -p fold {cfg.fold} -p seed {cfg.seed}"
@@ -471,7 +478,7 @@ def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
                    f1={k: float(v) for k, v in zip(keys, f1, strict=True)},
                    mean_f1=float(f1.mean()),
                    all_positive_mean_f1=float(all_positive_f1(labels).mean()),
-                   n_test=int(len(test_rows)), checkpoint=str(checkpoint),
+                   n_test=int(len(test_rows)), checkpoint=_portable_path(checkpoint),
                    checkpoint_sha256=sha, config=trained_with,
                    provenance=provenance(data.meta))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -483,13 +490,19 @@ def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
     return metrics, out_dir
 
 
+def _portable_path(path: str | Path) -> str:
+    """``path`` relative to the project root when it lies inside it (results are committed and
+    read on other machines), else as it is."""
+    path, root = Path(path), project_root()
+    return str(path.relative_to(root)) if path.is_absolute() and path.is_relative_to(root) \
+        else str(path)
+
+
 def _portable(config: dict) -> dict:
     """A config with its folders relative to the project root when they lie inside it."""
-    root, out = project_root(), dict(config)
+    out = dict(config)
     for key in ("data_root", "runs_root", "results_root"):
-        path = Path(str(out.get(key, "")))
-        if path.is_absolute() and path.is_relative_to(root):
-            out[key] = str(path.relative_to(root))
+        out[key] = _portable_path(out[key])
     return out
 
 
@@ -521,13 +534,17 @@ def provenance(data_meta: dict) -> dict:
                       if k in data_meta})
 
 
-def run_variant(cfg: TrainConfig, data: PreparedDataset | None = None) -> RunResult:
-    """Stage 1 (shared), then stage 2 of ``cfg.variant`` unless it is vision-only; evaluate."""
+def run_variant(cfg: TrainConfig, data: PreparedDataset | None = None,
+                stage1_if_exists: str | None = None) -> RunResult:
+    """Stage 1 (shared), then stage 2 of ``cfg.variant`` unless it is vision-only; evaluate.
+    ``stage1_if_exists`` overrides ``cfg.if_exists`` for stage 1 (an ablation that reruns
+    every variant with "version" shares one new stage-1 run: "skip" after the first)."""
     if cfg.variant not in variants.VARIANTS:
         raise ValueError(f"unknown variant {cfg.variant!r}; "
                          f"choose one of {list(variants.VARIANTS)}")
     data = data or load_data(cfg)
-    result = train_stage1(cfg, data)
+    result = train_stage1(dataclasses.replace(cfg, if_exists=stage1_if_exists or cfg.if_exists),
+                          data)
     if 2 in variants.VARIANTS[cfg.variant].stages:  # from the stage-1 run just made or reused
         result = train_stage2(cfg, data, stage1_checkpoint=result.checkpoint)
     if _is_main():

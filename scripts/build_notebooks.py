@@ -19,27 +19,44 @@ Writes a *prepared data set* (index table + face images, the contract of
 `hiva_lib/datasets.py`) under `data_root/<dataset>/`.
 
 * `synth-bp4d`, `synth-disfa`, `synth-gft`: the embedded SynthFACS data set, rendered here.
-* `bp4d`, `disfa`, `gft`: your licensed copy at `raw_root` (layouts: `docs/data.md`).
+* `bp4d`, `disfa`, `gft`: your licensed copy at `raw_root` (layouts: `docs/data.md`), or
+  ME-GraphAU's list files and aligned images (`megraphau_list_dir`, `megraphau_image_root`).
 
-A finished data set is reused, never overwritten silently (`overwrite=True` prepares it again)."""),
+A finished data set is reused, never overwritten silently (`overwrite=True` prepares it again).
+For SynthFACS a contact sheet of faces and labels goes to `figures_root/<dataset>/`."""),
     ("params", """dataset = "synth-disfa"
 raw_root = None  # the licensed copy, for bp4d / disfa / gft
 data_root = None  # default: data/prepared under the project root
 align = "auto"  # face alignment: "auto", "mtcnn", or "skip" (already cropped faces)
 image_size = 256  # real data sets (the loader crops 224 from 256); SynthFACS renders at 128 px
 overwrite = False
-smoke = False  # a tiny version, for tests"""),
+smoke = False  # a tiny version, for tests
+split_file = None  # GFT: the official train/test split (default: raw_root/split.csv)
+first_frame = None  # GFT videos: the number of a video's first frame in its labels (None: 1)
+frames_dir = None  # non-standard raw folder names, relative to raw_root (None: the usual ones)
+labels_dir = None
+videos_dir = None
+megraphau_list_dir = None  # import ME-GraphAU's data/<DS>/list instead of preparing raw_root
+megraphau_image_root = None  # the images its lists name (None: data/<DS>/img beside the lists)
+figures_root = None  # SynthFACS contact sheet; default figures/ (smoke: figures/_smoke/)"""),
     ("code", """from hiva_lib.config import make_config
 from hiva_lib.datasets import summary_table
-from hiva_lib.prepare import prepare_dataset
+from hiva_lib.prepare import contact_sheet_figure, prepare_dataset
 
 cfg = make_config(dataset, data_root=data_root)
 data = prepare_dataset(dataset, cfg.data_root, raw_root=raw_root, align=align,
-                       image_size=image_size, overwrite=overwrite, smoke=smoke)
+                       image_size=image_size, overwrite=overwrite, smoke=smoke,
+                       split_file=split_file, first_frame=first_frame, frames_dir=frames_dir,
+                       labels_dir=labels_dir, videos_dir=videos_dir,
+                       megraphau_list_dir=megraphau_list_dir,
+                       megraphau_image_root=megraphau_image_root)
 print(f"{data.name}: {len(data.index)} frames, AUs {list(data.au_ids)}, "
       f"protocol {data.meta['protocol']}, test folds {data.test_folds}, at {data.root}")"""),
     ("md", "Subjects, frames and AU base rates (%) per fold:"),
     ("code", "summary_table(data)"),
+    ("md", "SynthFACS only (licensed faces stay out of figures/): faces with their active AUs."),
+    ("code", """sheet = contact_sheet_figure(data, figures_root, smoke=smoke, overwrite=overwrite)
+print(sheet or "no contact sheet for licensed data")"""),
 ]
 
 _TRAIN_PARAMS = """dataset = "synth-disfa"
@@ -123,7 +140,9 @@ NOTEBOOKS["04_ablations"] = [
 Runs the eight variant presets of `hiva_lib/variants.py` (the rows of Tables IV, V, VI) over the
 folds and seeds of one data set: stage 1 once per fold and seed (it is also the Baseline row),
 then stage 2 of each variant. Resumable: finished runs are reused, failed or killed ones rerun
-when this notebook is run again. Status per run: `results/<dataset>/ablation_status.csv`."""),
+when this notebook is run again. Status per run: `results/<dataset>/ablation_status.csv`,
+updated after every run and merged with earlier calls (one row per variant, seed and fold; a
+`started` row left behind is a run that was killed)."""),
     ("params", """dataset = "synth-disfa"  # bp4d, disfa, gft, or a SynthFACS preset
 variants = None  # None: all eight rows; or a list of slugs, e.g. ["full", "baseline"]
 folds = None  # None: every test fold of the data set
@@ -144,8 +163,10 @@ NOTEBOOKS["05_report"] = [
     ("md", """# 05 Report: our Tables I-VI beside the paper's
 
 Collects every finished run of a data set (notebooks 02-04), summarises per-AU F1 (mean and
-spread over folds and seeds), sets it beside the paper's numbers with deltas, audits the
-paper's own tables, and plots the deltas. Written to `results/<dataset>/report/`."""),
+spread over folds and seeds), sets it beside the paper's numbers with deltas, compares each
+variant's gain over the Baseline (paired per fold and seed, mean ± std, resolved or not) with
+the paper's, audits the paper's own tables, and plots the deltas and the gains. Written to
+`results/<dataset>/report/`."""),
     ("params", """dataset = "synth-disfa"
 results_root = None  # default: results/ under the project root
 smoke = False"""),
@@ -180,11 +201,13 @@ NOTEBOOKS["06_figures"] = [
 Regenerates the paper's qualitative figures from saved results and checkpoints (notebooks
 02-04 first), as PNG and PDF under `figures_root/<dataset>/`:
 
-* **Fig. 4** per-AU F1 gain of HiVA over the vision-only Baseline against AU frequency;
-* **Fig. 5** cosine similarity of the text AU embeddings over stage-2 epochs, w/o L_diff vs HiVA;
+* **Fig. 4** per-AU F1 gain of HiVA over the vision-only Baseline against AU frequency
+  (relative, as the paper, and absolute);
+* **Fig. 5** cosine similarity of the text AU embeddings over stage-2 epochs, w/o L_diff vs HiVA
+  (its inputs are copied to `results/<dataset>/`, so it can be redrawn without `runs/`);
 * **Fig. 6** DDCA maps, the CDCA composite and Grad-CAM on test faces; on SynthFACS every map
   is scored against the ground-truth AU regions (`results/<dataset>/attention_scores.csv`);
-* **Fig. 7** the learned top-K AU graphs, HiVA vs Baseline.
+* **Fig. 7** the top-K AU graphs each model computes from its AU features, HiVA vs Baseline.
 
 Details and definitions: `docs/figures.md`."""),
     ("params", _FIG_PARAMS + """
@@ -201,14 +224,16 @@ study = F.Study.open(dataset, data_root=data_root, runs_root=runs_root,
                      seed=seed, fold=fold, device=device)
 study"""),
     ("md", """## Fig. 4: F1 gain against AU frequency
-The paper: the rarer the AU, the larger HiVA's gain. Frequencies are the AU base rates of the
-training folds; gains are averaged over every (seed, fold) both models have."""),
+The paper: the rarer the AU, the larger HiVA's relative gain. Left: the relative gain (% of the
+Baseline's F1, the paper's Fig. 4); right: the absolute gain (F1 points). Frequencies are the AU
+base rates of the training folds; F1 is averaged over every (seed, fold) both models have."""),
     ("code", """gains = F.run_figure(F.fig4, study, variant, reference, skip_missing=skip_missing)
 if gains is not None:
     display(F.show(study, "fig4_f1_gain"), gains.round(2))"""),
     ("md", """## Fig. 5: text AU embeddings over training
 Cosine similarity of H_i (the rows L_diff of Eq. 1 pushes apart), saved after every stage-2
-epoch; top: w/o L_diff, bottom: HiVA."""),
+epoch; top: w/o L_diff, bottom: HiVA. Drawn from `runs/` when the two runs are there (and then
+copied to `results/<dataset>/fig5_text_embeddings_seed<s>_fold<k>.npz`), else from that copy."""),
     ("code", """sims = F.run_figure(F.fig5, study, skip_missing=skip_missing)
 if sims is not None:
     display(F.show(study, "fig5_text_similarity"))"""),
@@ -222,7 +247,8 @@ if fig is not None:
     ("md", """### Attention against the ground-truth AU regions (SynthFACS only)
 Pointing game (is the map's maximum inside the AU's region?) and energy inside the region
 (the fraction of the map's mass there), over test frames where the AU is active, per AU and
-variant; `chance` is what a uniform map scores (the region's area)."""),
+variant; `chance` is what a uniform map scores (the region's area). `n_flat` counts degenerate
+maps (constant, e.g. an all-zero Grad-CAM), which score `chance` by construction."""),
     ("code", """if study.data.region_masks() is not None:
     scores = F.score_attention(study, max_frames=max_frames)
     study.save(F.plot_attention_scores(scores, dataset), "attention_scores")
@@ -230,9 +256,11 @@ variant; `chance` is what a uniform map scores (the region's area)."""),
     display(scores[scores.au == "mean"].round(3))
 else:
     print(f"{dataset} has no ground-truth AU regions; only SynthFACS can be scored")"""),
-    ("md", """## Fig. 7: learned AU graphs
+    ("md", """## Fig. 7: AU graphs
 Each AU linked to its top-K neighbours (from U_i); orange: active AUs, thick ring: predicted
-active, red ring: a wrong prediction."""),
+active, red ring: a wrong prediction. The Baseline (stage 1) predicts from its graph; HiVA's
+stage-2 prediction does not use the graph by default (ambiguity 2), so its graph is drawn from
+its U_i for comparison only; each panel says which."""),
     ("code", """fig = F.run_figure(F.fig7, study, (variant, reference), n_faces,
                    skip_missing=skip_missing)
 if fig is not None:
@@ -243,10 +271,12 @@ NOTEBOOKS["07_efficiency"] = [
     ("md", """# 07 Efficiency: parameters, FLOPs, latency
 
 The paper (Sec. IV-A): 156.08M parameters, 19.09 GFLOPs, 63.1 ms per inference at batch 32 on
-an RTX 3090, 215.8 ms on a Xeon CPU. We measure the `paper` architecture (Swin-B + BERT-large,
-random weights: no download) and the laptop preset, and say what each number counts
-(`hiva_lib/efficiency.py`, `docs/figures.md`). The text branch depends only on the fixed
-descriptions, so at inference it can be computed once: both costs are shown.
+an RTX 3090, 215.8 ms on a Xeon CPU. We read the latencies as one forward pass: 63.1 ms per
+batch of 32 (1.97 ms per image), 215.8 ms per image at batch 1.
+We measure the `paper` architecture (Swin-B + BERT-large, random weights: no download) and the
+laptop preset, and say what each number counts (`hiva_lib/efficiency.py`, `docs/figures.md`).
+The text branch depends only on the fixed descriptions, so at inference it can be computed
+once: both costs are shown.
 Written to `results_root/efficiency.csv` (a table already there is kept; the new one goes to
 `efficiency-v2.csv`, `-v3`...)."""),
     ("params", """presets = ["paper", "cpu-small"]  # keys of hiva_lib.hiva.MODEL_PRESETS
@@ -312,10 +342,11 @@ if out_dir is None:
     out_dir = Path(study.cfg.results_root) / dataset / "inference"
 table = infer(checkpoint, source, out_dir, align=align, device=device, every=every,
               max_frames=max_frames)
-print(f"{len(table)} frames, {int(table.face_found.sum())} with a face; written to {out_dir}")
+print(f"{len(table)} frames, {int(table.face_found.sum())} with a face; written to "
+      f"{table.attrs['out_dir']}")
 table.round(3)"""),
     ("md", "Attention overlays of the first faces:"),
-    ("code", """for png in sorted(Path(out_dir, "overlays").glob("*.png"))[:3]:
+    ("code", """for png in sorted(Path(table.attrs["out_dir"], "overlays").rglob("*.png"))[:3]:
     display(Image(filename=str(png)))"""),
 ]
 

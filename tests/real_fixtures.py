@@ -88,7 +88,10 @@ def make_bp4d(root: Path, n_frames: int = 5, tasks: tuple[str, ...] = ("T1", "T2
 
 
 def make_disfa(root: Path, n_frames: int = 6, seed: int = 0) -> pd.DataFrame:
-    """ActionUnit_Labels/<S>/<S>_au<k>.txt ('frame,intensity', from 1) + LeftVideo<S>_comp.avi."""
+    """ActionUnit_Labels/<S>/<S>_au<k>.txt ('frame,intensity', from 1) + LeftVideo<S>_comp.avi.
+
+    The expected ``frame`` is the 0-based video position (label line), as ME-GraphAU names it.
+    """
     rng = np.random.default_rng(seed)
     aus = dataset_aus("disfa")
     expected = []
@@ -106,18 +109,22 @@ def make_disfa(root: Path, n_frames: int = 6, seed: int = 0) -> pd.DataFrame:
                   for i in range(n_frames)]
         write_video(root / "Videos_LeftCamera" / f"LeftVideo{subject}_comp.avi", frames)
         for i in range(n_frames):
-            expected.append([subject, subject, i + 1, fold, *(inten[i, cols] >= 2).astype(int)])
+            expected.append([subject, subject, i, fold, *(inten[i, cols] >= 2).astype(int)])
     return pd.DataFrame(expected, columns=["subject", "sequence", "frame", "fold", *au_keys(aus)])
 
 
-def make_gft(root: Path, n_frames: int = 5, seed: int = 0) -> pd.DataFrame:
-    """labels/<S>.csv (frame, AU1..) + videos/<S>.avi + split.csv (the assumed GFT layout)."""
+def make_gft(root: Path, n_frames: int = 5, seed: int = 0, media: str = "videos",
+             first_frame: int = 1) -> pd.DataFrame:
+    """labels/<S>.csv (frame, AU1..) + videos/<S>.avi (or frames/<S>/<frame>.jpg with
+    ``media="frames"``) + split.csv (the assumed GFT layout). Label frame numbers start at
+    ``first_frame``."""
     rng = np.random.default_rng(seed)
     aus = dataset_aus("gft")
     expected = []
     for si, (subject, fold) in enumerate(GFT_SUBJECTS.items()):
         lab = _labels(rng, n_frames, len(aus))
-        table = pd.DataFrame({"frame": np.arange(1, n_frames + 1)})
+        numbers = np.arange(first_frame, first_frame + n_frames)
+        table = pd.DataFrame({"frame": numbers})
         for j, a in enumerate(aus):
             table[f"AU{a}"] = lab[:, j]
         path = root / "labels" / f"{subject}.csv"
@@ -125,9 +132,13 @@ def make_gft(root: Path, n_frames: int = 5, seed: int = 0) -> pd.DataFrame:
         table.to_csv(path, index=False)
         frames = [render(si, i, {a: 3.0 * lab[i, j] for j, a in enumerate(aus)})
                   for i in range(n_frames)]
-        write_video(root / "videos" / f"{subject}.avi", frames)
+        if media == "frames":
+            for f, img in zip(numbers, frames, strict=True):
+                _write_jpg(root / "frames" / subject / f"{f}.jpg", img)
+        else:
+            write_video(root / "videos" / f"{subject}.avi", frames)
         for i in range(n_frames):
-            expected.append([subject, subject, i + 1, fold, *lab[i]])
+            expected.append([subject, subject, int(numbers[i]), fold, *lab[i]])
     pd.DataFrame({"subject": list(GFT_SUBJECTS),
                   "split": ["test" if f else "train" for f in GFT_SUBJECTS.values()]}
                  ).to_csv(root / "split.csv", index=False)

@@ -16,21 +16,19 @@ from hiva_lib.config import make_config
 from hiva_lib.datasets import DatasetError, load_prepared, prepared_dir_writer, write_index
 from hiva_lib.losses import au_loss, inverse_frequency_weights
 from hiva_lib.metrics import all_positive_f1, f1_per_au
+from hiva_lib.paper_tables import PAPER_DIR
 
 
 def test_au_sets_match_the_papers_tables():
+    """The AU sets in the order of the paper's Tables I-III (the CSVs shipped in hiva_lib)."""
     header = {"bp4d": "table1_bp4d_sota.csv", "disfa": "table2_disfa_sota.csv",
               "gft": "table3_gft_sota.csv"}
-    from pathlib import Path
-
-    shared = Path(__file__).resolve().parents[2] / "shared" / "paper"
     for name, csv in header.items():
-        expected = [au.parse_au_key(c) for c in pd.read_csv(shared / csv).columns[1:-1]] \
-            if (shared / csv).exists() else None
+        columns = list(pd.read_csv(PAPER_DIR / csv, nrows=0).columns)
+        assert columns[0].lower() == "method" and columns[-1].upper() == "AVE", columns
         ids = au.dataset_aus(name)
         assert len(ids) == {"bp4d": 12, "disfa": 8, "gft": 10}[name]
-        if expected is not None:
-            assert list(ids) == expected
+        assert list(ids) == [au.parse_au_key(c) for c in columns[1:-1]]
     assert set().union(*(au.dataset_aus(d) for d in ("bp4d", "disfa", "gft"))) == set(au.AUS)
     assert len(au.AUS) == 15 and all(a.region in au.REGIONS for a in au.AUS.values())
     with pytest.raises(ValueError, match="unknown data set"):
@@ -106,11 +104,35 @@ def test_existing_data_set_is_not_overwritten(tmp_path):
 
 
 def test_failed_preparation_writes_nothing(tmp_path):
-    root = tmp_path / "x"
+    root = tmp_path / "data" / "x"  # data/ does not exist yet: not left behind either
     with pytest.raises(RuntimeError), prepared_dir_writer(root) as tmp:
         (tmp / "index.csv").write_text("half")
         raise RuntimeError("unreadable frame")
-    assert not root.exists() and list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_never_replaces_a_folder_that_is_not_a_prepared_set(tmp_path):
+    """A raw copy (or anything else) at the output is refused even with overwrite; an empty
+    folder or a finished data set (with overwrite) is replaced."""
+    raw = tmp_path / "gft"
+    (raw / "videos").mkdir(parents=True)
+    (raw / "videos" / "001A.avi").write_bytes(b"licensed")
+    for overwrite in (False, True):
+        with pytest.raises(DatasetError, match="not a prepared data set.*even with overwrite"):
+            with prepared_dir_writer(raw, overwrite=overwrite) as tmp:
+                (tmp / "index.csv").write_text("new")
+    assert (raw / "videos" / "001A.avi").read_bytes() == b"licensed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gft"]
+    with pytest.raises(DatasetError, match="is the source"):
+        prepared_dir_writer(tmp_path / "out", sources=[tmp_path / "out"]).__enter__()
+    (tmp_path / "empty").mkdir()
+    with prepared_dir_writer(tmp_path / "empty") as tmp:
+        (tmp / "index.csv").write_text("new")
+    assert (tmp_path / "empty" / "index.csv").read_text() == "new"
+    root = _tiny_dataset(tmp_path / "synth-disfa")
+    with prepared_dir_writer(root, overwrite=True) as tmp:
+        (tmp / "meta.json").write_text("{}")
+    assert [p.name for p in root.iterdir()] == ["meta.json"]
 
 
 @pytest.mark.parametrize("corruption, message", [
@@ -119,6 +141,8 @@ def test_failed_preparation_writes_nothing(tmp_path):
     ("column", "missing columns"),
     ("image", "image missing"),
     ("meta", "not valid JSON"),
+    ("csv", "not a readable CSV table"),
+    ("au_ids", r"au_ids \[1, 3\] are not AU ids"),
 ])
 def test_corrupted_contract_gives_one_clear_error(tmp_path, corruption, message):
     root = _tiny_dataset(tmp_path / "synth-disfa", leak=corruption == "leak")
@@ -132,6 +156,11 @@ def test_corrupted_contract_gives_one_clear_error(tmp_path, corruption, message)
         (root / index.image[5]).unlink()
     elif corruption == "meta":
         (root / "meta.json").write_text("{not json")
+    elif corruption == "csv":
+        (root / "index.csv").write_text('subject,sequence\n"S0,T1\n')
+    elif corruption == "au_ids":
+        meta = json.loads((root / "meta.json").read_text())
+        (root / "meta.json").write_text(json.dumps({**meta, "au_ids": [1, 3]}))
     with pytest.raises(DatasetError, match=message) as err:
         load_prepared(root)
     assert str(root) in str(err.value)

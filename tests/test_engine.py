@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 
 import pytest
@@ -247,3 +248,19 @@ def test_bf16_autocast_training_path(tmp_path, smoke_data_root, monkeypatch):
         log = pd.read_csv(run / "log.csv")
         assert log["loss"].notna().all() and (log["loss"].abs() < 1e6).all()
     assert 0 <= res.metrics["mean_f1"] <= 1
+
+
+def test_ablation_rerun_with_version_shares_one_new_stage1(tmp_path, smoke_data_root):
+    from hiva_lib.ablation import run_ablation
+
+    kw = dict(smoke=True, data_root=str(smoke_data_root), runs_root=str(tmp_path / "runs"),
+              results_root=str(tmp_path / "res"))
+    run_ablation("synth-disfa", ["baseline", "full"], [1], **kw)
+    run_ablation("synth-disfa", ["baseline", "full"], [1], if_exists="version", **kw)
+    cfg = make_config("synth-disfa", **kw)
+    stage1 = sorted(p.name for p in train.stage1_dir(cfg).parent.iterdir())
+    assert stage1 == ["fold1", "fold1-v2"]  # not one new stage 1 per variant
+    full = train.stage2_dir(dataclasses.replace(cfg, variant="full")).parent
+    assert sorted(p.name for p in full.iterdir()) == ["fold1", "fold1-v2"]
+    sig = json.loads((full / "fold1-v2" / "signature.json").read_text())
+    assert sig["variant"] == "full"

@@ -13,6 +13,7 @@ from conftest import run_notebook
 from PIL import Image
 
 from hiva_lib import attention_scoring as S
+from hiva_lib.figures import FigureError
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -67,6 +68,40 @@ def test_uniform_map_scores_the_area_and_score_maps_is_pairwise():
     assert np.isnan(out["pointing"][1])  # empty region: not scored
 
 
+def test_planted_flat_maps_are_flagged_and_scored_at_chance():
+    mask = _region()
+    area = mask.mean()
+    zeros, const, negative = np.zeros((7, 7)), np.full((7, 7), 0.3), -np.ones((7, 7))
+    negative[3, 3] = -0.5  # has a maximum, but no positive mass
+    peaked = np.zeros((7, 7))
+    peaked[2, 2] = 1.0  # centre at pixel ~(11, 11) of 32: inside the region
+    assert S.is_flat(zeros) and S.is_flat(const) and S.is_flat(negative)
+    assert not S.is_flat(peaked)
+    out = S.score_maps(np.stack([zeros, const, negative, peaked]), np.stack([mask] * 4))
+    np.testing.assert_array_equal(out["flat"], [True, True, True, False])
+    assert out["pointing"][3] == 1.0
+    # every flat map scores the area fraction on both scores, by construction
+    np.testing.assert_allclose(out["pointing"][:2], area)
+    np.testing.assert_allclose(out["energy"][:3], area)
+
+
+def test_flat_map_panel_is_labelled():
+    import matplotlib.pyplot as plt
+
+    from hiva_lib.figures import _overlay
+
+    face = np.full((56, 56, 3), 120, np.uint8)
+    peaked = np.zeros((7, 7))
+    peaked[2, 3] = 1.0
+    fig, axes = plt.subplots(1, 3)
+    _overlay(axes[0], face, np.zeros((7, 7)), "Grad-CAM")
+    _overlay(axes[1], face, peaked, "DDCA")
+    _overlay(axes[2], face, None, "no map")
+    labels = [[t.get_text() for t in ax.texts] for ax in axes]
+    plt.close(fig)
+    assert labels == [["flat map"], [], ["n/a"]]
+
+
 def test_masks_are_cut_to_the_models_centre_crop():
     masks = np.zeros((1, 32, 32), bool)
     masks[0, 0:4, :] = True  # a band at the very top of the image
@@ -97,6 +132,65 @@ def test_gradcam_targets_the_last_backbone_stage(preset, stage_name, nhwc):
     maps = gradcam(model, x, [0, 2])
     assert maps.shape == (2, cfg.img_size, cfg.img_size)
     assert maps.min() >= 0 and maps.max() <= 1 and maps.std() > 0
+
+
+# ----------------------------------------------------------------------------- versions
+def test_checkpoint_is_this_folds_newest_version(tmp_path):
+    from hiva_lib.figures import Study
+
+    st = Study.open("synth-disfa", smoke=True, data_root=str(tmp_path / "data"),
+                    runs_root=str(tmp_path / "runs"), results_root=str(tmp_path / "results"))
+    base = tmp_path / "results" / "synth-disfa" / "full" / "seed0"
+    for run in ("fold1", "fold1-v2", "fold1-v10", "fold10"):
+        ckpt = tmp_path / f"{run}.pt"
+        ckpt.write_bytes(b"weights")
+        (base / run).mkdir(parents=True)
+        (base / run / "metrics.json").write_text(json.dumps({"checkpoint": str(ckpt)}))
+    assert st.checkpoint("full") == tmp_path / "fold1-v10.pt"  # not fold10, not v2
+
+
+def test_fig5_inputs_are_versioned_not_overwritten(tmp_path):
+    from types import SimpleNamespace
+
+    from hiva_lib.figures import load_fig5_inputs, save_fig5_inputs
+
+    study = SimpleNamespace(dataset="synth-disfa", cfg=SimpleNamespace(
+        results_root=str(tmp_path), seed=0, fold=2))
+    rng = np.random.default_rng(0)
+
+    def embs(scale):
+        return {v: {e: {"H": scale * rng.normal(size=(3, 5)), "Z": rng.normal(size=(3, 4))}
+                    for e in (0, 1, 2)} for v in ("wo_ldiff", "full")}
+
+    first, second = embs(1.0), embs(2.0)
+    p1 = save_fig5_inputs(study, first, [1, 2, 4])
+    assert p1.name == "fig5_text_embeddings_seed0_fold2.npz"
+    assert save_fig5_inputs(study, first, [1, 2, 4]) == p1  # same arrays: no new copy
+    before = p1.read_bytes()
+    p2 = save_fig5_inputs(study, second, [1, 2, 4])
+    assert p2.name == "fig5_text_embeddings_seed0_fold2-v2.npz" and p1.read_bytes() == before
+    loaded, au_ids, path = load_fig5_inputs(study, ("wo_ldiff", "full"))
+    assert path == p2 and au_ids == [1, 2, 4]
+    np.testing.assert_array_equal(loaded["full"][2]["H"], second["full"][2]["H"])
+    study.cfg.fold = 1  # another run's copy is not used for this one
+    with pytest.raises(FigureError, match="no saved Fig. 5 inputs"):
+        load_fig5_inputs(study, ("wo_ldiff", "full"))
+
+
+def test_fig4_relative_panel_first_and_undefined_gains_left_out():
+    from hiva_lib.figures import plot_f1_gain
+
+    gains = pd.DataFrame({"au": ["AU1", "AU2", "AU4"], "frequency": [5.0, 20.0, 40.0],
+                          "gain": [4.0, 1.0, 2.0], "relative_gain": [40.0, 2.0, np.nan],
+                          "n_runs": 3})
+    fig = plot_f1_gain(gains, "synth-disfa")
+    rel, ab = fig.axes[:2]
+    assert "relative" in rel.get_ylabel() and "points" in ab.get_ylabel()
+    assert len(rel.collections[0].get_offsets()) == 2  # AU4: Baseline F1 0, no ratio
+    assert "left out" in rel.get_title() and "AU4" in rel.get_title()
+    assert len(ab.collections[0].get_offsets()) == 3
+    with pytest.raises(ValueError, match="kinds"):
+        plot_f1_gain(gains, "synth-disfa", kinds=("ratio",))
 
 
 # ----------------------------------------------------------------------------- the study
@@ -139,6 +233,9 @@ def test_06_figures_notebook(study):
     basel = json.loads((res / "baseline/seed0/fold1/metrics.json").read_text())["f1"]
     expected = [100 * (full[k] - basel[k]) for k in gains["au"]]
     np.testing.assert_allclose(gains["gain"], expected, atol=1e-9)
+    relative = [100 * (full[k] - basel[k]) / basel[k] if basel[k] > 0 else np.nan
+                for k in gains["au"]]
+    np.testing.assert_allclose(gains["relative_gain"], relative, atol=1e-9)
     from hiva_lib.datasets import load_prepared
 
     data = load_prepared(Path(roots["data_root"]) / "synth-disfa")
@@ -151,6 +248,70 @@ def test_06_figures_notebook(study):
     assert set(scores[scores.variant == "baseline"].method) == {"gradcam"}  # no text branch
     per_au = scores[scores.au != "mean"].dropna(subset=["energy"])
     assert len(per_au) and per_au[["pointing", "energy", "chance"]].stack().between(0, 1).all()
+    assert (per_au["n_flat"] <= per_au["n_frames"]).all() and (per_au["n_flat"] >= 0).all()
+
+    # Fig. 5's inputs were copied beside the results: the same arrays as the runs' files
+    import torch
+
+    copy = np.load(res / "fig5_text_embeddings_seed0_fold1.npz")
+    from hiva_lib.figures import Study
+
+    text_emb = Study.open("synth-disfa", smoke=True, **roots).checkpoint("full").parent / \
+        "text_emb"
+    last = sorted(text_emb.glob("epoch*.pt"))[-1]
+    np.testing.assert_array_equal(copy["full.H"][-1], torch.load(last)["H"].float().numpy())
+    assert list(copy["full.epochs"]) == [int(p.stem[5:]) for p in sorted(
+        text_emb.glob("epoch*.pt"))]
+
+
+def test_flat_maps_are_counted_in_the_scores(study, tmp_path, monkeypatch):
+    """Planted: every DDCA map of HiVA is all-zero; the CDCA maps are left as they are."""
+    from hiva_lib import figures as F
+
+    roots, _ = study
+    real = F.model_maps
+
+    def flat_ddca(model, x):
+        out = real(model, x)
+        out["ddca"] = np.zeros_like(out["ddca"])
+        return out
+
+    monkeypatch.setattr(F, "model_maps", flat_ddca)
+    st = F.Study.open("synth-disfa", smoke=True, **{**roots, "results_root": str(tmp_path)})
+    monkeypatch.setattr(st, "checkpoint", F.Study.open("synth-disfa", smoke=True,
+                                                       **roots).checkpoint)
+    table = F.score_attention(st, ["full"], max_frames=16, gradcam_maps=False)
+    per_au = table[(table.au != "mean") & (table.n_frames > 0)].set_index("method")
+    ddca, cdca = per_au.loc["ddca"], per_au.loc["cdca"]
+    assert (ddca["n_flat"] == ddca["n_frames"]).all()
+    np.testing.assert_allclose(ddca["pointing"], ddca["chance"])
+    np.testing.assert_allclose(ddca["energy"], ddca["chance"])
+    assert (cdca["n_flat"] < cdca["n_frames"]).all()  # real softmax maps are not flat
+    assert "n_flat" in pd.read_csv(tmp_path / "synth-disfa" / "attention_scores.csv")
+
+
+def test_fig5_is_redrawn_from_the_saved_copy_without_runs(study):
+    from hiva_lib.figures import Study, fig5
+
+    roots, base = study
+    fig_root = base / "figures_fig5"
+    kw = dict(smoke=True, figures_root=str(fig_root), **roots)
+    from_runs = fig5(Study.open("synth-disfa", **kw))  # writes or reuses the copy
+    runs = Path(roots["runs_root"])
+    away = runs.with_name("runs_moved_away")
+    runs.rename(away)  # a fresh clone: no runs/
+    try:
+        from_copy = fig5(Study.open("synth-disfa", **kw))
+    finally:
+        away.rename(runs)
+    assert list(from_copy) == list(from_runs)
+    for label in from_runs:
+        assert list(from_copy[label]) == list(from_runs[label])
+        for epoch, sim in from_runs[label].items():
+            np.testing.assert_allclose(from_copy[label][epoch], sim)
+    _check_png(fig_root / "synth-disfa" / "fig5_text_similarity.png", min_std=5.0)
+    copies = list((Path(roots["results_root"]) / "synth-disfa").glob("fig5_text_embeddings*"))
+    assert len(copies) == 1  # drawn twice from the same runs: one copy
 
 
 def test_07_efficiency_notebook(study):
@@ -232,6 +393,13 @@ def test_infer_matches_the_evaluation_path_and_rejects_bad_input(study, tmp_path
         expected = torch.sigmoid(model(x).logits).numpy()
     got = table[[f"AU{a}" for a in data.au_ids]].to_numpy()
     np.testing.assert_allclose(got, expected, atol=0.03)  # PIL vs OpenCV resizing only
+    # a second inference into the same folder keeps the first one
+    first = (tmp_path / "a" / "au_probabilities.csv").read_text()
+    again = infer(ckpt, [data.image_path(int(r)) for r in rows], tmp_path / "a", align="skip",
+                  overlays=False)
+    assert again.attrs["out_dir"] == str(tmp_path / "a-v2")
+    assert (tmp_path / "a" / "au_probabilities.csv").read_text() == first
+    assert (tmp_path / "a-v2" / "au_probabilities.csv").exists()
 
     with pytest.raises(InferenceError, match="no such file"):
         infer(ckpt, tmp_path / "missing.mp4", tmp_path / "b", align="skip")
@@ -252,3 +420,71 @@ def test_frame_without_a_face_is_reported_not_guessed(study, tmp_path):
     cv2.imwrite(str(blank), np.full((160, 160, 3), 128, np.uint8))
     table = infer(ckpt, blank, tmp_path / "out", align="auto")
     assert not table.face_found.iloc[0] and np.isnan(table["AU1"].iloc[0])
+
+
+def test_same_named_files_in_subfolders_stay_apart(study, tmp_path):
+    """BP4D-style F001/T1/0001.jpg and F002/T1/0001.jpg: two rows, two overlays, each with
+    the probabilities of its own image (checked against one-image calls)."""
+    from hiva_lib.datasets import load_prepared
+    from hiva_lib.figures import Study
+    from hiva_lib.inference import infer
+
+    roots, _ = study
+    ckpt = Study.open("synth-disfa", smoke=True, **roots).checkpoint("full")
+    data = load_prepared(Path(roots["data_root"]) / "synth-disfa")
+    rows = data.split(1)[1]
+    folder = tmp_path / "frames"
+    for subject, row in (("F001", rows[0]), ("F002", rows[-1])):
+        (folder / subject / "T1").mkdir(parents=True)
+        (folder / subject / "T1" / "0001.jpg").write_bytes(data.image_path(int(row)).read_bytes())
+    table = infer(ckpt, folder, tmp_path / "out", align="skip")
+    assert list(table.source) == ["F001/T1/0001.jpg", "F002/T1/0001.jpg"]
+    aus = [f"AU{a}" for a in data.au_ids]
+    for i, subject in enumerate(("F001", "F002")):
+        alone = infer(ckpt, folder / subject / "T1" / "0001.jpg", tmp_path / f"alone{i}",
+                      align="skip", overlays=False)
+        np.testing.assert_allclose(table.loc[i, aus].to_numpy(float),
+                                   alone.loc[0, aus].to_numpy(float), atol=1e-6)
+    assert not np.allclose(table.loc[0, aus].to_numpy(float), table.loc[1, aus].to_numpy(float))
+    for subject in ("F001", "F002"):
+        assert (tmp_path / "out" / "overlays" / subject / "T1" / "0001.jpg_000000.png").exists()
+
+
+def test_infer_detects_a_rendered_face_with_mtcnn(study, tmp_path):
+    """The MTCNN path end to end: a SynthFACS face (160 px, big enough for MTCNN's 40 px
+    minimum) off-centre in a larger frame is found, aligned, and scored exactly like the
+    model on the aligner's crop."""
+    pytest.importorskip("facenet_pytorch")
+    import torch
+
+    from hiva_lib import synthfacs
+    from hiva_lib.au import au_keys
+    from hiva_lib.face_align import FaceAligner
+    from hiva_lib.figures import Study
+    from hiva_lib.inference import infer
+    from hiva_lib.loader import load_size_for, prepare_batch
+    from hiva_lib.train import load_trained
+
+    roots, _ = study
+    ckpt = Study.open("synth-disfa", smoke=True, **roots).checkpoint("full")
+    face, _ = synthfacs.render_face(synthfacs.sample_identity(3), {12: 3.0, 25: 2.0},
+                                    synthfacs.sample_nuisance(5), 160)
+    frame = np.zeros((240, 300, 3), np.uint8)
+    frame[50:210, 100:260] = face[..., :3]
+    path = tmp_path / "me.png"
+    cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    table = infer(ckpt, path, tmp_path / "out", align="mtcnn")
+    assert table.face_found.tolist() == [True]
+
+    model = load_trained(ckpt)
+    size = load_size_for(model.cfg.img_size)
+    aligner = FaceAligner("mtcnn", size, device="cpu")
+    rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)  # as infer reads it
+    crop = aligner.crop(rgb, aligner.landmarks([rgb])[0])
+    x = prepare_batch(torch.from_numpy(crop[None]).permute(0, 3, 1, 2), model.cfg.img_size,
+                      train=False)
+    with torch.no_grad():
+        expected = torch.sigmoid(model(x).logits).numpy()[0]
+    aus = au_keys(model.au_ids)
+    np.testing.assert_allclose(table.loc[0, aus].to_numpy(float), expected, atol=1e-3)
+    assert (tmp_path / "out" / "overlays" / "me.png_000000.png").exists()

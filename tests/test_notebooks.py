@@ -18,8 +18,11 @@ def roots(tmp_path_factory):
 
 def test_01_02_03_smoke(roots):
     r, base = roots
-    run("01_prepare_data", base, dataset="synth-disfa", smoke=True, data_root=r["data_root"])
+    run("01_prepare_data", base, dataset="synth-disfa", smoke=True, data_root=r["data_root"],
+        figures_root=str(base / "figures"))
     assert (Path(r["data_root"]) / "synth-disfa" / "index.csv").exists()
+    sheet = base / "figures" / "synth-disfa" / "synthfacs_contact_sheet.png"
+    assert sheet.stat().st_size > 20_000  # a grid of faces, not an empty canvas
     run("02_train_stage1", base, dataset="synth-disfa", smoke=True, **r)
     run("03_train_stage2", base, dataset="synth-disfa", smoke=True, variant="full", **r)
     m = json.loads((Path(r["results_root"]) / "synth-disfa" / "full" / "seed0" / "fold1"
@@ -41,7 +44,8 @@ def test_04_05_smoke_two_variants_one_fold(roots):
     r, base = roots
     data_root = r["data_root"]
     if not (Path(data_root) / "synth-disfa" / "index.csv").exists():
-        run("01_prepare_data", base, dataset="synth-disfa", smoke=True, data_root=data_root)
+        run("01_prepare_data", base, dataset="synth-disfa", smoke=True, data_root=data_root,
+            figures_root=str(base / "figures"))
     run("04_ablations", base, dataset="synth-disfa", smoke=True, variants=["baseline", "wo_ddca"],
         folds=[1], **r)
     status = (Path(r["results_root"]) / "synth-disfa" / "ablation_status.csv").read_text()

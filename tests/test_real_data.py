@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from real_fixtures import BUILDERS, DISFA_SUBJECTS, render
+from real_fixtures import BUILDERS, DISFA_SUBJECTS, GFT_SUBJECTS, make_gft, render
 
 from hiva_lib.au import au_keys, dataset_aus
 from hiva_lib.datasets import DatasetError, load_prepared
-from hiva_lib.face_align import align_face, similarity_transform, template_points
+from hiva_lib.face_align import align_face, similarity_transform, square_resize, template_points
 from hiva_lib.losses import inverse_frequency_weights
 from hiva_lib.megraphau import import_megraphau_lists, write_megraphau_lists
 from hiva_lib.prepare import prepare_dataset
@@ -41,8 +41,24 @@ def _prepare(name: str, raw: Path, data_root: Path, **kw):
                            progress=False, **kw)
 
 
-def _nothing_written(data_root: Path, name: str) -> bool:
-    return not (data_root / name).exists() and not list(data_root.glob(f".{name}.*"))
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Everything under ``root``, root included: file bytes, None for a folder. Equal
+    before and after a failed call = the call wrote nothing (cache, temporaries, folders)."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+            for p in [root, *root.rglob("*")]}
+
+
+def _rows_match_renders(data, subject: str, refs: list[np.ndarray]) -> None:
+    """Row k of ``subject`` (in frame order) looks most like ``refs[k]``: no off-by-one."""
+    rows = data.index.index[data.index["subject"] == subject]
+    rows = rows[np.argsort(data.index.loc[rows, "frame"].to_numpy())]
+    got = [cv2.cvtColor(cv2.imread(str(data.image_path(r))), cv2.COLOR_BGR2RGB).astype(float)
+           for r in rows]
+    ref = [square_resize(r, 32).astype(float) for r in refs]
+    dist = np.array([[np.abs(g - r).mean() for r in ref] for g in got])
+    assert len(got) == len(ref) and (dist.argmin(1) == np.arange(len(got))).all(), dist.round(1)
 
 
 # ------------------------------------------------------------------------- alignment
@@ -124,7 +140,7 @@ def test_frames_without_a_face_borrow_the_nearest_landmarks(raw_trees, tmp_path,
     with pytest.raises(DatasetError, match="no face found in any frame"):
         prepare_dataset("gft", tmp_path / "none", raw_root=raw, align="mtcnn", image_size=32,
                         progress=False)
-    assert _nothing_written(tmp_path / "none", "gft")
+    assert _tree(tmp_path / "none") == {}
 
 
 # ------------------------------------------------------------------------- layouts
@@ -150,23 +166,44 @@ def test_prepare_each_layout(raw_trees, tmp_path, name):
 
 
 def test_disfa_video_frames_line_up_with_label_lines(raw_trees, tmp_path):
-    """Frame k of the prepared set shows the face rendered for label line k (no off-by-one)."""
+    """Frame k of the prepared set shows the face rendered for label line k (no off-by-one),
+    and ``frame`` is that 0-based line, ME-GraphAU's image name (SN001/0.png = line 0)."""
     raw, _ = raw_trees["disfa"]
     data = _prepare("disfa", raw, tmp_path)
     aus = dataset_aus("disfa")
-    from hiva_lib.face_align import square_resize
-
     for si, subject in enumerate(DISFA_SUBJECTS):
-        rows = np.flatnonzero(data.index["subject"].to_numpy() == subject)
-        got = [cv2.cvtColor(cv2.imread(str(data.image_path(r))), cv2.COLOR_BGR2RGB).astype(float)
-               for r in rows]
         # re-render from the intensities the label files hold
         inten = {a: np.loadtxt(raw / "ActionUnit_Labels" / subject / f"{subject}_au{a}.txt",
                                delimiter=",")[:, 1] for a in aus}
-        ref = [square_resize(render(si, i, {a: float(inten[a][i]) for a in aus}), 32)
-               .astype(float) for i in range(len(rows))]
-        dist = np.array([[np.abs(g - r).mean() for r in ref] for g in got])
-        assert (dist.argmin(1) == np.arange(len(rows))).all(), dist.round(1)
+        n = len(inten[aus[0]])
+        frames = data.index.loc[data.index["subject"] == subject, "frame"]
+        assert sorted(frames) == list(range(n))
+        _rows_match_renders(data, subject,
+                            [render(si, i, {a: float(inten[a][i]) for a in aus}) for i in range(n)])
+
+
+@pytest.mark.parametrize("media,first_frame", [("frames", 1), ("videos", 0)])
+def test_gft_frames_layout_and_first_frame(tmp_path, media, first_frame):
+    """frames/<subject>/<frame>.jpg works as videos/ does; labels counted from 0 need
+    first_frame=0 (else one clear error), and then label frame f is video position f."""
+    raw = tmp_path / "raw"
+    expected = make_gft(raw, media=media, first_frame=first_frame)
+    kw = {} if first_frame == 1 else {"first_frame": first_frame}
+    data = _prepare("gft", raw, tmp_path / "out", **kw)
+    aus = au_keys(dataset_aus("gft"))
+    got = data.index[KEY + aus].sort_values(KEY).reset_index(drop=True)
+    want = expected[KEY + aus].sort_values(KEY).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    for si, subject in enumerate(GFT_SUBJECTS):
+        lab = expected.loc[expected["subject"] == subject, aus].to_numpy()
+        refs = [render(si, i, {a: 3.0 * lab[i, j] for j, a in enumerate(dataset_aus("gft"))})
+                for i in range(len(lab))]
+        _rows_match_renders(data, subject, refs)
+    if media == "videos":
+        assert data.meta["preparation"]["first_frame"] == 0
+        with pytest.raises(DatasetError, match=r"below first_frame=1; pass first_frame=0"):
+            _prepare("gft", raw, tmp_path / "out2")
+        assert _tree(tmp_path / "out2") == {}
 
 
 def test_finished_dataset_is_reused_refused_or_overwritten(raw_trees, tmp_path):
@@ -215,6 +252,19 @@ def _corrupt_gft_video(raw: Path) -> None:
     (raw / "videos" / "002C.avi").write_bytes(b"\x00" * 100)
 
 
+def _corrupt_gft_missing_label(raw: Path) -> None:
+    (raw / "labels" / "001B.csv").unlink()
+
+
+def _corrupt_gft_split_subject_absent(raw: Path) -> None:
+    (raw / "labels" / "001B.csv").unlink()
+    (raw / "videos" / "001B.avi").unlink()
+
+
+def _corrupt_gft_split_unreadable(raw: Path) -> None:
+    (raw / "split.csv").write_text('subject,split\n"001A,train\n')
+
+
 @pytest.mark.parametrize("name,corrupt,message", [
     ("disfa", _corrupt_missing_disfa_label, r"SN013_au4\.txt: missing label file"),
     ("bp4d", _corrupt_missing_bp4d_label, r"F001_T2\.csv: missing label file"),
@@ -223,15 +273,67 @@ def _corrupt_gft_video(raw: Path) -> None:
                                     r"match"),
     ("bp4d", _corrupt_bp4d_count, r"F007/T2: 1 of 5 frames.*do not match"),
     ("gft", _corrupt_gft_video, r"002C\.avi: (unreadable video|0 frames)"),
+    ("gft", _corrupt_gft_missing_label, r"001B\.csv: missing label file for .*001B\.avi.*Restore"),
+    ("gft", _corrupt_gft_split_subject_absent,
+     r"split\.csv: subjects \['001B'\] \(1\) are in the split but have no labels.*remove them"),
+    ("gft", _corrupt_gft_split_unreadable, r"split\.csv: unreadable split file.*subject,split"),
 ])
 def test_corrupted_input_gives_one_clear_error_and_writes_nothing(
         raw_trees, tmp_path, name, corrupt, message):
+    """Also nothing in the crop cache: what was in data_root before (another data set's
+    files, a killed run's crops) is all that is there after."""
     raw, _ = _copy(raw_trees, name, tmp_path)
     corrupt(raw)
     out = tmp_path / "prepared"
+    (out / "other").mkdir(parents=True)
+    (out / "other" / "notes.txt").write_text("someone's work")
+    killed = out / ".cache" / name / "skip-32" / "X001" / "T1" / "1.jpg"  # a killed run's crop
+    killed.parent.mkdir(parents=True)
+    killed.write_bytes(b"crop")
+    before = _tree(out)
     with pytest.raises(DatasetError, match=message):
         _prepare(name, raw, out)
-    assert _nothing_written(out, name)
+    assert _tree(out) == before
+
+
+def test_output_that_is_not_a_prepared_set_is_never_replaced(raw_trees, tmp_path):
+    """The raw copy at <data_root>/<dataset>, an output inside the raw copy, a raw copy inside
+    the output, someone's folder at the output: refused, even with overwrite, nothing written."""
+    raw, expected = _copy(raw_trees, "gft", tmp_path / "base")
+    base = tmp_path / "base"
+    nested = tmp_path / "work" / "gft" / "raw"
+    shutil.copytree(raw, nested)
+    other = tmp_path / "busy" / "gft"
+    other.mkdir(parents=True)
+    (other / "thesis.tex").write_text("x")
+    for overwrite in (False, True):
+        for raw_root, data_root, message in (
+                (raw, base, r"base/gft: this output folder is the source"),
+                (raw, raw / "prepared", r"prepared/gft: this output folder overlaps the source"),
+                (nested, tmp_path / "work", r"work/gft: this output folder overlaps the source"),
+                (raw, tmp_path / "busy", r"busy/gft: exists and is not a prepared data set.*"
+                                         r"even with overwrite=True")):
+            before = _tree(tmp_path)
+            with pytest.raises(DatasetError, match=message):
+                _prepare("gft", raw_root, data_root, overwrite=overwrite)
+            assert _tree(tmp_path) == before
+    (tmp_path / "empty" / "gft").mkdir(parents=True)  # an empty folder holds nothing to lose
+    assert len(_prepare("gft", raw, tmp_path / "empty").index) == len(expected)
+
+
+def test_fold_override_must_use_the_protocols_folds(raw_trees, tmp_path):
+    """A subject given fold 5 would silently be train-only: refused, naming the folds."""
+    raw, _ = raw_trees["bp4d"]
+    with pytest.raises(DatasetError, match=r"subject 'F007' has fold 5.*folds \{1: 'test fold 1'"):
+        _prepare("bp4d", raw, tmp_path, folds={**parts_to_folds(BP4D_PARTS), "F007": 5})
+    gft, _ = raw_trees["gft"]
+    with pytest.raises(DatasetError, match=r"'001B' has fold 2.*\{0: 'train', 1: 'test'\}"):
+        _prepare("gft", gft, tmp_path, folds={"001A": 0, "001B": 2, "002C": 1})
+    with pytest.raises(DatasetError, match="split_file is GFT's"):
+        _prepare("bp4d", raw, tmp_path, split_file=gft / "split.csv")
+    with pytest.raises(TypeError, match=r"does not take \['first_frame'\]"):
+        _prepare("bp4d", raw, tmp_path, first_frame=0)
+    assert _tree(tmp_path) == {".": None}
 
 
 def test_wrong_or_missing_raw_root(raw_trees, tmp_path):
@@ -244,6 +346,8 @@ def test_wrong_or_missing_raw_root(raw_trees, tmp_path):
         _prepare("gft", tmp_path / "nowhere", tmp_path)
     with pytest.raises(ValueError, match="unknown data set"):
         prepare_dataset("ck+", tmp_path)
+    with pytest.raises(TypeError, match=r"renders SynthFACS; \['first_frame', 'raw_root'\]"):
+        prepare_dataset("synth-gft", tmp_path, raw_root=disfa_raw, first_frame=0)
     assert not any(p.name in ("bp4d", "disfa", "gft") for p in tmp_path.iterdir())
 
 
@@ -278,7 +382,7 @@ def test_gft_split_with_a_subject_in_train_and_test_is_leakage(raw_trees, tmp_pa
     split.to_csv(raw / "split.csv", index=False)
     with pytest.raises(DatasetError, match="subject leakage.*001A"):
         _prepare("gft", raw, tmp_path / "out")
-    assert _nothing_written(tmp_path / "out", "gft")
+    assert _tree(tmp_path / "out") == {}
 
 
 # ------------------------------------------------------------------------- ME-GraphAU
@@ -354,7 +458,68 @@ def test_megraphau_import_refuses_leaky_or_mismatched_lists(raw_trees, tmp_path)
     lab.write_text("\n".join(lab.read_text().splitlines()[:-1]) + "\n")
     with pytest.raises(DatasetError, match="image and label counts do not match"):
         import_megraphau_lists(list_dir, img_root, "disfa", tmp_path / "out", progress=False)
-    assert _nothing_written(tmp_path / "out", "disfa")
+    assert _tree(tmp_path / "out") == {}
+
+
+def _megraphau_disfa_tree(src, me: Path) -> Path:
+    """ME-GraphAU's own DISFA layout, as tool/DISFA_image_label_process.py writes it:
+    img/<SN>/<i>.png (i = 0-based label line), test lists per part, train = the other parts,
+    and the repository's weight file name <DS>_weight_fold<k>.txt."""
+    aus = au_keys(dataset_aus("disfa"))
+    (me / "list").mkdir(parents=True)
+    for k in (1, 2, 3):
+        for split, part in (("test", src.index["fold"] == k), ("train", src.index["fold"] != k)):
+            rows = src.index[part].sort_values(["subject", "frame"])
+            line = rows.groupby("subject").cumcount()  # the label line within the subject
+            paths = [f"{s}/{i}.png" for s, i in zip(rows["subject"], line, strict=True)]
+            (me / "list" / f"DISFA_{split}_img_path_fold{k}.txt").write_text("\n".join(paths))
+            np.savetxt(me / "list" / f"DISFA_{split}_label_fold{k}.txt", rows[aus].to_numpy(),
+                       fmt="%d")
+            for p, r in zip(paths, rows.index, strict=True):
+                (me / "img" / p).parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(me / "img" / p), cv2.imread(str(src.image_path(r))))
+            if split == "train":
+                np.savetxt(me / "list" / f"DISFA_weight_fold{k}.txt",
+                           _megraphau_formula(rows[aus].to_numpy())[None], fmt="%f",
+                           delimiter="\t")
+    return me / "list"
+
+
+def test_megraphau_import_checks_the_weight_files(raw_trees, tmp_path):
+    """Their weight files must equal inverse_frequency_weights of the fold's train labels (1e-5;
+    files hold %f); both file names are read; a planted wrong weight or a broken file fails."""
+    raw, _ = raw_trees["disfa"]
+    src = _prepare("disfa", raw, tmp_path / "src")
+    list_dir = _megraphau_disfa_tree(src, tmp_path / "ME" / "DISFA")
+    (list_dir / "DISFA_weight_fold2.txt").rename(list_dir / "DISFA_train_weight_fold2.txt")
+    (list_dir / "DISFA_train_label_fold3.txt").unlink()  # then: the other folds' test lists
+    # through prepare_dataset, images found at list/../img by default, kept as they are
+    data = prepare_dataset("disfa", tmp_path / "ok", megraphau_list_dir=list_dir,
+                           image_size=None, progress=False)
+    pd.testing.assert_frame_equal(  # same keys as the raw route: DISFA frames are 0-based
+        data.index[KEY].sort_values(KEY).reset_index(drop=True),
+        src.index[KEY].sort_values(KEY).reset_index(drop=True))
+    for k in (1, 2, 3):
+        train = src.labels(src.split(k)[0])
+        np.testing.assert_allclose(data.meta["megraphau_weights"][str(k)],
+                                   _megraphau_formula(train), atol=1e-6)
+    again = prepare_dataset("disfa", tmp_path / "ok", megraphau_list_dir=list_dir,
+                            image_size=None, progress=False)  # same lists: reused
+    assert again.meta == data.meta
+    with pytest.raises(ValueError, match=r"\['raw_root'\] do not apply to an import"):
+        prepare_dataset("disfa", tmp_path / "x", raw_root=raw, megraphau_list_dir=list_dir)
+    weight = list_dir / "DISFA_weight_fold3.txt"
+    good = weight.read_text()
+    w = np.loadtxt(weight)
+    w[2] += 0.001  # AU4
+    np.savetxt(weight, w[None], fmt="%f", delimiter="\t")
+    with pytest.raises(DatasetError, match=r"DISFA_weight_fold3\.txt: AU4 weight .*other folds"
+                                           r".*do not belong to these labels"):
+        import_megraphau_lists(list_dir, None, "disfa", tmp_path / "bad", progress=False)
+    weight.write_text(good.replace("\t", "\tx", 1))
+    with pytest.raises(DatasetError, match=r"DISFA_weight_fold3\.txt: not one row of numbers"):
+        import_megraphau_lists(list_dir, None, "disfa", tmp_path / "bad", progress=False)
+    assert _tree(tmp_path / "bad") == {}
 
 
 def test_synth_smoke_preparation(smoke_data_root):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -185,6 +187,25 @@ def test_newest_version_of_a_run_wins(tree):
     assert df.set_index("variant").loc["full", "AU1"] == pytest.approx(0.1)
 
 
+def test_versions_by_number_and_fold10_apart(tree):
+    # v10 is newer than v2 (string order says otherwise); fold10 is not a version of fold1
+    _write_run(tree, "full", 0, 1, [0.2] * 8, run="fold1-v2")
+    _write_run(tree, "full", 0, 1, [0.3] * 8, run="fold1-v10")
+    _write_run(tree, "full", 0, 10, [0.9] * 8)
+    _write_run(tree, "full", 0, 1, [0.7] * 8, run="fold1-old")  # not a run folder: ignored
+    df = R.collect_results(tree, "synth-disfa")
+    full = df[df.variant == "full"].set_index("fold")
+    assert sorted(full.index) == [1, 10]
+    assert full.loc[1, "run"] == "fold1-v10" and full.loc[1, "AU1"] == pytest.approx(0.3)
+    assert full.loc[10, "AU1"] == pytest.approx(0.9)
+
+
+def test_results_filed_under_another_run_are_refused(tree):
+    _write_run(tree, "full", 0, 2, [0.5] * 8, run="fold3")  # fold-2 results in fold3/
+    with pytest.raises(R.ReportError, match="fold3/metrics.json: results of full/seed0/fold2"):
+        R.collect_results(tree, "synth-disfa")
+
+
 def test_side_by_side_deltas(tree):
     sbs = R.side_by_side(R.summarise(R.collect_results(tree, "synth-disfa")), "synth-disfa")
     key = sbs.set_index(["table", "paper_row", "column"])
@@ -201,6 +222,43 @@ def test_side_by_side_deltas(tree):
         ("V", "HiVA (Ours)"), ("V", "Baseline"), ("II", "HiVA (Ours)")]
 
 
+def _three_folds(root):
+    """full and baseline on folds 1-3; full's AVE gains over baseline: +10, +4, -2 points."""
+    base = [0.4, 0.5, 0.6, 0.4, 0.5, 0.6, 0.8, 0.5]  # AVE 53.75
+    for fold, shift in ((1, 0.10), (2, 0.04), (3, -0.02)):
+        _write_run(root, "baseline", 0, fold, base)
+        _write_run(root, "full", 0, fold, [v + shift for v in base])
+        _write_run(root, "wo_ddca", 0, fold, [v + 0.05 + 0.001 * fold for v in base])
+
+
+def test_paired_gains_match_hand_computation(tmp_path):
+    _three_folds(tmp_path)
+    runs = R.collect_results(tmp_path, "synth-disfa")
+    g = R.paired_gains(runs).set_index(["variant", "column"])
+    # full: gains 10, 4, -2 -> mean 4, std sqrt(((6)^2 + 0 + (-6)^2) / 2) = 6: within spread
+    assert g.loc[("full", "AVE"), "gain"] == pytest.approx(4.0)
+    assert g.loc[("full", "AVE"), "gain_std"] == pytest.approx(6.0)
+    assert g.loc[("full", "AVE"), "gain_n"] == 3
+    assert g.loc[("full", "AVE"), "resolved"].item() is False
+    # wo_ddca: gains 5.1, 5.2, 5.3 -> mean 5.2, std 0.1: resolved
+    assert g.loc[("wo_ddca", "AU1"), "gain"] == pytest.approx(5.2)
+    assert g.loc[("wo_ddca", "AVE"), "gain_std"] == pytest.approx(0.1)
+    assert g.loc[("wo_ddca", "AVE"), "resolved"].item() is True
+    text = R.write_report(tmp_path, "synth-disfa")["report_md"].read_text()
+    assert "| HiVA (Ours) | 4.0 ± 6.0 | 3 | no (within spread) | 7.0 | yes |" in text
+    assert "| HiVA (w/o DDCA) | 5.2 ± 0.1 | 3 | yes | 3.9 | yes |" in text  # 64.3 - 60.4
+    assert "1 of 2 gains are resolved" in text
+
+
+def test_paired_gains_pair_by_run(tmp_path):
+    _three_folds(tmp_path)
+    _write_run(tmp_path, "full", 0, 4, [0.9] * 8)  # no Baseline on fold 4: not paired
+    g = R.paired_gains(R.collect_results(tmp_path, "synth-disfa")).set_index(
+        ["variant", "column"])
+    assert g.loc[("full", "AVE"), "gain_n"] == 3
+    assert g.loc[("full", "AVE"), "gain"] == pytest.approx(4.0)
+
+
 def test_write_report_files(tree):
     out = tree / "synth-disfa" / "report"
     files = R.write_report(tree, "synth-disfa", out)
@@ -209,12 +267,45 @@ def test_write_report_files(tree):
     text = files["report_md"].read_text()
     assert "| HiVA (Ours) | 50.0 | 60.0 |" in text  # ours, 1 run: no std
     assert "| Baseline | -3.5 |" in text  # delta table: AU1 40.0 - 43.5
-    assert "| HiVA (Ours) | 10.0 | 7.0 | True |" in text  # AVE gains: 63.75-53.75, 67.4-60.4
+    # AVE gains 63.75-53.75 and 67.4-60.4; one run: no spread, so not resolved
+    assert "| HiVA (Ours) | 10.0 | 1 | n/a (one run) | 7.0 | yes |" in text
+    assert "spread of the gains is unknown" in text
     assert "MGRR-Net" in files["audit_md"].read_text()
     assert files["deltas_png"].read_bytes()[:4] == b"\x89PNG"
     assert files["deltas_pdf"].read_bytes()[:4] == b"%PDF"
     # the report folder is not mistaken for a variant on the next run
     assert len(R.collect_results(tree, "synth-disfa")) == 2
+
+
+def test_failed_rendering_writes_nothing(tree, monkeypatch):
+    out = tree / "synth-disfa" / "report"
+
+    def broken(fig, fmt):
+        raise RuntimeError("no space left on device")
+
+    monkeypatch.setattr(R, "_figure_bytes", broken)
+    with pytest.raises(RuntimeError, match="no space"):
+        R.write_report(tree, "synth-disfa", out)
+    assert not out.exists()
+    assert not list((tree / "synth-disfa").glob(".report.tmp-*"))  # no leftovers
+
+
+def test_failed_write_leaves_the_previous_report(tree, monkeypatch):
+    out = tree / "synth-disfa" / "report"
+    R.write_report(tree, "synth-disfa", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    _write_run(tree, "full", 1, 1, [0.9] * 8)  # new results: a different report
+    real = Path.write_bytes
+
+    def failing(self, data):
+        if self.name == "deltas.pdf":  # the last file of the report
+            raise OSError("disk full")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", failing)
+    with pytest.raises(OSError, match="disk full"):
+        R.write_report(tree, "synth-disfa", out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_missing_results_say_which_notebook(tmp_path):
@@ -236,3 +327,85 @@ def test_malformed_metrics_names_the_file(tree):
     path.write_text('{"dataset": "synth-disfa", "variant": "full"')
     with pytest.raises(R.ReportError, match="full/seed0/fold1/metrics.json: malformed"):
         R.collect_results(tree, "synth-disfa")
+
+
+# ----------------------------------------------------------------------------- ablation status
+@pytest.fixture
+def fake_ablation(tmp_path, monkeypatch):
+    """run_ablation with a stand-in for run_variant: finished runs are reused, as the engine
+    does; the runs named in ``fail_once`` raise the first time. Records every call."""
+    from hiva_lib import ablation as A
+
+    state = SimpleNamespace(finished=set(), fail_once=set(), calls=[],
+                            path=tmp_path / "synth-disfa" / "ablation_status.csv")
+
+    def run_variant(cfg, data, stage1_if_exists=None):
+        key = (cfg.variant, cfg.seed, cfg.fold)
+        # the status is on disk before each run: this one "started", earlier ones final
+        seen = pd.read_csv(state.path).set_index(["variant", "seed", "fold"])
+        assert seen.loc[key, "status"] == "started"
+        state.calls.append(key)
+        if key in state.fail_once:
+            state.fail_once.discard(key)
+            raise RuntimeError("CUDA out of memory")
+        skipped = key in state.finished
+        state.finished.add(key)
+        return SimpleNamespace(skipped=skipped, metrics={"mean_f1": 0.5})
+
+    monkeypatch.setattr(A, "run_variant", run_variant)
+    monkeypatch.setattr(A, "load_data", lambda cfg: SimpleNamespace(test_folds=[1, 2, 3]))
+    monkeypatch.setattr(A, "aggregate_folds", lambda *args: None)
+    state.run = lambda folds: A.run_ablation("synth-disfa", ["full", "wo_ddca"], folds,
+                                             smoke=True, results_root=str(tmp_path))
+    return state
+
+
+def _statuses(path) -> dict:
+    table = pd.read_csv(path)
+    return {(r.variant, r.fold): r.status for r in table.itertuples()}
+
+
+def test_ablation_records_a_failure_and_reruns_only_it(fake_ablation):
+    s = fake_ablation
+    s.fail_once = {("wo_ddca", 0, 2)}
+    with pytest.raises(RuntimeError, match="1 ablation runs failed") as err:
+        s.run([1, 2])
+    assert "CUDA out of memory" in str(err.value)
+    assert _statuses(s.path) == {("full", 1): "done", ("wo_ddca", 1): "done",
+                                 ("full", 2): "done", ("wo_ddca", 2): "failed"}
+    errors = pd.read_csv(s.path).set_index(["variant", "fold"])["error"]
+    assert "CUDA out of memory" in errors[("wo_ddca", 2)]
+
+    table = s.run([2])  # one fold again: the failed run reruns, the finished one is reused
+    assert dict(zip(table.variant, table.status, strict=True)) == {"full": "reused",
+                                                                   "wo_ddca": "done"}
+    # fold 1's rows are kept: the file is merged, not replaced by this call's rows
+    assert _statuses(s.path) == {("full", 1): "done", ("wo_ddca", 1): "done",
+                                 ("full", 2): "reused", ("wo_ddca", 2): "done"}
+    assert s.calls == [("full", 0, 1), ("wo_ddca", 0, 1), ("full", 0, 2), ("wo_ddca", 0, 2),
+                       ("full", 0, 2), ("wo_ddca", 0, 2)]
+
+
+def test_ablation_status_of_a_killed_run_stays_started(fake_ablation):
+    s = fake_ablation
+
+    def killed(cfg, data, stage1_if_exists=None):
+        raise KeyboardInterrupt  # the kernel is interrupted: nothing after this line runs
+
+    from hiva_lib import ablation as A
+
+    A.run_variant = killed  # monkeypatch (fixture) restores it
+    with pytest.raises(KeyboardInterrupt):
+        s.run([1])
+    assert _statuses(s.path) == {("full", 1): "started"}
+
+
+def test_unreadable_status_file_stops_before_any_run(fake_ablation):
+    from hiva_lib.ablation import AblationStatusError
+
+    s = fake_ablation
+    s.path.parent.mkdir(parents=True)
+    s.path.write_text("name,when\nx,y\n")
+    with pytest.raises(AblationStatusError, match="ablation_status.csv: unreadable.*delete it"):
+        s.run([1])
+    assert s.calls == [] and s.path.read_text() == "name,when\nx,y\n"

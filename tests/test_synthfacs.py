@@ -105,13 +105,17 @@ def test_folds_are_subject_disjoint_and_labels_follow_the_rule(name):
 
 @pytest.mark.parametrize("name", sorted(sf.SYNTH_PRESETS))
 def test_base_rates_match_the_targets(name):
+    """Relative bounds, so a rare AU (target 0.05) cannot pass at rate 0. On 480 x 50 frames
+    the sampler is within 8 % of every target (measured; 20 % allowed). The shipped default
+    size (9-12 subjects, seed 0) varies by subject: within 35 % there (measured), 50 % allowed."""
     p = sf.SYNTH_PRESETS[name]
-    big = sf.sample_labels(name, n_subjects=240, frames_per_subject=50, seed=1)
-    small = sf.sample_labels(name)  # the default size, with its subject-level variation
+    big = sf.sample_labels(name, n_subjects=480, frames_per_subject=50, seed=1)
+    small = sf.sample_labels(name)
     for a in p.au_ids:
         target = p.base_rates[a]
-        assert abs(big[f"AU{a}"].mean() - target) < 0.025, (a, big[f"AU{a}"].mean(), target)
-        assert abs(small[f"AU{a}"].mean() - target) < 0.07, (a, small[f"AU{a}"].mean(), target)
+        rate, shipped = big[f"AU{a}"].mean(), small[f"AU{a}"].mean()
+        assert abs(rate - target) <= max(0.01, 0.2 * target), (a, rate, target)
+        assert abs(shipped - target) <= 0.5 * target, (a, shipped, target)
 
 
 def test_prototypes_give_real_co_occurrence():
@@ -152,6 +156,38 @@ def test_generate_writes_a_valid_deterministic_prepared_set(tmp_path):
         assert np.array_equal(r1[row, j], sf._downsample_mask(masks[a]))
     with pytest.raises(DatasetError, match="already here"):
         sf.generate("synth-disfa", d1.root, progress=False, **SMOKE)
+
+
+def test_write_contact_sheet_reuses_versions_or_overwrites(tmp_path):
+    """figures_root/<dataset>/synthfacs_contact_sheet.png, tagged with the index's SHA-256:
+    the same data set reuses it, another one goes to -v2 (the first kept), overwrite replaces;
+    licensed data sets get none."""
+    import hashlib
+
+    from hiva_lib.prepare import contact_sheet_figure
+
+    d = sf.generate("synth-gft", tmp_path / "a" / "synth-gft", progress=False, **SMOKE)
+    other = sf.generate("synth-gft", tmp_path / "b" / "synth-gft", progress=False, seed=1,
+                        **SMOKE)
+    figs = tmp_path / "figs"
+    first = contact_sheet_figure(d, figs)
+    assert first == figs / "synth-gft" / "synthfacs_contact_sheet.png"
+    sha = hashlib.sha256((d.root / "index.csv").read_bytes()).hexdigest()
+    with Image.open(first) as im:
+        assert im.info["Source"].endswith(sha) and im.size[0] > 300
+    kept = first.read_bytes()
+    first.touch()
+    stamp = first.stat().st_mtime_ns
+    assert contact_sheet_figure(d, figs) == first and first.stat().st_mtime_ns == stamp
+    second = contact_sheet_figure(other, figs)
+    assert second.name == "synthfacs_contact_sheet-v2.png" and first.read_bytes() == kept
+    assert contact_sheet_figure(other, figs) == second  # found again, no -v3
+    assert contact_sheet_figure(other, figs, overwrite=True) == first
+    assert first.read_bytes() != kept
+    assert sorted(p.name for p in (figs / "synth-gft").iterdir()) == [
+        "synthfacs_contact_sheet-v2.png", "synthfacs_contact_sheet.png"]
+    licensed = dataclasses.replace(d, meta={**d.meta, "dataset": "gft"})
+    assert contact_sheet_figure(licensed, figs) is None
 
 
 def test_generate_gft_and_contact_sheet(tmp_path):
