@@ -25,7 +25,6 @@ import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm import tqdm
 
 from .au import au_keys, dataset_aus
 from .datasets import (
@@ -39,6 +38,7 @@ from .datasets import (
 )
 from .face_align import square_resize
 from .losses import inverse_frequency_weights
+from .progress import progress as progress_bar
 from .real_data import _link_or_copy
 
 PREFIX = {"bp4d": "BP4D", "disfa": "DISFA", "gft": "GFT"}
@@ -210,8 +210,9 @@ def import_megraphau_lists(list_dir: str | Path, image_root: str | Path | None, 
                             "list_dir": str(list_dir.resolve())},
             "megraphau_weights": weights}
     with prepared_dir_writer(out_root, overwrite, sources=[list_dir, image_root]) as tmp:
-        for src, rel in tqdm(zip(index["source"], index["image"], strict=True), total=len(index),
-                             desc=f"import {dataset}", disable=not progress):
+        for src, rel in progress_bar(zip(index["source"], index["image"], strict=True),
+                                     total=len(index), desc=f"import {dataset}",
+                                     disable=not progress):
             if image_size is None:
                 _link_or_copy(image_root / src, tmp / rel)
                 continue

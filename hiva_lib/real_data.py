@@ -23,11 +23,11 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from .au import au_keys, dataset_aus
 from .datasets import (
@@ -43,6 +43,10 @@ from .datasets import (
     write_index,
 )
 from .face_align import FaceAligner
+from .progress import progress as progress_bar
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 # Subject parts of the 3-fold protocol (ME-GraphAU tool scripts; JAA-Net uses the same).
 BP4D_PARTS: tuple[tuple[str, ...], ...] = (
@@ -600,8 +604,8 @@ def prepare_real(dataset: str, raw_root: str | Path, out_root: str | Path, align
     total = sum(len(s.frames) for s in sequences)
     writes = CacheWrites()
     try:
-        with tqdm(total=total, unit="frame", desc=f"{dataset} ({aligner.mode})",
-                  disable=not progress) as bar:
+        with progress_bar(total=total, unit="frame", desc=f"{dataset} ({aligner.mode})",
+                          disable=not progress) as bar:
             for seq in sequences:
                 found = _extract_sequence(seq, aligner, cache, bar, writes)
                 for k, (f, lab) in enumerate(zip(seq.frames, seq.labels, strict=True)):

@@ -869,7 +869,8 @@ def generate(preset: str, root: str | Path, n_subjects: int | None = None,
     byte-identical files. Returns ``load_prepared(root)``.
     """
     from PIL import Image
-    from tqdm import tqdm
+
+    from .progress import progress as bar
 
     p = get_preset(preset)
     if image_size < 32:
@@ -881,7 +882,7 @@ def generate(preset: str, root: str | Path, n_subjects: int | None = None,
     paths = []
     with prepared_dir_writer(root, overwrite=overwrite) as tmp:
         ids = {s: sample_identity(_seed(seed, p.name, s, 1)) for s in range(n_sub)}
-        rows = tqdm(range(len(index)), desc=f"rendering {p.name}", disable=not progress)
+        rows = bar(range(len(index)), desc=f"rendering {p.name}", disable=not progress)
         for i in rows:
             subj, seq, fr = index["subject"].iat[i], index["sequence"].iat[i], index["frame"].iat[i]
             s = int(subj[1:]) - 1

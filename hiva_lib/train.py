@@ -23,7 +23,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,6 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from . import hiva, variants
 from .au import au_keys
@@ -53,6 +51,7 @@ from .datasets import DatasetError, PreparedDataset, load_prepared, prepare_hint
 from .loader import FrameDataset, load_size_for, prepare_batch
 from .losses import au_loss, inverse_frequency_weights
 from .metrics import all_positive_f1, f1_per_au
+from .progress import progress
 
 
 @dataclass
@@ -65,12 +64,6 @@ class RunResult:
 
 
 # ----------------------------------------------------------------------------- helpers
-def progress(iterable=None, **kw) -> tqdm:
-    """A tqdm bar that reads well in papermill outputs: stdout, ASCII, few refreshes."""
-    return tqdm(iterable, file=sys.stdout, ascii=True, mininterval=5.0, ncols=100,
-                disable=not _is_main(), **kw)
-
-
 def _dist() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
