@@ -69,6 +69,19 @@ def _versions(base: Path) -> list[Path]:
     return out
 
 
+def finished_versions(base: Path, marker: str = "DONE") -> list[Path]:
+    """The versions of ``base`` (``base``, ``base-v2``...) that hold ``marker``, oldest first."""
+    return [v for v in _versions(base) if (v / marker).exists()]
+
+
+def first_free(base: Path, marker: str) -> Path:
+    """The first of ``base``, ``base-v2``... without ``marker`` (a file that says the folder
+    holds a finished run or result), or the next new version after them."""
+    versions = _versions(base)
+    free = [v for v in versions if not (v / marker).exists()]
+    return free[0] if free else base.parent / f"{base.name}-v{len(versions) + 1}"
+
+
 def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
@@ -86,8 +99,8 @@ def run_signature(run_dir: Path) -> dict | None:
 
 def find_finished(base: Path, signature: dict | None = None) -> Path | None:
     """The newest finished version of ``base`` saved with ``signature`` (any if None)."""
-    same = [v for v in _versions(base) if (v / "DONE").exists() and (
-        signature is None or _canonical(run_signature(v)) == _canonical(signature))]
+    same = [v for v in finished_versions(base) if signature is None
+            or _canonical(run_signature(v)) == _canonical(signature)]
     return same[-1] if same else None
 
 
@@ -104,8 +117,6 @@ def resolve_run_dir(base: Path, if_exists: str, signature: dict | None = None
     """
     if if_exists not in ("skip", "version", "error"):
         raise ValueError(f"if_exists must be 'skip', 'version' or 'error', not {if_exists!r}")
-    versions = _versions(base)
-    done = [v for v in versions if (v / "DONE").exists()]
     reuse = find_finished(base, signature)
     if reuse and if_exists == "skip":
         return reuse, True
@@ -113,8 +124,8 @@ def resolve_run_dir(base: Path, if_exists: str, signature: dict | None = None
         raise CheckpointError(
             f"{reuse}: this run already finished. Pass if_exists='skip' to reuse it or "
             "'version' to run it again into a new folder.")
-    free = [v for v in versions if v not in done]
-    folder = free[0] if free else base.parent / f"{base.name}-v{len(versions) + 1}"
+    folder = first_free(base, "DONE")
+    done = finished_versions(base)
     if done and not reuse:
         print(f"{done[-1]} holds a finished run with other settings (kept); this run goes to "
               f"{folder}")

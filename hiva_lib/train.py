@@ -42,6 +42,8 @@ from .checkpoint import (
     atomic_write_text,
     file_sha256,
     find_finished,
+    finished_versions,
+    first_free,
     latest_versions,
     load_checkpoint,
     resolve_run_dir,
@@ -343,11 +345,12 @@ def _finish(model: hiva.HiVA, stage: int, cfg: TrainConfig, data: PreparedDatase
             run_dir: Path) -> Path:
     final = run_dir / "final.pt"
     if _is_main():
+        signature = _signature(cfg, stage)
         atomic_save(dict(model=model.state_dict(), stage=stage, au_ids=list(data.au_ids),
                          model_config=dataclasses.asdict(model.cfg), train_config=cfg.to_dict(),
-                         signature=_signature(cfg, stage)), final)
+                         signature=signature), final)
         atomic_write_json(cfg.to_dict(), run_dir / "config.json")
-        atomic_write_json(_signature(cfg, stage), run_dir / "signature.json")
+        atomic_write_json(signature, run_dir / "signature.json")
         atomic_write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"), run_dir / "DONE")
         # only now: a kill before DONE leaves last.pt to resume from
         (run_dir / "last.pt").unlink(missing_ok=True)
@@ -447,13 +450,13 @@ def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
     another checkpoint (the committed reference results on a fresh clone, or an earlier run)
     are kept: this evaluation goes to the first free versioned sibling (fold1-v2, -v3...)."""
     data = data or load_data(cfg)
-    base = out_dir = results_dir(cfg, run_dir)
-    sha, k = file_sha256(checkpoint), 2
-    while (out_dir / "metrics.json").exists():
-        metrics = json.loads((out_dir / "metrics.json").read_text())
+    base = results_dir(cfg, run_dir)
+    sha = file_sha256(checkpoint)
+    for done in finished_versions(base, "metrics.json"):
+        metrics = json.loads((done / "metrics.json").read_text())
         if metrics.get("checkpoint_sha256") == sha:
-            return metrics, out_dir
-        out_dir, k = base.parent / f"{base.name}-v{k}", k + 1
+            return metrics, done
+    out_dir = first_free(base, "metrics.json")
     if out_dir != base:
         print(f"{base} holds results of another checkpoint (kept); these go to {out_dir}")
     device = resolve_device(cfg.device)
