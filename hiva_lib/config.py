@@ -49,7 +49,7 @@ TRAIN_PRESETS: dict[str, dict] = {
     "synth-cpu": dict(
         model_preset="cpu-small",
         epochs_stage1=10,
-        epochs_stage2=4,
+        epochs_stage2=3,
         batch_size=32,
         lr_stage1=2e-3,
         lr_stage2=2e-4,

@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,9 @@ class PreparedDataset:
     root: Path
     meta: dict
     index: pd.DataFrame
+    # decoded images {(row, size): uint8 tensor}, kept by hiva_lib.loader for small data sets:
+    # the runs of an ablation share one PreparedDataset and decode each image once
+    decoded: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:

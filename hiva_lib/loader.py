@@ -1,8 +1,9 @@
 """Images of a prepared data set as tensors: loading, caching, and batch augmentation.
 
 Images are decoded once to uint8 at ``load_size`` (the crop size x 256/224, as the AU
-literature's resize-then-crop). Small data sets (SynthFACS) are kept in memory; large ones are
-read by DataLoader workers. Augmentation (random crop + horizontal flip) and normalisation run
+literature's resize-then-crop). Small data sets (SynthFACS) are kept in memory, decoded once
+per process and shared by every run on the same ``PreparedDataset``; large ones are read by
+DataLoader workers. Augmentation (random crop + horizontal flip) and normalisation run
 on whole batches on the training device, which is cheaper than per-image PIL transforms.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .datasets import DatasetError, PreparedDataset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CACHE_LIMIT_BYTES = 2 << 30  # larger sets of rows are read from disk per batch, not cached
 
 
 def load_size_for(crop: int) -> int:
@@ -30,8 +32,14 @@ class FrameDataset(Dataset):
         self.data, self.rows, self.load_size = data, np.asarray(rows), load_size
         self.labels = torch.from_numpy(data.labels(self.rows))
         self._cache: torch.Tensor | None = None
-        if cache:
-            self._cache = torch.stack([self._read(i) for i in range(len(self.rows))])
+        if cache and len(self.rows) * 3 * load_size**2 <= CACHE_LIMIT_BYTES:
+            self._cache = torch.stack([self._decoded(i) for i in range(len(self.rows))])
+
+    def _decoded(self, i: int) -> torch.Tensor:
+        key = (int(self.rows[i]), self.load_size)
+        if key not in self.data.decoded:
+            self.data.decoded[key] = self._read(i)
+        return self.data.decoded[key]
 
     def _read(self, i: int) -> torch.Tensor:
         path = self.data.image_path(int(self.rows[i]))

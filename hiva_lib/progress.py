@@ -1,6 +1,7 @@
 """Progress bars for long work (rendering, preparation, training, evaluation)."""
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
 
@@ -10,9 +11,10 @@ from tqdm import tqdm
 def progress(iterable: Iterable | None = None, disable: bool = False, **kw) -> tqdm:
     """A tqdm bar that reads well in papermill outputs and terminals alike: on stdout (papermill
     records it in the executed notebook), ASCII, 100 columns, redrawn at most every 5 s (each
-    redraw is a line of the saved output); shown on rank 0 only under DDP."""
+    redraw is a line of the saved output); shown on rank 0 only under DDP, and not at all
+    with ``HIVA_PROGRESS=0`` (the parallel runs of an ablation, whose bars would interleave)."""
     import torch.distributed as dist
 
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     return tqdm(iterable, file=sys.stdout, ascii=True, mininterval=5.0, ncols=100,
-                disable=disable or not rank0, **kw)
+                disable=disable or not rank0 or os.environ.get("HIVA_PROGRESS") == "0", **kw)

@@ -310,7 +310,7 @@ def predict(model: torch.nn.Module, data: PreparedDataset, rows: np.ndarray, cfg
     core = model.module if hasattr(model, "module") else model
     core.eval()
     crop = core.cfg.img_size
-    ds = FrameDataset(data, rows, load_size_for(crop))
+    ds = FrameDataset(data, rows, load_size_for(crop), cache=cfg.num_workers == 0)
     loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     out = []
     for images, _, _ in progress(loader, desc="evaluating"):
@@ -524,6 +524,7 @@ def provenance(data_meta: dict) -> dict:
     return dict(hiva_lib=__version__, git_commit=git("rev-parse", "HEAD"),
                 hiva_lib_modified=None if status is None else bool(status),
                 python=platform.python_version(), torch=torch.__version__,
+                torch_threads=torch.get_num_threads(),
                 timm=timm.__version__, transformers=transformers.__version__,
                 data={k: data_meta[k] for k in ("dataset", "source", "seed", "image_size",
                                                  "n_subjects", "frames_per_subject")

@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_study  # noqa: E402
 
+from hiva_lib.ablation import default_workers  # noqa: E402
 from hiva_lib.checkpoint import atomic_write_text, free_version  # noqa: E402
 
 DATASETS = ("synth-bp4d", "synth-disfa", "synth-gft")
@@ -52,6 +53,7 @@ def measurement(times: dict[str, float], mode: str) -> pd.DataFrame:
     table["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
     table["cpus"] = os.cpu_count()
     table["torch_threads"] = torch.get_num_threads()
+    table["runs_at_once"] = default_workers("auto")  # notebook 04's default, used here
     return table
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -232,7 +234,6 @@ def test_evaluation_needs_no_backbone_download(tmp_path, smoke_data_root, monkey
 def test_bf16_autocast_training_path(tmp_path, smoke_data_root, monkeypatch):
     """The CUDA bf16 path (autocast around the forward, losses in fp32) run on the CPU's bf16
     autocast: both stages train and the logged losses are finite."""
-    import pandas as pd
 
     seen = []
 
@@ -250,13 +251,33 @@ def test_bf16_autocast_training_path(tmp_path, smoke_data_root, monkeypatch):
     assert 0 <= res.metrics["mean_f1"] <= 1
 
 
+def test_ablation_with_two_workers_trains_stage1_once_per_fold(tmp_path, smoke_data_root):
+    from hiva_lib.ablation import run_ablation
+
+    kw = dict(smoke=True, data_root=str(smoke_data_root), runs_root=str(tmp_path / "runs"),
+              results_root=str(tmp_path / "res"))
+    table = run_ablation("synth-disfa", ["full", "wo_ddca", "baseline"], [1], workers=2, **kw)
+    assert sorted(table.variant) == ["baseline", "full", "wo_ddca"]
+    assert set(table.status) == {"done"}
+    cfg = make_config("synth-disfa", **kw)
+    assert [p.name for p in train.stage1_dir(cfg).parent.iterdir()] == ["fold1"]
+    for slug in ("baseline", "full", "wo_ddca"):
+        metrics = json.loads((Path(kw["results_root"]) / "synth-disfa" / slug / "seed0" / "fold1"
+                              / "metrics.json").read_text())
+        assert metrics["variant"] == slug
+        assert metrics["provenance"]["torch_threads"] == max(1, torch.get_num_threads() // 2)
+    status = pd.read_csv(Path(kw["results_root"]) / "synth-disfa" / "ablation_status.csv")
+    assert sorted(status.variant) == ["baseline", "full", "wo_ddca"]
+    assert set(status.status) == {"done"}
+
+
 def test_ablation_rerun_with_version_shares_one_new_stage1(tmp_path, smoke_data_root):
     from hiva_lib.ablation import run_ablation
 
     kw = dict(smoke=True, data_root=str(smoke_data_root), runs_root=str(tmp_path / "runs"),
               results_root=str(tmp_path / "res"))
-    run_ablation("synth-disfa", ["baseline", "full"], [1], **kw)
-    run_ablation("synth-disfa", ["baseline", "full"], [1], if_exists="version", **kw)
+    run_ablation("synth-disfa", ["baseline", "full"], [1], workers=1, **kw)
+    run_ablation("synth-disfa", ["baseline", "full"], [1], if_exists="version", workers=2, **kw)
     cfg = make_config("synth-disfa", **kw)
     stage1 = sorted(p.name for p in train.stage1_dir(cfg).parent.iterdir())
     assert stage1 == ["fold1", "fold1-v2"]  # not one new stage 1 per variant

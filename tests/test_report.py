@@ -356,7 +356,7 @@ def fake_ablation(tmp_path, monkeypatch):
     monkeypatch.setattr(A, "load_data", lambda cfg: SimpleNamespace(test_folds=[1, 2, 3]))
     monkeypatch.setattr(A, "aggregate_folds", lambda *args: None)
     state.run = lambda folds: A.run_ablation("synth-disfa", ["full", "wo_ddca"], folds,
-                                             smoke=True, results_root=str(tmp_path))
+                                             smoke=True, workers=1, results_root=str(tmp_path))
     return state
 
 
