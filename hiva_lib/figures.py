@@ -306,7 +306,7 @@ def plot_text_similarity(sims: dict[str, dict[int, np.ndarray]], au_ids: list[in
                              for m in v.values()])
     vmin = min(float(values.min()), 0.9) if values.size else 0.0
     fig, axes = plt.subplots(len(labels), n_cols, squeeze=False,
-                             figsize=(2.6 * n_cols + 0.8, 2.7 * len(labels) + 0.6))
+                             figsize=(2.6 * n_cols + 0.8, 3.0 * len(labels) + 0.6))
     im = None
     for r, label in enumerate(labels):
         for c in range(n_cols):
