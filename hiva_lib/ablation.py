@@ -7,9 +7,9 @@ before a run, then ``done``, ``reused`` or ``failed``; a ``started`` row left be
 kernel died during that run), merged with the rows of earlier calls (one row per variant, seed
 and fold), and the call raises at the end if any of its runs failed.
 
-Runs at once (``workers``): on a CPU, two runs of one thread each train about 1.4x faster than
-one run on two threads (the small models of the embedded study use two cores poorly), so by
-default two runs share the cores; on a GPU, one run at a time. Stage 1 of a (seed, fold) is
+Runs at once (``workers``): on a CPU, by default two runs share the cores with one thread each,
+which on 2 cores finishes the embedded study's stage-2 runs 1.1-1.25x faster than one run on
+two threads (docs/report.md); on a GPU, one run at a time. Stage 1 of a (seed, fold) is
 trained by that fold's first run; the fold's other runs start once it is finished and reuse
 it. Training is bit-reproducible for a given number of threads per run; another number gives
 other last digits (the thread count is recorded in each result's provenance).
@@ -30,9 +30,9 @@ import torch
 
 from . import variants
 from .checkpoint import atomic_write_text
-from .config import make_config
+from .config import TrainConfig, make_config
 from .datasets import PreparedDataset
-from .train import TrainConfig, aggregate_folds, load_data, resolve_device, run_variant
+from .train import aggregate_folds, load_data, resolve_device, run_variant
 
 STATUS_KEY = ["variant", "seed", "fold"]
 STATUS_COLUMNS = ["variant", "row_name", "fold", "seed", "status", "mean_f1", "error",
@@ -96,8 +96,10 @@ def _run_one(cfg: TrainConfig, stage1_if_exists: str | None,
              data: PreparedDataset | None = None) -> tuple[bool, float]:
     """One run (a worker's job): (reused?, mean F1)."""
     if data is None:
-        key = str(cfg.data_root) + "/" + cfg.dataset
-        data = _DATA[key] if key in _DATA else _DATA.setdefault(key, load_data(cfg))
+        key = f"{cfg.data_root}/{cfg.dataset}"
+        if key not in _DATA:
+            _DATA[key] = load_data(cfg)
+        data = _DATA[key]
     res = run_variant(cfg, data, stage1_if_exists=stage1_if_exists)
     return res.skipped, res.metrics["mean_f1"]
 

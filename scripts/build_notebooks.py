@@ -144,8 +144,8 @@ when this notebook is run again. Status per run: `results/<dataset>/ablation_sta
 updated after every run and merged with earlier calls (one row per variant, seed and fold; a
 `started` row left behind is a run that was killed).
 
-On a CPU, two runs train at once with one thread each (`workers`; about 1.4x the throughput of
-one run on two threads); their progress is one line per finished run. Training is
+On a CPU, two runs train at once with one thread each (`workers`; on 2 cores 1.1-1.25x the
+throughput of one run on two threads); their progress is one line per finished run. Training is
 bit-reproducible for a given number of threads per run."""),
     ("params", """dataset = "synth-disfa"  # bp4d, disfa, gft, or a SynthFACS preset
 variants = None  # None: all eight rows; or a list of slugs, e.g. ["full", "baseline"]
