@@ -32,7 +32,7 @@ from . import variants
 from .checkpoint import atomic_write_text
 from .config import TrainConfig, make_config
 from .datasets import PreparedDataset
-from .train import aggregate_folds, load_data, resolve_device, run_variant
+from .train import aggregate_folds, launched_by_torchrun, load_data, resolve_device, run_variant
 
 STATUS_KEY = ["variant", "seed", "fold"]
 STATUS_COLUMNS = ["variant", "row_name", "fold", "seed", "status", "mean_f1", "error",
@@ -71,7 +71,7 @@ def merge_status(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 def default_workers(device: str) -> int:
     """Runs at once: 2 on a CPU with two or more threads, 1 on a GPU or under torchrun."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or resolve_device(device).type != "cpu":
+    if launched_by_torchrun() or resolve_device(device).type != "cpu":
         return 1
     return min(2, torch.get_num_threads())
 
@@ -119,7 +119,7 @@ def run_ablation(dataset: str, variant_slugs: list[str] | None = None,
     slugs.sort(key=lambda s: s != "baseline")
     base_cfg = make_config(dataset, smoke=smoke, **overrides)
     workers = workers or default_workers(base_cfg.device)
-    if workers > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if workers > 1 and launched_by_torchrun():
         raise ValueError("workers > 1 cannot be combined with torchrun (DDP); use workers=1")
     out = base_cfg.results_root
     status_path = Path(out) / dataset / "ablation_status.csv"
@@ -167,7 +167,6 @@ def run_ablation(dataset: str, variant_slugs: list[str] | None = None,
             try:
                 events.put((job, _run_one(cfg, stage1, data), None))
             except Exception as e:  # recorded and re-raised below, never swallowed
-                traceback.print_exc()
                 events.put((job, None, e))
         else:
             pool.apply_async(_run_one, (cfg, stage1),
@@ -185,9 +184,8 @@ def run_ablation(dataset: str, variant_slugs: list[str] | None = None,
             if error is None:
                 stage1_ready.add((seed, fold))
                 row.update(status="reused" if result[0] else "done", mean_f1=result[1])
-            else:
-                if pool is not None:
-                    traceback.print_exception(error)
+            else:  # a worker's error carries its traceback as the cause
+                traceback.print_exception(error)
                 row.update(status="failed", error=repr(error))
             row.update(seconds=round(time.time() - run["t0"], 1),
                        updated=time.strftime("%Y-%m-%d %H:%M:%S"))
