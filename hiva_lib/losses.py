@@ -1,6 +1,6 @@
 """Losses: the weighted multi-label AU loss L_au (Eq. 4) and class weights.
 
-L_diff (Eq. 1) lives with the text encoder in :mod:`hiva_lib.text_encoder`.
+L_diff (Eq. 1) lives with the text encoder in :mod:`hiva_lib.model.text`.
 """
 from __future__ import annotations
 

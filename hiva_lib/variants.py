@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .hiva import ModelConfig
+from hiva_lib.model.config import ModelConfig
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import time  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hiva_lib import synthfacs as sf  # noqa: E402
+from hiva_lib.data import synthfacs as sf  # noqa: E402
 
 
 def main() -> None:

@@ -27,11 +27,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 def step_time(preset: str, batch: int, steps: int, dataset: str) -> dict[str, list[float]]:
     """Training-step times (s) of the vision-only and the full model, measured interleaved
     (one step of each in turn) so that a change of machine load hits both alike."""
-    from hiva_lib import au
-    from hiva_lib.config import make_config
-    from hiva_lib.hiva import HiVA
+    from hiva_lib.data import au
+    from hiva_lib.engine.config import make_config
+    from hiva_lib.engine.train import model_config
     from hiva_lib.losses import au_loss
-    from hiva_lib.train import model_config
+    from hiva_lib.model.hiva import HiVA
 
     cfg = make_config(dataset, model_preset=preset)
     ids = au.dataset_aus(dataset)

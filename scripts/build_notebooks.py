@@ -16,7 +16,7 @@ NOTEBOOKS["01_prepare_data"] = [
     ("md", """# 01 Prepare a data set
 
 Writes a *prepared data set* (index table + face images, the contract of
-`hiva_lib/datasets.py`) under `data_root/<dataset>/`.
+`hiva_lib/data/prepared.py`) under `data_root/<dataset>/`.
 
 * `synth-bp4d`, `synth-disfa`, `synth-gft`: the embedded SynthFACS data set, rendered here.
 * `bp4d`, `disfa`, `gft`: your licensed copy at `raw_root` (layouts: `docs/data.md`), or
@@ -39,9 +39,9 @@ videos_dir = None
 megraphau_list_dir = None  # import ME-GraphAU's data/<DS>/list instead of preparing raw_root
 megraphau_image_root = None  # the images its lists name (None: data/<DS>/img beside the lists)
 figures_root = None  # SynthFACS contact sheet; default figures/ (smoke: figures/_smoke/)"""),
-    ("code", """from hiva_lib.config import make_config
-from hiva_lib.datasets import summary_table
-from hiva_lib.prepare import contact_sheet_figure, prepare_dataset
+    ("code", """from hiva_lib.engine.config import make_config
+from hiva_lib.data.prepared import summary_table
+from hiva_lib.data.prepare import contact_sheet_figure, prepare_dataset
 
 cfg = make_config(dataset, data_root=data_root)
 data = prepare_dataset(dataset, cfg.data_root, raw_root=raw_root, align=align,
@@ -62,7 +62,7 @@ print(sheet or "no contact sheet for licensed data")"""),
 _TRAIN_PARAMS = """dataset = "synth-disfa"
 fold = 1
 variant = "full"  # a row of Tables IV-VI: see hiva_lib/variants.py
-epochs = None  # None: the preset's (paper: 30; synth-cpu: see hiva_lib/config.py)
+epochs = None  # None: the preset's (paper: 30; synth-cpu: see hiva_lib/engine/config.py)
 batch_size = None
 lr = None
 data_root = None  # default: data/prepared under the project root
@@ -83,8 +83,8 @@ graph, with the weighted L_au of Eq. 4 (inverse-frequency weights from the train
 Its checkpoint is shared by every stage-2 variant of the same data set, fold and seed, and
 evaluated as is it is the vision-only **Baseline** ("VLU" in Table IV). Killed runs resume."""),
     ("params", _TRAIN_PARAMS),
-    ("code", """from hiva_lib.config import make_config
-from hiva_lib.train import evaluate_run, train_stage1
+    ("code", """from hiva_lib.engine.config import make_config
+from hiva_lib.engine.train import evaluate_run, train_stage1
 
 cfg = make_config(dataset, smoke=smoke, fold=fold, seed=seed, epochs_stage1=epochs,
                   batch_size=batch_size, lr_stage1=lr, data_root=data_root, runs_root=runs_root,
@@ -114,8 +114,8 @@ model of the chosen variant, with L_tot = L_au + lambda L_diff (Eq. 7): text enc
 hierarchical vision-language interaction (d: DDCA and CDCA). Results go to
 `results/<dataset>/<variant>/seed<seed>/fold<k>/`."""),
     ("params", _TRAIN_PARAMS),
-    ("code", """from hiva_lib.config import make_config
-from hiva_lib.train import evaluate_run, train_stage2
+    ("code", """from hiva_lib.engine.config import make_config
+from hiva_lib.engine.train import evaluate_run, train_stage2
 
 cfg = make_config(dataset, smoke=smoke, fold=fold, seed=seed, variant=variant,
                   epochs_stage2=epochs, batch_size=batch_size, lr_stage2=lr, data_root=data_root,
@@ -157,7 +157,7 @@ results_root = None
 device = "auto"
 workers = None  # runs at once; None: 2 on a CPU, 1 on a GPU
 smoke = False"""),
-    ("code", """from hiva_lib.ablation import run_ablation
+    ("code", """from hiva_lib.engine.ablation import run_ablation
 
 status = run_ablation(dataset, variants, folds, seeds, smoke=smoke, workers=workers,
                       data_root=data_root, runs_root=runs_root, results_root=results_root,
@@ -180,8 +180,8 @@ smoke = False"""),
 
 from IPython.display import Markdown, display
 
-from hiva_lib.config import make_config
-from hiva_lib.report import write_report
+from hiva_lib.engine.config import make_config
+from hiva_lib.study.report import write_report
 
 cfg = make_config(dataset, smoke=smoke, results_root=results_root)
 out_dir = Path(cfg.results_root) / dataset / "report"
@@ -223,7 +223,7 @@ n_faces = 3
 max_frames = 256  # test frames scored against the AU regions (SynthFACS)
 device = "cpu"
 skip_missing = False  # True: report a figure whose runs are missing and go on"""),
-    ("code", """from hiva_lib import figures as F
+    ("code", """from hiva_lib.study import figures as F
 
 study = F.Study.open(dataset, data_root=data_root, runs_root=runs_root,
                      results_root=results_root, figures_root=figures_root, smoke=smoke,
@@ -280,12 +280,12 @@ The paper (Sec. IV-A): 156.08M parameters, 19.09 GFLOPs, 63.1 ms per inference a
 an RTX 3090, 215.8 ms on a Xeon CPU. We read the latencies as one forward pass: 63.1 ms per
 batch of 32 (1.97 ms per image), 215.8 ms per image at batch 1.
 We measure the `paper` architecture (Swin-B + BERT-large, random weights: no download) and the
-laptop preset, and say what each number counts (`hiva_lib/efficiency.py`, `docs/figures.md`).
+laptop preset, and say what each number counts (`hiva_lib/study/efficiency.py`, `docs/figures.md`).
 The text branch depends only on the fixed descriptions, so at inference it can be computed
 once: both costs are shown.
 Written to `results_root/efficiency.csv` (a table already there is kept; the new one goes to
 `efficiency-v2.csv`, `-v3`...)."""),
-    ("params", """presets = ["paper", "cpu-small"]  # keys of hiva_lib.hiva.MODEL_PRESETS
+    ("params", """presets = ["paper", "cpu-small"]  # keys of hiva_lib.presets.MODEL_PRESETS
 au_set = "bp4d"  # the AU count of a data set (BP4D: 12, as the paper's numbers)
 device = "auto"  # batch-32 latency here ("auto": cuda if available); batch 1 always on CPU
 batch_size = 32
@@ -295,8 +295,8 @@ results_root = None  # default: results/ (smoke: results/_smoke/)
 smoke = False  # the tiny test preset only"""),
     ("code", """from pathlib import Path
 
-from hiva_lib import efficiency as E
-from hiva_lib.config import make_config
+from hiva_lib.study import efficiency as E
+from hiva_lib.engine.config import make_config
 
 if smoke:
     presets, batch_size, reps, cpu_reps = ["test-tiny"], 4, 1, 1
@@ -313,7 +313,7 @@ E.comparison(table)"""),
 NOTEBOOKS["08_inference"] = [
     ("md", """# 08 AU detection on your own faces
 
-`hiva_lib.inference.infer` takes an image, a folder of images or a video, detects and aligns
+`hiva_lib.study.inference.infer` takes an image, a folder of images or a video, detects and aligns
 each face (MTCNN, the 5-point template of the prepared data sets; `align="skip"` for inputs
 that are already face crops), and writes per-frame AU probabilities (`au_probabilities.csv`)
 and attention overlays (`overlays/*.png`) from a trained checkpoint.
@@ -333,8 +333,8 @@ variant = "full\""""),
 import pandas as pd
 from IPython.display import Image, display
 
-from hiva_lib.figures import Study
-from hiva_lib.inference import infer
+from hiva_lib.study.figures import Study
+from hiva_lib.study.inference import infer
 
 study = Study.open(dataset, data_root=data_root, runs_root=runs_root,
                    results_root=results_root, figures_root=figures_root, smoke=smoke,

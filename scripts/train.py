@@ -4,7 +4,8 @@
     torchrun --nproc_per_node 2 scripts/train.py --dataset bp4d --fold 1 --variant full
 
 Runs stage 1 (shared, reused when finished), stage 2 of the variant, and the evaluation, like
-``hiva_lib.train.run_variant``. Under torchrun each rank takes its share of every batch (DDP);
+``hiva_lib.engine.train.run_variant``. Under torchrun each rank takes its share of every batch
+(DDP);
 rank 0 writes checkpoints and results. Any TrainConfig field can be set with --set key=value.
 """
 from __future__ import annotations
@@ -13,8 +14,8 @@ import argparse
 import ast
 import sys
 
-from hiva_lib.config import make_config
-from hiva_lib.train import run_variant, setup_distributed
+from hiva_lib.engine.config import make_config
+from hiva_lib.engine.train import run_variant, setup_distributed
 
 
 def _value(text: str):

@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def smoke_data_root(tmp_path_factory):
     """A smoke-size synth-disfa prepared once for the session; returns its data_root."""
-    from hiva_lib.prepare import prepare_dataset
+    from hiva_lib.data.prepare import prepare_dataset
 
     root = tmp_path_factory.mktemp("prepared")
     prepare_dataset("synth-disfa", root, smoke=True, progress=False)

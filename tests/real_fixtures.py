@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from hiva_lib.au import au_keys, dataset_aus
+from hiva_lib.data.au import au_keys, dataset_aus
 
 SIZE = 64  # rendered frame side: small, the tests only need a face-like picture
 # Subjects of each fixture, one per fold part (ME-GraphAU's parts; fold = test fold).
@@ -25,7 +25,7 @@ DISFA_FILE_AUS = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)  # the 12 AUs DISFA 
 
 def render(subject_idx: int, frame_idx: int, intensities: dict[int, float]) -> np.ndarray:
     """RGB uint8 (SIZE, SIZE, 3) face of one subject with these AU intensities (0-5)."""
-    from hiva_lib import synthfacs
+    from hiva_lib.data import synthfacs
 
     identity = synthfacs.sample_identity(subject_idx)
     nuisance = synthfacs.sample_nuisance(1000 * subject_idx + frame_idx)

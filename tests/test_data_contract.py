@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 from sklearn.metrics import f1_score
 
-from hiva_lib import au
-from hiva_lib.checkpoint import CheckpointError, atomic_save, resolve_run_dir
-from hiva_lib.config import make_config
-from hiva_lib.datasets import DatasetError, load_prepared, prepared_dir_writer, write_index
+from hiva_lib.data import au
+from hiva_lib.data.prepared import DatasetError, load_prepared, prepared_dir_writer, write_index
+from hiva_lib.engine.checkpoint import CheckpointError, atomic_save, resolve_run_dir
+from hiva_lib.engine.config import make_config
 from hiva_lib.losses import au_loss, inverse_frequency_weights
 from hiva_lib.metrics import all_positive_f1, f1_per_au
-from hiva_lib.paper_tables import PAPER_DIR
+from hiva_lib.study.paper_tables import PAPER_DIR
 
 
 def test_au_sets_match_the_papers_tables():

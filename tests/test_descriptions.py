@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from hiva_lib import descriptions as D
-from hiva_lib.au import ALL_AU_IDS, DATASET_AUS
+from hiva_lib.data import descriptions as D
+from hiva_lib.data.au import ALL_AU_IDS, DATASET_AUS
 
 # words that tie a description to a place on the face (the cue DDCA is meant to ground)
 REGION_WORDS = ("brow", "forehead", "cheek", "eye", "lid", "nose", "nasal", "lip", "mouth",

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-import hiva_lib.train as train
-from hiva_lib.checkpoint import CheckpointError
-from hiva_lib.config import make_config
+import hiva_lib.engine.train as train
+from hiva_lib.engine.checkpoint import CheckpointError
+from hiva_lib.engine.config import make_config
 
 
 def _cfg(root, tag, data_root, **kw):
@@ -252,7 +252,7 @@ def test_bf16_autocast_training_path(tmp_path, smoke_data_root, monkeypatch):
 
 
 def test_ablation_with_two_workers_trains_stage1_once_per_fold(tmp_path, smoke_data_root):
-    from hiva_lib.ablation import run_ablation
+    from hiva_lib.engine.ablation import run_ablation
 
     kw = dict(smoke=True, data_root=str(smoke_data_root), runs_root=str(tmp_path / "runs"),
               results_root=str(tmp_path / "res"))
@@ -272,7 +272,7 @@ def test_ablation_with_two_workers_trains_stage1_once_per_fold(tmp_path, smoke_d
 
 
 def test_ablation_rerun_with_version_shares_one_new_stage1(tmp_path, smoke_data_root):
-    from hiva_lib.ablation import run_ablation
+    from hiva_lib.engine.ablation import run_ablation
 
     kw = dict(smoke=True, data_root=str(smoke_data_root), runs_root=str(tmp_path / "runs"),
               results_root=str(tmp_path / "res"))

@@ -12,8 +12,8 @@ import pytest
 from conftest import run_notebook
 from PIL import Image
 
-from hiva_lib import attention_scoring as S
-from hiva_lib.figures import FigureError
+from hiva_lib.study import attention_scoring as S
+from hiva_lib.study.figures import FigureError
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -88,7 +88,7 @@ def test_planted_flat_maps_are_flagged_and_scored_at_chance():
 def test_flat_map_panel_is_labelled():
     import matplotlib.pyplot as plt
 
-    from hiva_lib.figures import _overlay
+    from hiva_lib.study.figures import _overlay
 
     face = np.full((56, 56, 3), 120, np.uint8)
     peaked = np.zeros((7, 7))
@@ -120,8 +120,9 @@ def test_gradcam_targets_the_last_backbone_stage(preset, stage_name, nhwc):
     """CNN (NCHW, no reshape) and Swin (NHWC, reshape transform) backbones both give maps."""
     import torch
 
-    from hiva_lib.figures import gradcam, gradcam_layer
-    from hiva_lib.hiva import MODEL_PRESETS, HiVA
+    from hiva_lib.model.hiva import HiVA
+    from hiva_lib.presets import MODEL_PRESETS
+    from hiva_lib.study.maps import gradcam, gradcam_layer
 
     torch.manual_seed(0)
     cfg = dataclasses.replace(MODEL_PRESETS[preset], use_text=False)
@@ -136,7 +137,7 @@ def test_gradcam_targets_the_last_backbone_stage(preset, stage_name, nhwc):
 
 # ----------------------------------------------------------------------------- versions
 def test_checkpoint_is_this_folds_newest_version(tmp_path):
-    from hiva_lib.figures import Study
+    from hiva_lib.study.figures import Study
 
     st = Study.open("synth-disfa", smoke=True, data_root=str(tmp_path / "data"),
                     runs_root=str(tmp_path / "runs"), results_root=str(tmp_path / "results"))
@@ -152,7 +153,7 @@ def test_checkpoint_is_this_folds_newest_version(tmp_path):
 def test_fig5_inputs_are_versioned_not_overwritten(tmp_path):
     from types import SimpleNamespace
 
-    from hiva_lib.figures import load_fig5_inputs, save_fig5_inputs
+    from hiva_lib.study.figures import load_fig5_inputs, save_fig5_inputs
 
     study = SimpleNamespace(dataset="synth-disfa", cfg=SimpleNamespace(
         results_root=str(tmp_path), seed=0, fold=2))
@@ -178,7 +179,7 @@ def test_fig5_inputs_are_versioned_not_overwritten(tmp_path):
 
 
 def test_fig4_relative_panel_first_and_undefined_gains_left_out():
-    from hiva_lib.figures import plot_f1_gain
+    from hiva_lib.study.figures import plot_f1_gain
 
     gains = pd.DataFrame({"au": ["AU1", "AU2", "AU4"], "frequency": [5.0, 20.0, 40.0],
                           "gain": [4.0, 1.0, 2.0], "relative_gain": [40.0, 2.0, np.nan],
@@ -197,8 +198,8 @@ def test_fig4_relative_panel_first_and_undefined_gains_left_out():
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, smoke_data_root):
     """A smoke study: Baseline (stage 1), HiVA and HiVA w/o L_diff on synth-disfa, fold 1."""
-    from hiva_lib.config import make_config
-    from hiva_lib.train import run_variant
+    from hiva_lib.engine.config import make_config
+    from hiva_lib.engine.train import run_variant
 
     base = tmp_path_factory.mktemp("figstudy")
     roots = dict(data_root=str(smoke_data_root), runs_root=str(base / "runs"),
@@ -236,7 +237,7 @@ def test_06_figures_notebook(study):
     relative = [100 * (full[k] - basel[k]) / basel[k] if basel[k] > 0 else np.nan
                 for k in gains["au"]]
     np.testing.assert_allclose(gains["relative_gain"], relative, atol=1e-9)
-    from hiva_lib.datasets import load_prepared
+    from hiva_lib.data.prepared import load_prepared
 
     data = load_prepared(Path(roots["data_root"]) / "synth-disfa")
     train_rows, _ = data.split(1)
@@ -254,7 +255,7 @@ def test_06_figures_notebook(study):
     import torch
 
     copy = np.load(res / "fig5_text_embeddings_seed0_fold1.npz")
-    from hiva_lib.figures import Study
+    from hiva_lib.study.figures import Study
 
     text_emb = Study.open("synth-disfa", smoke=True, **roots).checkpoint("full").parent / \
         "text_emb"
@@ -266,7 +267,7 @@ def test_06_figures_notebook(study):
 
 def test_flat_maps_are_counted_in_the_scores(study, tmp_path, monkeypatch):
     """Planted: every DDCA map of HiVA is all-zero; the CDCA maps are left as they are."""
-    from hiva_lib import figures as F
+    from hiva_lib.study import figures as F
 
     roots, _ = study
     real = F.model_maps
@@ -291,7 +292,7 @@ def test_flat_maps_are_counted_in_the_scores(study, tmp_path, monkeypatch):
 
 
 def test_fig5_is_redrawn_from_the_saved_copy_without_runs(study):
-    from hiva_lib.figures import Study, fig5
+    from hiva_lib.study.figures import Study, fig5
 
     roots, base = study
     fig_root = base / "figures_fig5"
@@ -317,7 +318,7 @@ def test_fig5_is_redrawn_from_the_saved_copy_without_runs(study):
 def test_07_efficiency_notebook(study):
     from transformers import AutoModel
 
-    from hiva_lib.pretrained import minilm_path
+    from hiva_lib.model.pretrained import minilm_path
 
     roots, base = study
     run_notebook("07_efficiency", base, smoke=True, results_root=roots["results_root"])
@@ -332,7 +333,7 @@ def test_07_efficiency_notebook(study):
 
 
 def test_efficiency_table_never_overwrites_a_measurement(tmp_path):
-    from hiva_lib.efficiency import efficiency_table
+    from hiva_lib.study.efficiency import efficiency_table
 
     out = tmp_path / "efficiency.csv"
     first, path1 = efficiency_table(["test-tiny"], "disfa", "cpu", 2, 1, 1, out)
@@ -345,7 +346,7 @@ def test_efficiency_table_never_overwrites_a_measurement(tmp_path):
 
 def test_08_inference_notebook_on_a_video(study):
     roots, base = study
-    from hiva_lib.datasets import load_prepared
+    from hiva_lib.data.prepared import load_prepared
 
     data = load_prepared(Path(roots["data_root"]) / "synth-disfa")
     _, test_rows = data.split(1)
@@ -372,11 +373,11 @@ def test_08_inference_notebook_on_a_video(study):
 def test_infer_matches_the_evaluation_path_and_rejects_bad_input(study, tmp_path):
     import torch
 
-    from hiva_lib.datasets import load_prepared
-    from hiva_lib.figures import Study
-    from hiva_lib.inference import InferenceError, infer
-    from hiva_lib.loader import FrameDataset, load_size_for, prepare_batch
-    from hiva_lib.train import load_trained
+    from hiva_lib.data.loader import FrameDataset, load_size_for, prepare_batch
+    from hiva_lib.data.prepared import load_prepared
+    from hiva_lib.engine.train import load_trained
+    from hiva_lib.study.figures import Study
+    from hiva_lib.study.inference import InferenceError, infer
 
     roots, _ = study
     st = Study.open("synth-disfa", smoke=True, **roots)
@@ -411,8 +412,8 @@ def test_infer_matches_the_evaluation_path_and_rejects_bad_input(study, tmp_path
 
 def test_frame_without_a_face_is_reported_not_guessed(study, tmp_path):
     pytest.importorskip("facenet_pytorch")
-    from hiva_lib.figures import Study
-    from hiva_lib.inference import infer
+    from hiva_lib.study.figures import Study
+    from hiva_lib.study.inference import infer
 
     roots, _ = study
     ckpt = Study.open("synth-disfa", smoke=True, **roots).checkpoint("full")
@@ -425,9 +426,9 @@ def test_frame_without_a_face_is_reported_not_guessed(study, tmp_path):
 def test_same_named_files_in_subfolders_stay_apart(study, tmp_path):
     """BP4D-style F001/T1/0001.jpg and F002/T1/0001.jpg: two rows, two overlays, each with
     the probabilities of its own image (checked against one-image calls)."""
-    from hiva_lib.datasets import load_prepared
-    from hiva_lib.figures import Study
-    from hiva_lib.inference import infer
+    from hiva_lib.data.prepared import load_prepared
+    from hiva_lib.study.figures import Study
+    from hiva_lib.study.inference import infer
 
     roots, _ = study
     ckpt = Study.open("synth-disfa", smoke=True, **roots).checkpoint("full")
@@ -457,13 +458,13 @@ def test_infer_detects_a_rendered_face_with_mtcnn(study, tmp_path):
     pytest.importorskip("facenet_pytorch")
     import torch
 
-    from hiva_lib import synthfacs
-    from hiva_lib.au import au_keys
-    from hiva_lib.face_align import FaceAligner
-    from hiva_lib.figures import Study
-    from hiva_lib.inference import infer
-    from hiva_lib.loader import load_size_for, prepare_batch
-    from hiva_lib.train import load_trained
+    from hiva_lib.data import synthfacs
+    from hiva_lib.data.au import au_keys
+    from hiva_lib.data.loader import load_size_for, prepare_batch
+    from hiva_lib.data.real.face_align import FaceAligner
+    from hiva_lib.engine.train import load_trained
+    from hiva_lib.study.figures import Study
+    from hiva_lib.study.inference import infer
 
     roots, _ = study
     ckpt = Study.open("synth-disfa", smoke=True, **roots).checkpoint("full")

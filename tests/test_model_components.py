@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from hiva_lib import pretrained
-from hiva_lib.au_graph import AUBranches, DynamicGraph, topk_adjacency
-from hiva_lib.backbone import Backbone
-from hiva_lib.cross_attention import CDCA, DDCA, CrossAttention
-from hiva_lib.text_encoder import TextEncoder, l_diff
+from hiva_lib.model import pretrained
+from hiva_lib.model.attention import CDCA, DDCA, CrossAttention, reference_attention
+from hiva_lib.model.au_graph import AUBranches, DynamicGraph, topk_adjacency
+from hiva_lib.model.backbone import Backbone
+from hiva_lib.model.text import TextEncoder, l_diff
 
 DESCS = [
     ["The inner eyebrows are raised.", "Inner brows lift upward.", "Raising of the inner brow."],
@@ -142,6 +142,24 @@ def test_folded_attention_equals_projected_multihead_attention(lq, lk):
                                np.array([r[0].mean(0) for r in refs]), rtol=1e-9)
 
 
+@pytest.mark.parametrize("heads, lq, lk", [(1, 3, 5), (2, 7, 2), (2, 4, 4)])
+def test_reference_attention_equals_the_optimised_path(heads, lq, lk):
+    """Eq. 5/6 as written (softmax(QK^T/sqrt(d))V) against the folded CrossAttention."""
+    torch.manual_seed(3)
+    att = CrossAttention(8, heads=heads).double()
+    q, kv = torch.randn(2, lq, 8, dtype=torch.float64), torch.randn(2, lk, 8, dtype=torch.float64)
+    mask = torch.ones(2, lk, dtype=torch.bool)
+    mask[1, -1] = lk == 1
+    out, attn = att(q, kv, mask)
+    ref_out, ref_map = reference_attention(att, q, kv, mask)
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(attn, ref_map, rtol=1e-10, atol=1e-12)
+    # and the reference itself against numpy, written out per head
+    np_out, np_map = _np_multihead(att, q[0].numpy(), kv[0].numpy(), heads)
+    np.testing.assert_allclose(ref_out[0].detach().numpy(), np_out, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ref_map[0].detach().numpy(), np_map, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("shared", ["kv", "query"])
 @pytest.mark.parametrize("lq, lk", [(6, 3), (1, 6)])
 def test_attention_with_a_broadcast_side(shared, lq, lk):
@@ -249,7 +267,7 @@ def test_text_encoder_cache_equals_full_bert(offline):
 
 def test_packed_bert_layer_equals_the_stock_layer(offline):
     """bert_layer_packed on the real tokens == transformers' BertLayer on the padded batch."""
-    from hiva_lib.text_encoder import bert_layer_packed
+    from hiva_lib.model.text import bert_layer_packed
 
     model = AutoModel.from_pretrained(pretrained.minilm_path(), local_files_only=True,
                                       attn_implementation="eager").eval()

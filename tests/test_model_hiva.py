@@ -11,9 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hiva_lib import hiva, variants
-from hiva_lib.checkpoint import CheckpointError
-from hiva_lib.hiva import MODEL_PRESETS, HiVA, ModelConfig
+from hiva_lib import variants
+from hiva_lib.engine.checkpoint import CheckpointError
+from hiva_lib.model.config import ModelConfig, config_from_dict
+from hiva_lib.model.hiva import HiVA
+from hiva_lib.presets import MODEL_PRESETS
 
 AUS = (1, 2, 4, 6, 9)
 DESCS = [[f"Action unit {a} moves the face.", f"Unit {a} is active.", f"AU {a} variant."]
@@ -187,7 +189,7 @@ def test_every_variant_trains_one_step(slug):
 def test_variant_table_matches_the_paper_rows():
     assert set(variants.VARIANTS) == {"full", "wo_aug", "wo_ldiff", "wo_aug_wo_ldiff",
                                       "baseline", "wo_ddca", "wo_cdca", "wo_cdca_wo_ddca"}
-    tables = Path(__file__).resolve().parents[1] / "hiva_lib" / "data" / "paper"
+    tables = Path(__file__).resolve().parents[1] / "hiva_lib" / "assets" / "paper"
     for name in ("table4_bp4d_ablation.csv", "table5_disfa_ablation.csv",
                  "table6_gft_ablation.csv"):
         if not (tables / name).exists():
@@ -228,14 +230,14 @@ def test_state_dict_round_trip_and_description_check(tmp_path):
     path = tmp_path / "m.pt"
     torch.save(dict(model=model.state_dict(), cfg=dataclasses.asdict(model.cfg)), path)
     state = torch.load(path, weights_only=False)
-    again = HiVA(hiva.config_from_dict(state["cfg"]), AUS, DESCS)
+    again = HiVA(config_from_dict(state["cfg"]), AUS, DESCS)
     again.load_state_dict(state["model"])
     model.eval(), again.eval()
     with torch.no_grad():
         torch.testing.assert_close(again(images()).logits, model(images()).logits)
     other = [[d[0] + " Changed."] + d[1:] for d in DESCS]
     with pytest.raises(ValueError, match="other AU descriptions"):
-        HiVA(hiva.config_from_dict(state["cfg"]), AUS, other).load_state_dict(state["model"])
+        HiVA(config_from_dict(state["cfg"]), AUS, other).load_state_dict(state["model"])
 
 
 def test_config_validation_and_presets():
@@ -244,7 +246,7 @@ def test_config_validation_and_presets():
     with pytest.raises(ValueError, match="eval_descriptions"):
         ModelConfig(eval_descriptions="random")
     with pytest.raises(ValueError, match="unknown ModelConfig keys"):
-        hiva.config_from_dict({"dimm": 3})
+        config_from_dict({"dimm": 3})
     assert set(MODEL_PRESETS) == {"paper", "cpu-small", "cpu-swin", "test-tiny"}
     paper = MODEL_PRESETS["paper"]
     assert (paper.backbone, paper.text_model, paper.pretrained, paper.img_size, paper.dim) == (

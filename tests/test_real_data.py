@@ -1,5 +1,5 @@
 """BP4D / DISFA / GFT preparation from fixture trees in their distributed layouts, alignment,
-ME-GraphAU list import/export and its class-weight formula (hiva_lib.real_data, face_align,
+ME-GraphAU list import/export and its class-weight formula (hiva_lib.data.real.raw, face_align,
 megraphau, prepare)."""
 from __future__ import annotations
 
@@ -12,13 +12,18 @@ import pandas as pd
 import pytest
 from real_fixtures import BUILDERS, DISFA_SUBJECTS, GFT_SUBJECTS, make_gft, render
 
-from hiva_lib.au import au_keys, dataset_aus
-from hiva_lib.datasets import DatasetError, load_prepared
-from hiva_lib.face_align import align_face, similarity_transform, square_resize, template_points
+from hiva_lib.data.au import au_keys, dataset_aus
+from hiva_lib.data.prepare import prepare_dataset
+from hiva_lib.data.prepared import DatasetError, load_prepared
+from hiva_lib.data.real.face_align import (
+    align_face,
+    similarity_transform,
+    square_resize,
+    template_points,
+)
+from hiva_lib.data.real.megraphau import import_megraphau_lists, write_megraphau_lists
+from hiva_lib.data.real.raw import BP4D_PARTS, DISFA_PARTS, parts_to_folds
 from hiva_lib.losses import inverse_frequency_weights
-from hiva_lib.megraphau import import_megraphau_lists, write_megraphau_lists
-from hiva_lib.prepare import prepare_dataset
-from hiva_lib.real_data import BP4D_PARTS, DISFA_PARTS, parts_to_folds
 
 KEY = ["subject", "sequence", "frame", "fold"]
 
@@ -96,8 +101,8 @@ def test_mtcnn_aligns_a_synthfacs_face_offline():
     """The bundled MTCNN finds a rendered face; re-detected on the crop, its landmarks sit
     on the template (a few pixels: detector noise), and a black frame has no face."""
     pytest.importorskip("facenet_pytorch")
-    from hiva_lib import synthfacs
-    from hiva_lib.face_align import FaceAligner
+    from hiva_lib.data import synthfacs
+    from hiva_lib.data.real.face_align import FaceAligner
 
     aligner = FaceAligner("mtcnn", 112, device="cpu")
     face, _ = synthfacs.render_face(synthfacs.sample_identity(3), {12: 3.0},
@@ -112,7 +117,7 @@ def test_mtcnn_aligns_a_synthfacs_face_offline():
 
 def _fake_detector(monkeypatch, every: int | None):
     """MTCNN stand-in: fixed landmarks on every ``every``-th call, None otherwise."""
-    from hiva_lib import face_align
+    from hiva_lib.data.real import face_align
 
     calls = {"n": 0}
 

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hiva_lib import paper_tables as PT
-from hiva_lib import report as R
-from hiva_lib.au import au_keys, dataset_aus
+from hiva_lib.data.au import au_keys, dataset_aus
+from hiva_lib.study import paper_tables as PT
+from hiva_lib.study import report as R
 
 
 # ----------------------------------------------------------------------------- tables
@@ -334,7 +334,7 @@ def test_malformed_metrics_names_the_file(tree):
 def fake_ablation(tmp_path, monkeypatch):
     """run_ablation with a stand-in for run_variant: finished runs are reused, as the engine
     does; the runs named in ``fail_once`` raise the first time. Records every call."""
-    from hiva_lib import ablation as A
+    from hiva_lib.engine import ablation as A
 
     state = SimpleNamespace(finished=set(), fail_once=set(), calls=[],
                             path=tmp_path / "synth-disfa" / "ablation_status.csv")
@@ -392,7 +392,7 @@ def test_ablation_status_of_a_killed_run_stays_started(fake_ablation):
     def killed(cfg, data, stage1_if_exists=None):
         raise KeyboardInterrupt  # the kernel is interrupted: nothing after this line runs
 
-    from hiva_lib import ablation as A
+    from hiva_lib.engine import ablation as A
 
     A.run_variant = killed  # monkeypatch (fixture) restores it
     with pytest.raises(KeyboardInterrupt):
@@ -401,7 +401,7 @@ def test_ablation_status_of_a_killed_run_stays_started(fake_ablation):
 
 
 def test_unreadable_status_file_stops_before_any_run(fake_ablation):
-    from hiva_lib.ablation import AblationStatusError
+    from hiva_lib.engine.ablation import AblationStatusError
 
     s = fake_ablation
     s.path.parent.mkdir(parents=True)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hiva_lib import au
-from hiva_lib import synthfacs as sf
-from hiva_lib.datasets import DatasetError, load_prepared
+from hiva_lib.data import au
+from hiva_lib.data import synthfacs as sf
+from hiva_lib.data.prepared import DatasetError, load_prepared
 
 SMOKE = dict(n_subjects=6, frames_per_subject=8, image_size=64)
 
@@ -164,7 +164,7 @@ def test_write_contact_sheet_reuses_versions_or_overwrites(tmp_path):
     licensed data sets get none."""
     import hashlib
 
-    from hiva_lib.prepare import contact_sheet_figure
+    from hiva_lib.data.prepare import contact_sheet_figure
 
     d = sf.generate("synth-gft", tmp_path / "a" / "synth-gft", progress=False, **SMOKE)
     other = sf.generate("synth-gft", tmp_path / "b" / "synth-gft", progress=False, seed=1,

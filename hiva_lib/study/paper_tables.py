@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .au import au_keys, dataset_aus
+from hiva_lib.data.au import au_keys, dataset_aus
 
-PAPER_DIR = Path(__file__).parent / "data" / "paper"
+PAPER_DIR = Path(__file__).parents[1] / "assets" / "paper"
 OURS = "HiVA (Ours)"
 
 
@@ -93,7 +93,7 @@ def load_table(n: int, paper_dir: str | Path | None = None) -> pd.DataFrame:
     info = TABLES[n]
     path = Path(paper_dir or PAPER_DIR) / info.file
     if not path.exists():
-        raise PaperTableError(f"{path}: missing. Restore hiva_lib/data/paper/ from the "
+        raise PaperTableError(f"{path}: missing. Restore hiva_lib/assets/paper/ from the "
                               "repository (or pass paper_dir= pointing at the CSVs).")
     try:
         df = pd.read_csv(path)
@@ -122,7 +122,7 @@ def load_tables(paper_dir: str | Path | None = None) -> dict[int, pd.DataFrame]:
 def variant_row_names() -> dict[str, str]:
     """Variant slug -> ablation row name (Tables V-VI spelling)."""
     try:
-        from .variants import VARIANTS
+        from hiva_lib.variants import VARIANTS
     except ImportError:  # variants.py not written yet / optional deps missing
         return dict(FALLBACK_ROW_NAMES)
     return {slug: v.row_name for slug, v in VARIANTS.items()}

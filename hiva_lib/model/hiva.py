@@ -12,92 +12,19 @@ its adjacency is still computed from U for Fig. 7. See docs/model.md for every s
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .au_graph import AUBranches, DynamicGraph, PerAULinear, topk_adjacency
-from .backbone import Backbone
-from .checkpoint import CheckpointError
-from .cross_attention import CDCA, DDCA, DDCA_MODES
-from .descriptions import SAMPLE_MODES
-from .text_encoder import EVAL_MODES, TextEncoder, l_diff
+from hiva_lib.engine.checkpoint import CheckpointError
+from hiva_lib.model.attention import CDCA, DDCA
+from hiva_lib.model.au_graph import AUBranches, DynamicGraph, PerAULinear, topk_adjacency
+from hiva_lib.model.backbone import Backbone
+from hiva_lib.model.config import ModelConfig
+from hiva_lib.model.text import TextEncoder, l_diff
 
-FUSIONS = ("concat", "add")
 STAGE1_PREFIXES = ("backbone.", "branches.", "graph.", "stage1_head.")
-
-
-@dataclass
-class ModelConfig:
-    # (a) visual encoding
-    backbone: str = "swin_base_patch4_window7_224"
-    backbone_kwargs: dict = field(default_factory=dict)  # extra timm.create_model kwargs
-    pretrained: bool | str = True  # True: hub ImageNet weights; False: random; str: local file
-    img_size: int = 224
-    dim: int = 512  # C = d, width of X_g, F_i, U_i, Z_i and the attention space
-    # (b) text
-    text_model: str = "bert-large-uncased"  # hub id, local folder, or "minilm" (offline)
-    text_trainable_layers: int = 2
-    text_layers: int = 3  # Transformer of Eq. 2
-    text_heads: int = 8
-    text_ff_dim: int | None = None  # feed-forward width of Eq. 2's layers; None = dim
-    descriptions_path: str | None = None  # None: hiva_lib/data/au_descriptions.json
-    # (c) graph
-    graph_k: int = 4  # top-K neighbours (not stated in the paper; ME-GraphAU's value)
-    # ablation flags (Tables IV-VI)
-    use_text: bool = True  # False: vision-only Baseline, stage 1 only
-    use_aug: bool = True  # False: base descriptions only ("w/o AUG")
-    use_ldiff: bool = True  # False: no L_diff ("w/o L_diff")
-    use_ddca: bool = True
-    use_cdca: bool = True
-    # switches of the design notes' ambiguities (default first)
-    ddca_mode: str = "spatial"  # 1: "spatial" | "literal" (Eq. 5 as written)
-    attn_heads: int = 1  # single-head attention as Eq. 5/6 write it
-    graph_in_stage2: bool = False  # 2: False = graph is a stage-1 auxiliary
-    fusion_without_attention: str = "concat"  # 3: w/o both: "concat" (U_i, Z_i) | "add"
-    stage2_train_branches: bool = True  # stage 2 also trains the AU branches (and graph)
-    stage2_new_module_lr_mult: float = 1.0  # 4: lr multiplier of fresh stage-2 modules
-    eval_descriptions: str = "base"  # 5: "base" | "mean" (H averaged over all variants)
-    train_sampling: str = "per_au"  # 5: "per_au" | "shared" (one rank for all AUs)
-    sampling_seed: int = 0  # description draws are a function of (sampling_seed, step)
-    head_dim: int = 512  # the FC of the final head
-
-    def __post_init__(self) -> None:
-        choices = dict(ddca_mode=DDCA_MODES, fusion_without_attention=FUSIONS,
-                       eval_descriptions=EVAL_MODES, train_sampling=SAMPLE_MODES)
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"ModelConfig.{key}={getattr(self, key)!r}: "
-                                 f"choose one of {allowed}")
-        if self.graph_k < 1:
-            raise ValueError(f"ModelConfig.graph_k={self.graph_k}: must be >= 1")
-
-
-MODEL_PRESETS: dict[str, ModelConfig] = {
-    # Sec. IV: Swin-B at 224 px with ImageNet weights, BERT-large; all from the hub
-    "paper": ModelConfig(),
-    # laptop CPU: a random-init small timm CNN at 80 px (output stride 16 -> a 5x5 last map;
-    # 112 px would give the paper's 7x7 at twice the cost), MiniLM-L6 offline. A random-init
-    # Swin of the same cost does not learn SynthFACS within a CPU budget (its features stay
-    # nearly image-independent for hundreds of steps: docs/model.md), while this ResNet does;
-    # the Swin code path is kept by "paper", "cpu-swin" and "test-tiny".
-    "cpu-small": ModelConfig(
-        backbone="resnet10t", backbone_kwargs=dict(output_stride=16),
-        pretrained=False, img_size=80, dim=128, text_model="minilm", head_dim=128),
-    "cpu-swin": ModelConfig(
-        backbone="swin_tiny_patch4_window7_224",
-        backbone_kwargs=dict(patch_size=4, embed_dim=48, depths=(1, 2, 1), num_heads=(2, 4, 8)),
-        pretrained=False, img_size=112, dim=128, text_model="minilm", head_dim=128),
-    # the smallest that runs: unit tests and smoke runs
-    "test-tiny": ModelConfig(
-        backbone="swin_tiny_patch4_window7_224",
-        backbone_kwargs=dict(patch_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2)),
-        pretrained=False, img_size=56, dim=32, text_model="minilm", text_layers=1,
-        text_heads=2, graph_k=2, head_dim=32),
-}
-
 
 @dataclass
 class HiVAOutput:
@@ -123,7 +50,7 @@ class HiVA(nn.Module):
         self.text = self.ddca = self.cdca = self.fuse = self.head = None
         if cfg.use_text:
             if descriptions is None:
-                from .descriptions import all_descriptions
+                from hiva_lib.data.descriptions import all_descriptions
                 descriptions = all_descriptions(self.au_ids, path=cfg.descriptions_path)
             if len(descriptions) != n:
                 raise ValueError(f"descriptions: {len(descriptions)} AU lists for {n} AUs "
@@ -258,12 +185,3 @@ class HiVA(nn.Module):
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def config_from_dict(values: dict) -> ModelConfig:
-    """A ModelConfig from a saved dict; unknown keys raise one clear error."""
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"unknown ModelConfig keys {unknown}; known: {sorted(names)}")
-    return ModelConfig(**values)

@@ -14,7 +14,7 @@ given exactly that chance score; they are counted separately so that a method wh
 often flat is not mistaken for one that looks at random places.
 
 The masks are drawn on the whole rendered image while the model sees a centre crop of it
-(resize to ``load_size``, crop ``crop``: :func:`hiva_lib.loader.prepare_batch`); use
+(resize to ``load_size``, crop ``crop``: :func:`hiva_lib.data.loader.prepare_batch`); use
 :func:`masks_in_view` to cut the masks to the model's view before scoring.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .pretrained import create_timm_model
+from hiva_lib.model.pretrained import create_timm_model
 
 
 class Backbone(nn.Module):

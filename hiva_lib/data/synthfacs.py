@@ -34,8 +34,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .au import ALL_AU_IDS, au_keys, dataset_aus
-from .datasets import PreparedDataset, load_prepared, prepared_dir_writer, write_index
+from hiva_lib.data.au import ALL_AU_IDS, au_keys, dataset_aus
+from hiva_lib.data.prepared import PreparedDataset, load_prepared, prepared_dir_writer, write_index
 
 VERSION = "1.1"  # 1.1: AU effects ~1.5x (learnable at 80 px), larger presets
 SOURCE = f"SynthFACS v{VERSION}"
@@ -647,7 +647,7 @@ class SynthPreset:
     n_subjects: int
     frames_per_subject: int
     sequences_per_subject: int
-    protocol: str  # "3fold" | "train_test" (hiva_lib.datasets.PROTOCOLS)
+    protocol: str  # "3fold" | "train_test" (hiva_lib.data.prepared.PROTOCOLS)
     test_folds: tuple[int, ...]
     base_rates: dict[int, float]  # target P(intensity >= 2) per AU of the real set
     rate_source: str
@@ -861,7 +861,7 @@ def _downsample_mask(m: np.ndarray, r: int = REGION_SIZE) -> np.ndarray:
 def generate(preset: str, root: str | Path, n_subjects: int | None = None,
              frames_per_subject: int | None = None, image_size: int = 128, seed: int = 0,
              overwrite: bool = False, progress: bool = True) -> PreparedDataset:
-    """Render a SynthFACS preset into a prepared data set (hiva_lib/datasets.py contract).
+    """Render a SynthFACS preset into a prepared data set (hiva_lib/data/prepared.py contract).
 
     Writes images/<subject>/<sequence>/<frame>.png, index.csv (AU<k> 0/1 labels plus I<k>
     intensities of all 15 AUs), meta.json and regions.npz ("masks": np.packbits of the
@@ -870,7 +870,7 @@ def generate(preset: str, root: str | Path, n_subjects: int | None = None,
     """
     from PIL import Image
 
-    from .progress import progress as bar
+    from hiva_lib.progress import progress as bar
 
     p = get_preset(preset)
     if image_size < 32:
@@ -978,8 +978,8 @@ def write_contact_sheet(data: PreparedDataset, figures_root: str | Path | None =
     """
     from PIL import Image
 
-    from .checkpoint import file_sha256, file_versions, free_version
-    from .config import default_figures_root
+    from hiva_lib.engine.checkpoint import file_sha256, file_versions, free_version
+    from hiva_lib.engine.config import default_figures_root
 
     tag = f"{data.name} index.csv sha256 {file_sha256(data.root / 'index.csv')}"
     base = Path(figures_root or default_figures_root(smoke)) / data.name / CONTACT_SHEET

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from .datasets import DatasetError
+from hiva_lib.data.prepared import DatasetError
 
 ALIGN_MODES = ("auto", "mtcnn", "skip")
 MTCNN_INSTALL = "pip install --no-deps facenet-pytorch"

@@ -10,7 +10,7 @@
 * Fig. 6: DDCA maps (Eq. 5 and its dual) of three AUs and the CDCA composite (Eq. 6, mean over
   the AUs shown) on test faces, beside Grad-CAM of an AU logit; on SynthFACS every map is also
   scored against the ground-truth AU regions (:func:`score_attention`,
-  :mod:`hiva_lib.attention_scoring`). A flat map (no maximum to show) is labelled as such.
+  :mod:`hiva_lib.study.attention_scoring`). A flat map (no maximum to show) is labelled as such.
 * Fig. 7: the top-K AU graphs (Sec. III-C) that each model computes from its AU features U_i on
   test faces, HiVA vs Baseline, as circular node-link diagrams with ground-truth and predicted
   AUs marked. The Baseline (stage 1) predicts from its graph; HiVA's stage-2 prediction does
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,13 +33,14 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from . import attention_scoring as scoring
-from .au import au_keys
-from .checkpoint import atomic_write_text, latest_versions, run_version
-from .config import TrainConfig, default_figures_root, make_config, project_root
-from .datasets import PreparedDataset
-from .efficiency import cached_text
-from .loader import FrameDataset, load_size_for, prepare_batch
+from hiva_lib.data.au import au_keys
+from hiva_lib.data.loader import FrameDataset, load_size_for, prepare_batch
+from hiva_lib.data.prepared import PreparedDataset
+from hiva_lib.engine.checkpoint import atomic_write_text, latest_versions, run_version
+from hiva_lib.engine.config import TrainConfig, default_figures_root, make_config, project_root
+from hiva_lib.model.text import cached_text
+from hiva_lib.study import attention_scoring as scoring
+from hiva_lib.study.maps import gradcam, model_maps
 
 MAP_CMAP = "jet"
 OVERLAY_ALPHA = 0.45
@@ -77,7 +77,7 @@ class Study:
     @property
     def data(self) -> PreparedDataset:
         if self._data is None:
-            from .train import load_data
+            from hiva_lib.engine.train import load_data
 
             self._data = load_data(self.cfg)
         return self._data
@@ -95,7 +95,8 @@ class Study:
 
     def checkpoint(self, variant: str) -> Path:
         """The final.pt evaluated for ``variant`` (its metrics.json names it), or the run's."""
-        from . import train, variants
+        from hiva_lib import variants
+        from hiva_lib.engine import train
 
         base = Path(self.cfg.results_root) / self.dataset / variant / f"seed{self.cfg.seed}"
         # this fold's versions only (fold1, fold1-v2; not fold10), the newest by number
@@ -119,7 +120,7 @@ class Study:
 
     def model(self, variant: str) -> torch.nn.Module:
         if variant not in self._models:
-            from .train import load_trained
+            from hiva_lib.engine.train import load_trained
 
             self._models[variant] = load_trained(self.checkpoint(variant), self.cfg.device)
         return self._models[variant]
@@ -158,7 +159,7 @@ def f1_gains(study: Study, variant: str = "full", reference: str = "baseline") -
     """Per AU: training frequency (%), F1 of ``variant`` and ``reference`` (%) and the gain,
     averaged over the (seed, fold) runs both have. The frequency is the AU's base rate in the
     training rows of those folds (averaged over them)."""
-    from .report import ReportError, collect_results
+    from hiva_lib.study.report import ReportError, collect_results
 
     try:
         runs = collect_results(study.cfg.results_root, study.dataset)
@@ -242,7 +243,7 @@ def fig4(study: Study, variant: str = "full", reference: str = "baseline",
          kinds: tuple[str, ...] = ("relative", "absolute")) -> pd.DataFrame:
     """Compute, plot and save Fig. 4 (the paper's relative gain first, then the absolute
     one); the table is also written as fig4_f1_gain.csv."""
-    from .variants import VARIANTS
+    from hiva_lib.variants import VARIANTS
 
     gains = f1_gains(study, variant, reference)
     fig = plot_f1_gain(gains, study.dataset, VARIANTS[variant].row_name,
@@ -342,7 +343,7 @@ def save_fig5_inputs(study: Study, embs: dict[str, dict[int, dict[str, np.ndarra
     """Copy the per-epoch H and Z of each variant (``{variant: {epoch: {"H", "Z"}}}``) next to
     the results, unless the newest copy already holds exactly these arrays. Returns the file
     that holds them."""
-    from .checkpoint import free_version, newest_version
+    from hiva_lib.engine.checkpoint import free_version, newest_version
 
     arrays: dict[str, np.ndarray] = {"dataset": np.array(study.dataset),
                                      "seed": np.array(study.cfg.seed),
@@ -372,7 +373,7 @@ def load_fig5_inputs(study: Study, variants: tuple[str, ...]
                      ) -> tuple[dict[str, dict[int, dict[str, np.ndarray]]], list[int], Path]:
     """The newest saved copy of Fig. 5's inputs: ({variant: {epoch: {"H", "Z"}}}, AU ids,
     file), or one FigureError saying what is missing."""
-    from .checkpoint import newest_version
+    from hiva_lib.engine.checkpoint import newest_version
 
     path = newest_version(fig5_inputs_path(study))
     if path is None:
@@ -403,7 +404,7 @@ def fig5(study: Study, variants: tuple[str, str] = ("wo_ldiff", "full"), which: 
     Drawn from runs/ when both variants' embeddings are there, and then copied to
     :func:`fig5_inputs_path` (a few hundred kB at most); without runs/ (a fresh clone) it is
     drawn from that saved copy."""
-    from .variants import VARIANTS
+    from hiva_lib.variants import VARIANTS
 
     if which not in ("H", "Z"):
         raise ValueError(f"which must be 'H' or 'Z', not {which!r}")
@@ -443,76 +444,6 @@ def load_views(study: Study, rows: np.ndarray, crop: int) -> tuple[torch.Tensor,
     o = (images.shape[-1] - crop) // 2
     rgb = images[:, :, o:o + crop, o:o + crop].permute(0, 2, 3, 1).numpy()
     return x, rgb
-
-
-@torch.no_grad()
-def model_maps(model: torch.nn.Module, x: torch.Tensor) -> dict[str, np.ndarray | None]:
-    """Probabilities (B, N) and the maps of one forward pass: ``ddca`` / ``cdca`` as
-    (B, N, h, w) and ``graph`` (B, N, N), each None when the model has no such module."""
-    device = next(model.parameters()).device
-    out = model(x.to(device))
-    maps = out.maps or {}
-    h, w = maps.get("x_g_hw", (None, None)) or (None, None)
-    res: dict[str, np.ndarray | None] = {"probs": torch.sigmoid(out.logits.float()).cpu().numpy()}
-    for key in ("ddca", "cdca"):
-        m = maps.get(key)
-        if m is not None and h is None:
-            h = w = int(math.isqrt(m.shape[-1]))
-        res[key] = None if m is None else m.float().reshape(*m.shape[:2], h, w).cpu().numpy()
-    g = maps.get("graph")
-    res["graph"] = None if g is None else g.float().cpu().numpy()
-    return res
-
-
-class _Logits(torch.nn.Module):
-    """The AU logits alone, the output Grad-CAM differentiates."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).logits
-
-
-def swin_reshape_transform(t: torch.Tensor) -> torch.Tensor:
-    """Swin activations to NCHW for Grad-CAM: timm's stages give NHWC (B, H, W, C) maps,
-    older ones tokens (B, H*W, C)."""
-    if t.ndim == 3:
-        s = math.isqrt(t.shape[1])
-        t = t.reshape(t.shape[0], s, s, t.shape[2])
-    return t.permute(0, 3, 1, 2)
-
-
-def gradcam_layer(model: torch.nn.Module) -> tuple[torch.nn.Module, bool]:
-    """Grad-CAM's target layer: the last stage of the model's image backbone (timm's
-    ``feature_info``: the last Swin stage, or ``layer4`` of a ResNet), and whether its maps are
-    NHWC (Swin) and need :func:`swin_reshape_transform`."""
-    from .backbone import Backbone
-
-    for module in model.modules():
-        if isinstance(module, Backbone):
-            body = module.body
-            return body.get_submodule(body.feature_info[-1]["module"]), module.nhwc
-    raise ValueError("no hiva_lib Backbone found in the model; pass target_layer to gradcam()")
-
-
-def gradcam(model: torch.nn.Module, x: torch.Tensor, au_index: int | list[int],
-            target_layer: torch.nn.Module | None = None, nhwc: bool = False) -> np.ndarray:
-    """Grad-CAM (pytorch_grad_cam.GradCAM) of AU logit(s) on the backbone's last stage:
-    (B, H, W) in [0, 1] at the input resolution. ``au_index`` is one AU column or one per
-    image; ``nhwc`` applies the Swin reshape transform to an explicit ``target_layer``."""
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    idx = [au_index] * len(x) if isinstance(au_index, int) else list(au_index)
-    device = next(model.parameters()).device
-    layer, nhwc = (target_layer, nhwc) if target_layer is not None else gradcam_layer(model)
-    wrapped = _Logits(model).eval()
-    with torch.enable_grad(), GradCAM(wrapped, [layer], reshape_transform=(
-            swin_reshape_transform if nhwc else None)) as cam:
-        maps = cam(input_tensor=x.to(device), targets=[ClassifierOutputTarget(i) for i in idx])
-    return np.asarray(maps, np.float64)
 
 
 def _upsample(m: np.ndarray, size: int) -> np.ndarray:
@@ -601,7 +532,7 @@ def fig6(study: Study, variant: str = "full", reference: str = "baseline",
     """Fig. 6: per face, DDCA maps of three AUs, the CDCA composite (mean of the three AUs'
     CDCA maps) and Grad-CAM of the first AU's logit for HiVA and the Baseline. White
     contours: the ground-truth region of the AU (SynthFACS only)."""
-    from .variants import VARIANTS
+    from hiva_lib.variants import VARIANTS
 
     model = study.model(variant)
     crop = model.cfg.img_size
@@ -664,11 +595,11 @@ def score_attention(study: Study, variants: list[str] | None = None, max_frames:
     that is active in them: pointing game and energy inside the region, per AU and per variant
     (every variant with a trained model). ``chance`` is the mean region area: what a uniform
     map scores on both. ``n_flat`` counts the scored maps that are degenerate
-    (:func:`hiva_lib.attention_scoring.is_flat`: constant or without positive mass), which
+    (:func:`hiva_lib.study.attention_scoring.is_flat`: constant or without positive mass), which
     score exactly ``chance`` by construction. Rows with ``au == "mean"`` average over AUs.
     Written to ``results/<dataset>/attention_scores.csv``.
     """
-    from .variants import VARIANTS
+    from hiva_lib.variants import VARIANTS
 
     masks_all = study.data.region_masks()
     if masks_all is None:
@@ -770,7 +701,7 @@ def fig7(study: Study, variants: tuple[str, ...] = ("full", "baseline"), n_faces
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    from .variants import VARIANTS
+    from hiva_lib.variants import VARIANTS
 
     rows = sample_faces(study, n_faces)
     labels = study.data.labels(rows)

@@ -28,11 +28,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import variants
-from .checkpoint import atomic_write_text
-from .config import TrainConfig, make_config
-from .datasets import PreparedDataset
-from .train import aggregate_folds, launched_by_torchrun, load_data, resolve_device, run_variant
+from hiva_lib import variants
+from hiva_lib.data.prepared import PreparedDataset
+from hiva_lib.engine.checkpoint import atomic_write_text
+from hiva_lib.engine.config import TrainConfig, make_config
+from hiva_lib.engine.train import (
+    aggregate_folds,
+    launched_by_torchrun,
+    load_data,
+    resolve_device,
+    run_variant,
+)
 
 STATUS_KEY = ["variant", "seed", "fold"]
 STATUS_COLUMNS = ["variant", "row_name", "fold", "seed", "status", "mean_f1", "error",

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hiva_lib.presets import SMOKE, TRAIN_PRESETS, default_preset
+
 
 @dataclass
 class TrainConfig:
@@ -18,7 +20,7 @@ class TrainConfig:
     fold: int = 1
     variant: str = "full"  # a slug of hiva_lib.variants.VARIANTS
     seed: int = 0
-    model_preset: str = "paper"  # a key of hiva_lib.hiva.MODEL_PRESETS (it sets the image size)
+    model_preset: str = "paper"  # a key of hiva_lib.presets.MODEL_PRESETS (it sets the image size)
     model_overrides: dict = field(default_factory=dict)
     epochs_stage1: int = 30
     epochs_stage2: int = 30
@@ -42,28 +44,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-TRAIN_PRESETS: dict[str, dict] = {
-    "paper": {},
-    "synth-cpu": dict(
-        model_preset="cpu-small",
-        epochs_stage1=10,
-        epochs_stage2=3,
-        batch_size=32,
-        lr_stage1=2e-3,
-        lr_stage2=2e-4,
-        lambda_diff=1e-2,
-        num_workers=0,
-    ),
-}
-# Smoke size for tests and `-p smoke True`: a few steps of everything, kept apart from real runs.
-SMOKE = dict(model_preset="test-tiny", epochs_stage1=1, epochs_stage2=1, batch_size=8,
-             max_steps_per_epoch=2, runs_root="runs/_smoke", results_root="results/_smoke")
-
-
-def default_preset(dataset: str) -> str:
-    return "synth-cpu" if dataset.startswith("synth-") else "paper"
 
 
 def make_config(dataset: str, preset: str | None = None, smoke: bool = False,

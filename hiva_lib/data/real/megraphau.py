@@ -5,7 +5,7 @@ Their format, as written by ``tool/BP4D_image_label_process.py`` / ``DISFA_image
 - ``<DS>_{train,test}_img_path_fold<k>.txt``: one image path per line, relative to the image
   folder (``F001/T1/2440.jpg`` for BP4D, ``SN001/0.png`` for DISFA);
 - ``<DS>_{train,test}_label_fold<k>.txt``: one row per image, space-separated 0/1, the AUs in
-  the order of :data:`hiva_lib.au.DATASET_AUS`;
+  the order of :data:`hiva_lib.data.au.DATASET_AUS`;
 - ``<DS>_weight_fold<k>.txt`` (the name in the repository's lists) or
   ``<DS>_train_weight_fold<k>.txt`` (the name ``tool/<DS>_calculate_AU_class_weights.py``
   writes): one tab-separated ``%f`` row of AU weights computed from the train labels of fold k
@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .au import au_keys, dataset_aus
-from .datasets import (
+from hiva_lib.data.au import au_keys, dataset_aus
+from hiva_lib.data.prepared import (
     DatasetError,
     PreparedDataset,
     check_output_dir,
@@ -36,10 +36,10 @@ from .datasets import (
     prepared_dir_writer,
     write_index,
 )
-from .face_align import square_resize
-from .losses import inverse_frequency_weights
-from .progress import progress as progress_bar
-from .real_data import _link_or_copy
+from hiva_lib.data.real.face_align import square_resize
+from hiva_lib.data.real.raw import _link_or_copy
+from hiva_lib.losses import inverse_frequency_weights
+from hiva_lib.progress import progress as progress_bar
 
 PREFIX = {"bp4d": "BP4D", "disfa": "DISFA", "gft": "GFT"}
 # the repository's weight-file name, and the one its tool script writes

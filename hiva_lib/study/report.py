@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import paper_tables as PT
-from .au import au_keys, dataset_aus
-from .checkpoint import latest_versions, run_version
+from hiva_lib.data.au import au_keys, dataset_aus
+from hiva_lib.engine.checkpoint import latest_versions, run_version
+from hiva_lib.study import paper_tables as PT
 
 
 class ReportError(FileNotFoundError):
@@ -51,7 +51,7 @@ def collect_results(results_root: str | Path, dataset: str) -> pd.DataFrame:
     """One row per finished run: dataset, variant, seed, fold, run, n_test, mean_f1, one
     column per AU (fractions 0-1), checkpoint, path. Of several versions of one
     (variant, seed, fold) run (``fold1``, ``fold1-v2``, ``fold1-v10``) the newest by version
-    number is kept (:func:`hiva_lib.checkpoint.latest_versions`)."""
+    number is kept (:func:`hiva_lib.engine.checkpoint.latest_versions`)."""
     base = Path(results_root) / dataset
     found = [p.parent for p in base.glob("*/seed*/fold*/metrics.json")
              if _fold_of(p.parent.name) is not None]

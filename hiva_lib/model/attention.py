@@ -1,5 +1,8 @@
 """(d) Hierarchical vision-language interaction (Sec. III-D): DDCA (Eq. 5) and CDCA (Eq. 6).
 
+:func:`reference_attention` is Eq. 5/6 written as the paper writes it; :class:`CrossAttention`
+is the optimised form used for training, tested equal to it.
+
 Every attention is softmax((W_Q q)(W_K k)^T / sqrt(d)) (W_V v) with learnable bias-free
 W_Q, W_K, W_V (d x C) and no output projection, as the equations write it. Single head by
 default (Eq. 5/6); with ``heads > 1`` the maps are averaged over heads and d is the head width.
@@ -70,6 +73,31 @@ class CrossAttention(nn.Module):
         return out.reshape(*out.shape[:-2], -1), attn.mean(-3)
 
 
+def reference_attention(att: CrossAttention, query: torch.Tensor, kv: torch.Tensor,
+                        key_mask: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 5/6 as written: softmax((W_Q q)(W_K k)^T / sqrt(d)) (W_V v), per head.
+
+    The readable form of :class:`CrossAttention` (which computes the same numbers with the
+    projections folded into the smaller side); slower, kept to read and to test against.
+    query (..., Lq, C), kv (..., Lk, C) with equal leading dims -> (out (..., Lq, C),
+    head-averaged map (..., Lq, Lk)).
+    """
+    h, c = att.heads, query.shape[-1]
+    d = c // h
+    q, k, v = att.w_q(query), att.w_k(kv), att.w_v(kv)  # W_Q q, W_K k, W_V v
+
+    def split(x: torch.Tensor) -> torch.Tensor:  # (..., L, C) -> (..., h, L, d)
+        return x.reshape(*x.shape[:-1], h, d).transpose(-3, -2)
+
+    scores = split(q) @ split(k).transpose(-1, -2) / d ** 0.5
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask[..., None, None, :], float("-inf"))
+    attn = scores.softmax(-1)
+    out = (attn @ split(v)).transpose(-3, -2)  # (..., Lq, h, d)
+    return out.reshape(*out.shape[:-2], c), attn.mean(-3)
+
+
 def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b with broadcast leading dims; einsum folds a dim that only one side has into that
     side's rows (one large matmul) where @ would copy the other side along it (many small)."""
@@ -77,7 +105,7 @@ def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class DDCA(nn.Module):
-    """Disentangled dual cross-attention, one AU description per AU branch (Eq. 5 + dual)."""
+    """Eq. 5 and its dual: disentangled dual cross-attention, one AU description per AU branch."""
 
     def __init__(self, dim: int, heads: int = 1, mode: str = "spatial") -> None:
         super().__init__()
@@ -104,7 +132,7 @@ class DDCA(nn.Module):
 
 
 class CDCA(nn.Module):
-    """Contextual dual cross-attention between X_g and all AU texts (Eq. 6 + dual)."""
+    """Eq. 6 and its dual: contextual dual cross-attention between X_g and all AU texts."""
 
     def __init__(self, dim: int, heads: int = 1) -> None:
         super().__init__()

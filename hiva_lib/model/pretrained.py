@@ -93,7 +93,7 @@ def _text_fix(name: str) -> str:
 
 def load_text_model(name: str):
     """(tokenizer, model) of a BERT-architecture encoder, with eager attention: the
-    reference that :func:`hiva_lib.text_encoder.bert_layer_packed` reproduces."""
+    reference that :func:`hiva_lib.model.text.bert_layer_packed` reproduces."""
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

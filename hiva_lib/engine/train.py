@@ -33,9 +33,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from . import hiva, variants
-from .au import au_keys
-from .checkpoint import (
+from hiva_lib import variants
+from hiva_lib.data.au import au_keys
+from hiva_lib.data.loader import FrameDataset, load_size_for, prepare_batch
+from hiva_lib.data.prepared import DatasetError, PreparedDataset, load_prepared, prepare_hint
+from hiva_lib.engine.checkpoint import (
     CheckpointError,
     atomic_save,
     atomic_write_json,
@@ -48,12 +50,13 @@ from .checkpoint import (
     load_checkpoint,
     resolve_run_dir,
 )
-from .config import TrainConfig, project_root
-from .datasets import DatasetError, PreparedDataset, load_prepared, prepare_hint
-from .loader import FrameDataset, load_size_for, prepare_batch
-from .losses import au_loss, inverse_frequency_weights
-from .metrics import all_positive_f1, f1_per_au
-from .progress import progress
+from hiva_lib.engine.config import TrainConfig, project_root
+from hiva_lib.losses import au_loss, inverse_frequency_weights
+from hiva_lib.metrics import all_positive_f1, f1_per_au
+from hiva_lib.model import hiva
+from hiva_lib.model.config import ModelConfig, config_from_dict
+from hiva_lib.presets import MODEL_PRESETS
+from hiva_lib.progress import progress
 
 
 @dataclass
@@ -121,11 +124,11 @@ def load_data(cfg: TrainConfig) -> PreparedDataset:
     return load_prepared(root)
 
 
-def model_config(cfg: TrainConfig, variant: str) -> hiva.ModelConfig:
-    if cfg.model_preset not in hiva.MODEL_PRESETS:
+def model_config(cfg: TrainConfig, variant: str) -> ModelConfig:
+    if cfg.model_preset not in MODEL_PRESETS:
         raise ValueError(f"unknown model preset {cfg.model_preset!r}; "
-                         f"choose one of {list(hiva.MODEL_PRESETS)}")
-    base = hiva.MODEL_PRESETS[cfg.model_preset]
+                         f"choose one of {list(MODEL_PRESETS)}")
+    base = MODEL_PRESETS[cfg.model_preset]
     base = dataclasses.replace(base, **cfg.model_overrides)
     return variants.apply_variant(base, variant)
 
@@ -440,7 +443,7 @@ def load_trained(checkpoint: str | Path, device: str = "cpu", state: dict | None
     if state is None:
         state = load_checkpoint(checkpoint, "checkpoint",
                                 "Train the model first (notebooks 02/03).")
-    cfg = dataclasses.replace(hiva.config_from_dict(state["model_config"]), pretrained=False)
+    cfg = dataclasses.replace(config_from_dict(state["model_config"]), pretrained=False)
     model = hiva.HiVA(cfg, tuple(state["au_ids"]))
     model.set_stage(state["stage"])
     model.load_state_dict(state["model"])
@@ -515,7 +518,7 @@ def provenance(data_meta: dict) -> dict:
     import timm
     import transformers
 
-    from . import __version__
+    from hiva_lib import __version__
 
     def git(*args: str) -> str | None:
         try:

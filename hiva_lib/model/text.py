@@ -20,16 +20,18 @@ the AU, whose tokens then all serve as keys of the spatial DDCA).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .descriptions import SAMPLE_MODES, sample_indices
-from .pretrained import load_text_model
+from hiva_lib.data.descriptions import SAMPLE_MODES, sample_indices
+from hiva_lib.model.pretrained import load_text_model
 
 EVAL_MODES = ("base", "mean")
 
@@ -122,6 +124,8 @@ class TextEncoder(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, step: int | None = None) -> TextOutput:
+        """Eq. 2: H (N, d') as the mean of each AU's encoded descriptions, then
+        Z = Trans(W_p H) (N, d); also the projected token states DDCA attends to."""
         rows = self.select(step)  # (N, S)
         n, s = rows.shape
         valid = rows >= 0
@@ -148,7 +152,7 @@ class TextEncoder(nn.Module):
             raise ValueError(
                 "checkpoint was trained with other AU descriptions than this model was built "
                 "with (their hashes differ). Build HiVA with the same descriptions= list or "
-                "descriptions_path, or restore hiva_lib/data/au_descriptions.json.")
+                "descriptions_path, or restore hiva_lib/assets/au_descriptions.json.")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
@@ -185,3 +189,29 @@ def descriptions_hash(descriptions: list[list[str]]) -> torch.Tensor:
     """An int64 fingerprint of the description lists, kept in the state dict."""
     digest = hashlib.sha256(json.dumps(descriptions).encode()).digest()
     return torch.tensor(int.from_bytes(digest[:8], "little", signed=True))
+
+
+class _CachedText(nn.Module):
+    """Stands in for the text branch at inference: its output for the fixed descriptions."""
+
+    def __init__(self, text: nn.Module) -> None:
+        super().__init__()
+        with torch.no_grad():
+            self.out = text(None)
+
+    def forward(self, step: int | None = None):
+        return self.out
+
+
+@contextlib.contextmanager
+def cached_text(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` with its text branch replaced by its precomputed output (inference only)."""
+    if model.text is None:
+        yield model
+        return
+    real = model.text
+    model.text = _CachedText(real)
+    try:
+        yield model
+    finally:
+        model.text = real

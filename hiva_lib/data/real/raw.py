@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .au import au_keys, dataset_aus
-from .datasets import (
+from hiva_lib.data.au import au_keys, dataset_aus
+from hiva_lib.data.prepared import (
     DatasetError,
     PreparedDataset,
     check_apart,
@@ -42,8 +42,9 @@ from .datasets import (
     remove_dirs,
     write_index,
 )
-from .face_align import FaceAligner
-from .progress import progress as progress_bar
+from hiva_lib.data.real.face_align import FaceAligner
+from hiva_lib.presets import SMOKE_FRAMES, SMOKE_SEQUENCES
+from hiva_lib.progress import progress as progress_bar
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -64,7 +65,6 @@ DISFA_PARTS: tuple[tuple[str, ...], ...] = (
 )
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".wmv")
-SMOKE_SEQUENCES, SMOKE_FRAMES = 2, 8  # per subject / per sequence when smoke=True
 GFT_FIRST_FRAME = 1  # assumed: GFT label files count video frames from 1 (docs/data.md)
 
 

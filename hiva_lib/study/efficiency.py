@@ -39,9 +39,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import text_encoder as te
-from .au import dataset_aus
-from .hiva import MODEL_PRESETS, HiVA, ModelConfig
+from hiva_lib.data.au import dataset_aus
+from hiva_lib.model import text as te
+from hiva_lib.model.config import ModelConfig
+from hiva_lib.model.hiva import HiVA
+from hiva_lib.model.text import cached_text
+from hiva_lib.presets import MODEL_PRESETS
 
 # The paper's numbers; latencies as we read them: one forward pass of a batch of 32 (GPU),
 # of one image (CPU). Per image in the GPU batch: 63.1 / 32 = 1.97 ms.
@@ -57,7 +60,7 @@ def _random_text_model(name: str, record: dict):
     """(tokenizer, random-init BERT) with the architecture of ``name``; no weight download."""
     from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel
 
-    from .pretrained import minilm_path, resolve_text_model
+    from hiva_lib.model.pretrained import minilm_path, resolve_text_model
 
     try:
         config = AutoConfig.from_pretrained(resolve_text_model(name))
@@ -99,8 +102,8 @@ def build_model(preset: str, dataset: str = "bp4d", variant: str = "full",
     local folder such as "minilm" is loaded as is). One description per AU (the base one, used
     at inference) keeps construction cheap; parameter counts do not depend on it.
     """
-    from .descriptions import all_descriptions
-    from .variants import apply_variant
+    from hiva_lib.data.descriptions import all_descriptions
+    from hiva_lib.variants import apply_variant
 
     if preset not in MODEL_PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose one of {list(MODEL_PRESETS)}")
@@ -149,32 +152,6 @@ def _flops(fn, *args) -> int:
     return int(counter.get_total_flops())
 
 
-class _CachedText(nn.Module):
-    """Stands in for the text branch at inference: its output for the fixed descriptions."""
-
-    def __init__(self, text: nn.Module) -> None:
-        super().__init__()
-        with torch.no_grad():
-            self.out = text(None)
-
-    def forward(self, step: int | None = None):
-        return self.out
-
-
-@contextlib.contextmanager
-def cached_text(model: HiVA) -> Iterator[HiVA]:
-    """``model`` with its text branch replaced by its precomputed output (inference only)."""
-    if model.text is None:
-        yield model
-        return
-    real = model.text
-    model.text = _CachedText(real)
-    try:
-        yield model
-    finally:
-        model.text = real
-
-
 def flop_counts(model: HiVA) -> dict:
     """FLOPs of one image (FlopCounterMode: 2 per multiply-add): total, image path, text path."""
     x = torch.randn(1, 3, model.cfg.img_size, model.cfg.img_size)
@@ -207,7 +184,7 @@ def latency_ms(model: nn.Module, batch: int, device: torch.device, reps: int = 5
 def measure(preset: str, dataset: str = "bp4d", device: str = "auto", batch_size: int = 32,
             reps: int = 3, cpu_reps: int = 5) -> dict:
     """One row of the efficiency table for ``preset`` (see the module docstring)."""
-    from .train import resolve_device
+    from hiva_lib.engine.train import resolve_device
 
     dev = resolve_device(device)
     model, record = build_model(preset, dataset)
@@ -244,7 +221,7 @@ def efficiency_table(presets: list[str] | tuple[str, ...] = ("paper", "cpu-small
     table = pd.DataFrame(rows)
     if out_csv is None:
         return table, None
-    from .checkpoint import atomic_write_text, free_version
+    from hiva_lib.engine.checkpoint import atomic_write_text, free_version
 
     path = free_version(out_csv)
     atomic_write_text(table.to_csv(index=False, float_format="%.4g"), path)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .au import ALL_AU_IDS, AUS, parse_au_key
+from hiva_lib.data.au import ALL_AU_IDS, AUS, parse_au_key
 
-DESCRIPTIONS_PATH = Path(__file__).parent / "data" / "au_descriptions.json"
+DESCRIPTIONS_PATH = Path(__file__).parents[1] / "assets" / "au_descriptions.json"
 MIN_VARIANTS = 8
 SAMPLE_MODES = ("per_au", "shared")
 
@@ -49,7 +49,7 @@ def _validate(raw: object, path: Path) -> dict[int, dict]:
             problems.append(f"key {key!r} is not an AU name like 'AU12'")
             continue
         if au_id not in AUS:
-            problems.append(f"{key} is not in the AU registry (hiva_lib/au.py)")
+            problems.append(f"{key} is not in the AU registry (hiva_lib/data/au.py)")
             continue
         if not isinstance(entry, dict) or not isinstance(entry.get("base"), str):
             problems.append(f"{key} needs a string 'base'")

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .au import au_keys
+from hiva_lib.data.au import au_keys
 
 FORMAT_VERSION = 1
 INDEX_COLUMNS = ["subject", "sequence", "frame", "image", "fold"]
@@ -49,7 +49,7 @@ class PreparedDataset:
     root: Path
     meta: dict
     index: pd.DataFrame
-    # decoded images {(row, size): uint8 tensor}, kept by hiva_lib.loader for small data sets:
+    # decoded images {(row, size): uint8 tensor}, kept by hiva_lib.data.loader for small data sets:
     # the runs of an ablation share one PreparedDataset and decode each image once
     decoded: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -149,7 +149,7 @@ def load_prepared(root: str | Path, check_images: bool = True) -> PreparedDatase
     missing = [c for c in INDEX_COLUMNS + au_cols if c not in index.columns]
     if missing:
         raise _fail(index_path, f"missing columns {missing}",
-                    "Prepare the data set again; the contract is in hiva_lib/datasets.py.")
+                    "Prepare the data set again; the contract is in hiva_lib/data/prepared.py.")
     if index.empty:
         raise _fail(index_path, "has no rows", prepare_hint(name))
     labels = index[au_cols].to_numpy()

@@ -1,8 +1,8 @@
 """AU detection on your own faces: an image, a folder of images, or a video.
 
 ``infer(checkpoint, source, out_dir)`` runs a trained model (``final.pt`` of notebook 02/03,
-loaded with :func:`hiva_lib.train.load_trained`) on every frame: the face is detected and
-aligned with :mod:`hiva_lib.face_align` (the same 5-point template the real data sets are
+loaded with :func:`hiva_lib.engine.train.load_trained`) on every frame: the face is detected and
+aligned with :mod:`hiva_lib.data.real.face_align` (the same 5-point template the real data sets are
 prepared with; ``align="skip"`` when the inputs are already face crops), resized and
 centre-cropped exactly as in evaluation, and the AU probabilities are written to
 ``out_dir/au_probabilities.csv`` (one row per frame). Attention overlays (DDCA maps of the most
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .au import au_keys
-from .checkpoint import atomic_write_text, free_version
-from .loader import load_size_for, prepare_batch
+from hiva_lib.data.au import au_keys
+from hiva_lib.data.loader import load_size_for, prepare_batch
+from hiva_lib.engine.checkpoint import atomic_write_text, free_version
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -115,7 +115,7 @@ def overlay_path(out_dir: Path, name: str, frame: int) -> Path:
 def _faces(frames: list[np.ndarray], aligner, size: int) -> list[np.ndarray | None]:
     """Aligned face crops (size x size RGB), None where no face was found."""
     if aligner is None:
-        from .face_align import square_resize
+        from hiva_lib.data.real.face_align import square_resize
 
         return [square_resize(f, size) for f in frames]
     marks = aligner.landmarks(frames)
@@ -125,7 +125,7 @@ def _faces(frames: list[np.ndarray], aligner, size: int) -> list[np.ndarray | No
 def _maps_for_overlay(model: torch.nn.Module, x: torch.Tensor,
                       probs: np.ndarray, top: int) -> tuple[list[np.ndarray], list[str]]:
     """Per face: a stack of maps (top AUs' DDCA + CDCA composite, or Grad-CAM) and names."""
-    from .figures import gradcam, model_maps
+    from hiva_lib.study.maps import gradcam, model_maps
 
     out = model_maps(model, x)
     keys = au_keys(model.au_ids)
@@ -152,7 +152,7 @@ def _save_overlay(path: Path, face: np.ndarray, maps: np.ndarray, titles: list[s
                   caption: str) -> None:
     import matplotlib.pyplot as plt
 
-    from .figures import draw_map
+    from hiva_lib.study.figures import draw_map
 
     fig, axes = plt.subplots(1, 1 + len(maps), figsize=(2.0 * (1 + len(maps)), 2.4))
     axes[0].imshow(face)
@@ -184,9 +184,9 @@ def infer(checkpoint: str | Path, source: str | Path | list, out_dir: str | Path
     row with ``face_found=False`` and empty probabilities. An ``out_dir`` that already holds
     results is kept: these go to ``<out_dir>-v2`` (``-v3``...), named in ``table.attrs["out_dir"]``.
     """
-    from .efficiency import cached_text
-    from .face_align import FaceAligner, resolve_align
-    from .train import load_trained
+    from hiva_lib.data.real.face_align import FaceAligner, resolve_align
+    from hiva_lib.engine.train import load_trained
+    from hiva_lib.model.text import cached_text
 
     _list_source(source)  # bad input: one error before anything is loaded or written
     mode = resolve_align(align)

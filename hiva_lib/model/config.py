@@ -1,0 +1,69 @@
+"""The model's configuration: one dataclass of every switch of Sec. III and the design notes.
+
+The named presets (paper, cpu-small, ...) live in :mod:`hiva_lib.presets`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from hiva_lib.data.descriptions import SAMPLE_MODES
+from hiva_lib.model.attention import DDCA_MODES
+from hiva_lib.model.text import EVAL_MODES
+
+FUSIONS = ("concat", "add")
+
+
+@dataclass
+class ModelConfig:
+    # (a) visual encoding
+    backbone: str = "swin_base_patch4_window7_224"
+    backbone_kwargs: dict = field(default_factory=dict)  # extra timm.create_model kwargs
+    pretrained: bool | str = True  # True: hub ImageNet weights; False: random; str: local file
+    img_size: int = 224
+    dim: int = 512  # C = d, width of X_g, F_i, U_i, Z_i and the attention space
+    # (b) text
+    text_model: str = "bert-large-uncased"  # hub id, local folder, or "minilm" (offline)
+    text_trainable_layers: int = 2
+    text_layers: int = 3  # Transformer of Eq. 2
+    text_heads: int = 8
+    text_ff_dim: int | None = None  # feed-forward width of Eq. 2's layers; None = dim
+    descriptions_path: str | None = None  # None: hiva_lib/assets/au_descriptions.json
+    # (c) graph
+    graph_k: int = 4  # top-K neighbours (not stated in the paper; ME-GraphAU's value)
+    # ablation flags (Tables IV-VI)
+    use_text: bool = True  # False: vision-only Baseline, stage 1 only
+    use_aug: bool = True  # False: base descriptions only ("w/o AUG")
+    use_ldiff: bool = True  # False: no L_diff ("w/o L_diff")
+    use_ddca: bool = True
+    use_cdca: bool = True
+    # switches of the design notes' ambiguities (default first)
+    ddca_mode: str = "spatial"  # 1: "spatial" | "literal" (Eq. 5 as written)
+    attn_heads: int = 1  # single-head attention as Eq. 5/6 write it
+    graph_in_stage2: bool = False  # 2: False = graph is a stage-1 auxiliary
+    fusion_without_attention: str = "concat"  # 3: w/o both: "concat" (U_i, Z_i) | "add"
+    stage2_train_branches: bool = True  # stage 2 also trains the AU branches (and graph)
+    stage2_new_module_lr_mult: float = 1.0  # 4: lr multiplier of fresh stage-2 modules
+    eval_descriptions: str = "base"  # 5: "base" | "mean" (H averaged over all variants)
+    train_sampling: str = "per_au"  # 5: "per_au" | "shared" (one rank for all AUs)
+    sampling_seed: int = 0  # description draws are a function of (sampling_seed, step)
+    head_dim: int = 512  # the FC of the final head
+
+    def __post_init__(self) -> None:
+        choices = dict(ddca_mode=DDCA_MODES, fusion_without_attention=FUSIONS,
+                       eval_descriptions=EVAL_MODES, train_sampling=SAMPLE_MODES)
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"ModelConfig.{key}={getattr(self, key)!r}: "
+                                 f"choose one of {allowed}")
+        if self.graph_k < 1:
+            raise ValueError(f"ModelConfig.graph_k={self.graph_k}: must be >= 1")
+
+
+def config_from_dict(values: dict) -> ModelConfig:
+    """A ModelConfig from a saved dict; unknown keys raise one clear error."""
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown ModelConfig keys {unknown}; known: {sorted(names)}")
+    return ModelConfig(**values)

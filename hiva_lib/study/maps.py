@@ -1,0 +1,78 @@
+"""Where a model looks: its attention maps (DDCA, CDCA, Eq. 5/6), its AU graph (Eq. 3) and
+Grad-CAM on the backbone's last stage. Used by Figs. 6-7, the attention scores and inference."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+@torch.no_grad()
+def model_maps(model: torch.nn.Module, x: torch.Tensor) -> dict[str, np.ndarray | None]:
+    """Probabilities (B, N) and the maps of one forward pass: ``ddca`` / ``cdca`` as
+    (B, N, h, w) and ``graph`` (B, N, N), each None when the model has no such module."""
+    device = next(model.parameters()).device
+    out = model(x.to(device))
+    maps = out.maps or {}
+    h, w = maps.get("x_g_hw", (None, None)) or (None, None)
+    res: dict[str, np.ndarray | None] = {"probs": torch.sigmoid(out.logits.float()).cpu().numpy()}
+    for key in ("ddca", "cdca"):
+        m = maps.get(key)
+        if m is not None and h is None:
+            h = w = int(math.isqrt(m.shape[-1]))
+        res[key] = None if m is None else m.float().reshape(*m.shape[:2], h, w).cpu().numpy()
+    g = maps.get("graph")
+    res["graph"] = None if g is None else g.float().cpu().numpy()
+    return res
+
+
+class _Logits(torch.nn.Module):
+    """The AU logits alone, the output Grad-CAM differentiates."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).logits
+
+
+def swin_reshape_transform(t: torch.Tensor) -> torch.Tensor:
+    """Swin activations to NCHW for Grad-CAM: timm's stages give NHWC (B, H, W, C) maps,
+    older ones tokens (B, H*W, C)."""
+    if t.ndim == 3:
+        s = math.isqrt(t.shape[1])
+        t = t.reshape(t.shape[0], s, s, t.shape[2])
+    return t.permute(0, 3, 1, 2)
+
+
+def gradcam_layer(model: torch.nn.Module) -> tuple[torch.nn.Module, bool]:
+    """Grad-CAM's target layer: the last stage of the model's image backbone (timm's
+    ``feature_info``: the last Swin stage, or ``layer4`` of a ResNet), and whether its maps are
+    NHWC (Swin) and need :func:`swin_reshape_transform`."""
+    from hiva_lib.model.backbone import Backbone
+
+    for module in model.modules():
+        if isinstance(module, Backbone):
+            body = module.body
+            return body.get_submodule(body.feature_info[-1]["module"]), module.nhwc
+    raise ValueError("no hiva_lib Backbone found in the model; pass target_layer to gradcam()")
+
+
+def gradcam(model: torch.nn.Module, x: torch.Tensor, au_index: int | list[int],
+            target_layer: torch.nn.Module | None = None, nhwc: bool = False) -> np.ndarray:
+    """Grad-CAM (pytorch_grad_cam.GradCAM) of AU logit(s) on the backbone's last stage:
+    (B, H, W) in [0, 1] at the input resolution. ``au_index`` is one AU column or one per
+    image; ``nhwc`` applies the Swin reshape transform to an explicit ``target_layer``."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    idx = [au_index] * len(x) if isinstance(au_index, int) else list(au_index)
+    device = next(model.parameters()).device
+    layer, nhwc = (target_layer, nhwc) if target_layer is not None else gradcam_layer(model)
+    wrapped = _Logits(model).eval()
+    with torch.enable_grad(), GradCAM(wrapped, [layer], reshape_transform=(
+            swin_reshape_transform if nhwc else None)) as cam:
+        maps = cam(input_tensor=x.to(device), targets=[ClassifierOutputTarget(i) for i in idx])
+    return np.asarray(maps, np.float64)
