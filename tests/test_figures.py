@@ -88,15 +88,15 @@ def test_planted_flat_maps_are_flagged_and_scored_at_chance():
 def test_flat_map_panel_is_labelled():
     import matplotlib.pyplot as plt
 
-    from hiva_lib.study.figures import _overlay
+    from hiva_lib.study.drawing import overlay
 
     face = np.full((56, 56, 3), 120, np.uint8)
     peaked = np.zeros((7, 7))
     peaked[2, 3] = 1.0
     fig, axes = plt.subplots(1, 3)
-    _overlay(axes[0], face, np.zeros((7, 7)), "Grad-CAM")
-    _overlay(axes[1], face, peaked, "DDCA")
-    _overlay(axes[2], face, None, "no map")
+    overlay(axes[0], face, np.zeros((7, 7)), "Grad-CAM")
+    overlay(axes[1], face, peaked, "DDCA")
+    overlay(axes[2], face, None, "no map")
     labels = [[t.get_text() for t in ax.texts] for ax in axes]
     plt.close(fig)
     assert labels == [["flat map"], [], ["n/a"]]
@@ -267,6 +267,7 @@ def test_06_figures_notebook(study):
 
 def test_flat_maps_are_counted_in_the_scores(study, tmp_path, monkeypatch):
     """Planted: every DDCA map of HiVA is all-zero; the CDCA maps are left as they are."""
+    from hiva_lib.study import fig6_attention
     from hiva_lib.study import figures as F
 
     roots, _ = study
@@ -277,7 +278,7 @@ def test_flat_maps_are_counted_in_the_scores(study, tmp_path, monkeypatch):
         out["ddca"] = np.zeros_like(out["ddca"])
         return out
 
-    monkeypatch.setattr(F, "model_maps", flat_ddca)
+    monkeypatch.setattr(fig6_attention, "model_maps", flat_ddca)  # score_attention's caller
     st = F.Study.open("synth-disfa", smoke=True, **{**roots, "results_root": str(tmp_path)})
     monkeypatch.setattr(st, "checkpoint", F.Study.open("synth-disfa", smoke=True,
                                                        **roots).checkpoint)

@@ -152,7 +152,7 @@ def _save_overlay(path: Path, face: np.ndarray, maps: np.ndarray, titles: list[s
                   caption: str) -> None:
     import matplotlib.pyplot as plt
 
-    from hiva_lib.study.figures import draw_map
+    from hiva_lib.study.drawing import draw_map
 
     fig, axes = plt.subplots(1, 1 + len(maps), figsize=(2.0 * (1 + len(maps)), 2.4))
     axes[0].imshow(face)

@@ -1,0 +1,128 @@
+"""The study a figure is drawn from: :class:`Study` knows where one data set's data, runs,
+results and figures live (the same folders as the training notebooks) and loads its data and
+trained models on demand. :func:`run_figure` and :func:`show` are the notebook's wrappers;
+a missing input is one :class:`FigureError` naming the notebook to run.
+
+Figures are written as PNG and PDF to ``figures_root/<dataset>/`` (:meth:`Study.save`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+
+from hiva_lib.data.prepared import PreparedDataset
+from hiva_lib.engine.checkpoint import latest_versions, run_version
+from hiva_lib.engine.config import TrainConfig, default_figures_root, make_config, project_root
+
+
+class FigureError(FileNotFoundError):
+    """What a figure needs (results, checkpoints, text embeddings) is missing."""
+
+
+@dataclass
+class Study:
+    """Where one data set's study lives, and lazy access to its data and trained models."""
+
+    cfg: TrainConfig
+    figures_root: Path
+    _data: PreparedDataset | None = field(default=None, repr=False)
+    _models: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, dataset: str, data_root: str | None = None, runs_root: str | None = None,
+             results_root: str | None = None, figures_root: str | None = None,
+             smoke: bool = False, seed: int = 0, fold: int = 1, device: str = "cpu") -> Study:
+        cfg = make_config(dataset, smoke=smoke, data_root=data_root, runs_root=runs_root,
+                          results_root=results_root, seed=seed, fold=fold, device=device)
+        if figures_root is None:
+            figures_root = str(default_figures_root(smoke))
+        return cls(cfg, Path(figures_root))
+
+    @property
+    def dataset(self) -> str:
+        return self.cfg.dataset
+
+    @property
+    def data(self) -> PreparedDataset:
+        if self._data is None:
+            from hiva_lib.engine.train import load_data
+
+            self._data = load_data(self.cfg)
+        return self._data
+
+    @property
+    def out_dir(self) -> Path:
+        return self.figures_root / self.dataset
+
+    def _train_hint(self, variant: str) -> str:
+        smoke = " -p smoke True" if self.cfg.model_preset == "test-tiny" else ""
+        return (f"Train it first: papermill notebooks/03_train_stage2.ipynb out.ipynb -p dataset "
+                f"{self.dataset} -p variant {variant} -p fold {self.cfg.fold} -p seed "
+                f"{self.cfg.seed}{smoke} (Baseline: notebooks/02_train_stage1.ipynb), or pass "
+                "runs_root / results_root pointing at the folders that hold it.")
+
+    def checkpoint(self, variant: str) -> Path:
+        """The final.pt evaluated for ``variant`` (its metrics.json names it), or the run's."""
+        from hiva_lib import variants
+        from hiva_lib.engine import train
+
+        base = Path(self.cfg.results_root) / self.dataset / variant / f"seed{self.cfg.seed}"
+        # this fold's versions only (fold1, fold1-v2; not fold10), the newest by number
+        runs = [p.parent for p in base.glob("fold*/metrics.json")
+                if run_version(p.parent.name)[0] == f"fold{self.cfg.fold}"]
+        for run in latest_versions(runs):
+            ckpt = json.loads((run / "metrics.json").read_text()).get("checkpoint")
+            ckpt = ckpt and project_root() / ckpt  # relative to the project (or absolute)
+            if ckpt and ckpt.exists():
+                return ckpt
+        cfg = dataclasses.replace(self.cfg, variant=variant)
+        stage = 2 if 2 in variants.VARIANTS[variant].stages else 1
+        run = train.finished_run(cfg, stage)  # trained with this study's settings
+        path = (run or (train.stage2_dir(cfg) if stage == 2 else train.stage1_dir(cfg))
+                ) / "final.pt"
+        if not path.exists():
+            raise FigureError(f"{path}: no trained {variant!r} model for {self.dataset}, fold "
+                              f"{self.cfg.fold}, seed {self.cfg.seed}. "
+                              + self._train_hint(variant))
+        return path
+
+    def model(self, variant: str) -> torch.nn.Module:
+        if variant not in self._models:
+            from hiva_lib.engine.train import load_trained
+
+            self._models[variant] = load_trained(self.checkpoint(variant), self.cfg.device)
+        return self._models[variant]
+
+    def save(self, fig: Figure, name: str) -> list[Path]:
+        """``fig`` as figures_root/<dataset>/<name>.png and .pdf."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        paths = [self.out_dir / f"{name}.png", self.out_dir / f"{name}.pdf"]
+        fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+        fig.savefig(paths[1], bbox_inches="tight")
+        plt.close(fig)
+        return paths
+
+
+def run_figure(fn, *args, skip_missing: bool = False, **kwargs):
+    """``fn(*args, **kwargs)``; with ``skip_missing`` a missing input (:class:`FigureError`)
+    is reported and None returned, so one untrained variant does not stop the other figures."""
+    try:
+        return fn(*args, **kwargs)
+    except FigureError as e:
+        if not skip_missing:
+            raise
+        print(f"skipped {getattr(fn, '__name__', fn)}: {e}")
+        return None
+
+
+def show(study: Study, name: str):
+    """The saved PNG of figure ``name``, for display in a notebook."""
+    from IPython.display import Image
+
+    return Image(filename=str(study.out_dir / f"{name}.png"))
