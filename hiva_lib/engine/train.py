@@ -51,6 +51,7 @@ from hiva_lib.engine.checkpoint import (
     resolve_run_dir,
 )
 from hiva_lib.engine.config import TrainConfig, project_root
+from hiva_lib.engine.fold_guard import check_held_out, trained_on
 from hiva_lib.losses import au_loss, inverse_frequency_weights
 from hiva_lib.metrics import all_positive_f1, f1_per_au
 from hiva_lib.model import hiva
@@ -356,7 +357,7 @@ def _finish(model: hiva.HiVA, stage: int, cfg: TrainConfig, data: PreparedDatase
         signature = _signature(cfg, stage)
         atomic_save(dict(model=model.state_dict(), stage=stage, au_ids=list(data.au_ids),
                          model_config=dataclasses.asdict(model.cfg), train_config=cfg.to_dict(),
-                         signature=signature), final)
+                         signature=signature, trained_on=trained_on(data, cfg.fold)), final)
         atomic_write_json(cfg.to_dict(), run_dir / "config.json")
         atomic_write_json(signature, run_dir / "signature.json")
         atomic_write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"), run_dir / "DONE")
@@ -458,6 +459,8 @@ def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
     another checkpoint (the committed reference results on a fresh clone, or an earlier run)
     are kept: this evaluation goes to the first free versioned sibling (fold1-v2, -v3...)."""
     data = data or load_data(cfg)
+    state = load_checkpoint(checkpoint, "checkpoint", "Train the model first (notebooks 02/03).")
+    check_held_out(state.get("trained_on"), data, cfg.fold, checkpoint)  # before any reuse
     base = results_dir(cfg, run_dir)
     sha = file_sha256(checkpoint)
     for done in finished_versions(base, "metrics.json"):
@@ -468,7 +471,6 @@ def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
     if out_dir != base:
         print(f"{base} holds results of another checkpoint (kept); these go to {out_dir}")
     device = resolve_device(cfg.device)
-    state = load_checkpoint(checkpoint, "checkpoint", "Train the model first (notebooks 02/03).")
     model = load_trained(checkpoint, str(device), state)
     trained_with = _portable(state["train_config"])  # the config that made the checkpoint
     _, test_rows = data.split(cfg.fold)
