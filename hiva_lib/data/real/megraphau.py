@@ -36,8 +36,8 @@ from hiva_lib.data.prepared import (
     prepared_dir_writer,
     write_index,
 )
+from hiva_lib.data.real.extract import link_or_copy as _link_or_copy
 from hiva_lib.data.real.face_align import square_resize
-from hiva_lib.data.real.raw import _link_or_copy
 from hiva_lib.losses import inverse_frequency_weights
 from hiva_lib.progress import progress as progress_bar
 
