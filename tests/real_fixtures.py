@@ -146,3 +146,117 @@ def make_gft(root: Path, n_frames: int = 5, seed: int = 0, media: str = "videos"
 
 
 BUILDERS = {"bp4d": make_bp4d, "disfa": make_disfa, "gft": make_gft}
+
+
+# ------------------------------------------------------------------ ME-GraphAU / MDHR lists
+# Two subjects per fold part, in the part's order (ME-GraphAU's tool scripts list a part subject
+# by subject in that order, which is not alphabetical); part p is tested in fold 3 - p.
+LIST_PARTS = {"bp4d": (("F018", "F008"), ("M011", "F003"), ("F015", "F006")),
+              "disfa": (("SN010", "SN001"), ("SN013", "SN011"), ("SN023", "SN008"))}
+# The train parts of folds 1, 2, 3 as the tool scripts write them: part1+part2, part1+part3,
+# part2+part3 (0-based part numbers here).
+TRAIN_PARTS = {1: (0, 1), 2: (0, 2), 3: (1, 2)}
+# MDHR's face regions (model/model_<DS>.py) and their AUs, for its sub-label lists.
+MDHR_GROUPS = {"bp4d": ((1, 2, 4, 7), (6,), (12, 14, 15), (10, 17, 23, 24)),
+               "disfa": ((1, 2, 4), (6, 9), (12, 25, 26))}
+
+
+def megraphau_weights(labels: np.ndarray) -> np.ndarray:
+    """tool/<DS>_calculate_AU_class_weights.py, rewritten: rate = share of rows > 0 per AU,
+    w = 1 / rate, then w / sum(w) * N."""
+    n, k = labels.shape
+    rate = np.array([np.sum(labels[:, i] > 0) / float(n) for i in range(k)])
+    w = 1.0 / rate
+    return w / w.sum() * k
+
+
+def megraphau_relation(labels: np.ndarray) -> np.ndarray:
+    """tool/<DS>_deal_AU_relation.py, rewritten: column j*N+k holds 2 * a_j + a_k."""
+    n, k = labels.shape
+    out = np.zeros((n, k * k))
+    for j in range(k):
+        for i in range(k):
+            out[:, j * k + i] = 2 * labels[:, j] + labels[:, i]
+    return out
+
+
+def mdhr_sub_labels(labels: np.ndarray, dataset: str) -> np.ndarray:
+    """MDHR's region labels: the region's AUs written as a binary number, first AU first."""
+    aus = dataset_aus(dataset)
+    return np.array([[int("".join(str(int(row[aus.index(a)])) for a in group), 2)
+                      for group in MDHR_GROUPS[dataset]] for row in labels])
+
+
+def _list_frames(dataset: str, subject: str, n_frames: int, rng: np.random.Generator
+                 ) -> list[tuple[str, int]]:
+    """(sequence, frame) of a subject: BP4D tasks T1, T2 from a late frame number; DISFA
+    0..n-1, SN010 one frame short (as its labels are in the real data set)."""
+    if dataset == "disfa":
+        return [(subject, i) for i in range(n_frames - (subject == "SN010"))]
+    out = []
+    for task in ("T1", "T2"):
+        start = int(rng.integers(1, 3000))
+        out += [(task, start + i) for i in range(n_frames)]
+    return out
+
+
+def _list_name(dataset: str, list_format: str, subject: str, sequence: str, frame: int) -> str:
+    if dataset == "bp4d":
+        return f"{subject}/{sequence}/{frame}.jpg"
+    return f"{subject}/{subject}_{frame}.png" if list_format == "mdhr" else f"{subject}/{frame}.png"
+
+
+def _list_parts(dataset: str, list_format: str, n_frames: int, rng: np.random.Generator
+                ) -> tuple[list[tuple[list[str], np.ndarray]], pd.DataFrame]:
+    """Per part (paths, labels) and the expected index rows."""
+    aus = dataset_aus(dataset)
+    parts, expected = [], []
+    for p, subjects in enumerate(LIST_PARTS[dataset]):
+        keys = [(s, q, f) for s in subjects for q, f in _list_frames(dataset, s, n_frames, rng)]
+        labels = _labels(rng, len(keys), len(aus), p=0.4)
+        parts.append(([_list_name(dataset, list_format, *k) for k in keys], labels))
+        expected += [[*k, 3 - p, *lab] for k, lab in zip(keys, labels, strict=True)]
+    table = pd.DataFrame(expected, columns=["subject", "sequence", "frame", "fold", *au_keys(aus)])
+    return parts, table
+
+
+def make_megraphau(root: Path, dataset: str, list_format: str = "megraphau", n_frames: int = 4,
+                   seed: int = 0) -> tuple[Path, pd.DataFrame]:
+    """A data-set folder as ME-GraphAU's tool scripts write it (``<DS>/list`` + ``<DS>/img``)
+    or, with ``list_format="mdhr"``, as MDHR's lists lie (``<DS>_dataset/`` with sub labels,
+    DISFA paths ``SN001/SN001_0.png`` in ``img_o``). Returns (list folder, expected rows).
+
+    Lists are written with np.savetxt and plain file writes, in the tools' own part order;
+    images are small random pictures (the list tests need files, not faces).
+    """
+    rng = np.random.default_rng(seed)
+    ds, mdhr = dataset.upper(), list_format == "mdhr"
+    folder = root / (f"{ds}_dataset" if mdhr else ds)
+    list_dir = folder if mdhr else folder / "list"
+    img_dir = folder / ("img_o" if mdhr and dataset == "disfa" else "img")
+    list_dir.mkdir(parents=True, exist_ok=True)
+    parts, expected = _list_parts(dataset, list_format, n_frames, rng)
+    word = "path" if mdhr and dataset == "disfa" else "img_path"
+    for k in (1, 2, 3):
+        test = parts[3 - k]
+        train = ([p for i in TRAIN_PARTS[k] for p in parts[i][0]],
+                 np.concatenate([parts[i][1] for i in TRAIN_PARTS[k]]))
+        for split, (paths, labels) in (("test", test), ("train", train)):
+            with open(list_dir / f"{ds}_{split}_{word}_fold{k}.txt", "w") as f:
+                for p in paths:
+                    f.write(p + "\n")
+            np.savetxt(list_dir / f"{ds}_{split}_label_fold{k}.txt", labels, fmt="%d",
+                       delimiter=" ")
+            if mdhr:
+                np.savetxt(list_dir / f"{ds}_{split}_sub_label_fold{k}.txt",
+                           mdhr_sub_labels(labels, dataset), fmt="%d")
+        weight = f"{ds}_train_weight_fold{k}.txt" if mdhr else f"{ds}_weight_fold{k}.txt"
+        np.savetxt(list_dir / weight, megraphau_weights(train[1])[None], fmt="%f", delimiter="\t")
+        if not mdhr:
+            np.savetxt(list_dir / f"{ds}_train_AU_relation_fold{k}.txt",
+                       megraphau_relation(train[1]), fmt="%d")
+    for paths, _ in parts:
+        for p in paths:
+            (img_dir / p).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(img_dir / p), rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    return list_dir, expected

@@ -1,6 +1,6 @@
 """BP4D / DISFA / GFT preparation from fixture trees in their distributed layouts, alignment,
-ME-GraphAU list import/export and its class-weight formula (hiva_lib.data.real.raw, face_align,
-megraphau, prepare)."""
+ME-GraphAU / MDHR list folders (import, export, round trip, their class-weight formula) on
+fixture folders in the repositories' exact names and formats (hiva_lib.data.real, prepare)."""
 from __future__ import annotations
 
 import shutil
@@ -10,18 +10,32 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from real_fixtures import BUILDERS, DISFA_SUBJECTS, GFT_SUBJECTS, make_gft, render
+from real_fixtures import (
+    BUILDERS,
+    DISFA_SUBJECTS,
+    GFT_SUBJECTS,
+    make_gft,
+    make_megraphau,
+    megraphau_weights,
+    render,
+    write_video,
+)
 
 from hiva_lib.data.au import au_keys, dataset_aus
 from hiva_lib.data.prepare import prepare_dataset
 from hiva_lib.data.prepared import DatasetError, load_prepared
+from hiva_lib.data.real.disfa import DISFA_MAX_UNLABELLED_TAIL
 from hiva_lib.data.real.face_align import (
     align_face,
     similarity_transform,
     square_resize,
     template_points,
 )
-from hiva_lib.data.real.megraphau import import_megraphau_lists, write_megraphau_lists
+from hiva_lib.data.real.megraphau import (
+    export_megraphau,
+    import_megraphau_lists,
+    write_megraphau_lists,
+)
 from hiva_lib.data.real.raw import BP4D_PARTS, DISFA_PARTS, parts_to_folds
 from hiva_lib.losses import inverse_frequency_weights
 
@@ -187,6 +201,31 @@ def test_disfa_video_frames_line_up_with_label_lines(raw_trees, tmp_path):
                             [render(si, i, {a: float(inten[a][i]) for a in aus}) for i in range(n)])
 
 
+def test_disfa_video_past_its_labels_by_a_few_frames_is_kept_and_reported(raw_trees, tmp_path):
+    """The DISFA frame-count rule: SN010 has one label line fewer than the other subjects. A
+    video longer than its labels by at most DISFA_MAX_UNLABELLED_TAIL frames keeps the
+    labelled frames (line k = frame k), warns, and records the skipped frames in meta.json,
+    also when the crops come from the cache."""
+    raw, expected = _copy(raw_trees, "disfa", tmp_path)
+    for f in (raw / "ActionUnit_Labels" / "SN001").glob("*.txt"):
+        f.write_text("".join(f.read_text().splitlines(keepends=True)[:-1]))  # 6 frames, 5 labels
+    for overwrite in (False, True):  # the second run reuses the cached crops
+        with pytest.warns(UserWarning, match=r"\{'SN001': 1\} frame\(s\) past the last label"):
+            data = _prepare("disfa", raw, tmp_path / "out", overwrite=overwrite)
+        assert data.meta["preparation"]["unlabelled_video_frames"] == {"SN001": 1}
+    aus = au_keys(dataset_aus("disfa"))
+    got = data.index[KEY + aus].sort_values(KEY).reset_index(drop=True)
+    want = expected[~((expected["subject"] == "SN001") & (expected["frame"] == 5))]
+    pd.testing.assert_frame_equal(got, want[KEY + aus].sort_values(KEY).reset_index(drop=True),
+                                  check_dtype=False)
+    inten = {a: np.loadtxt(raw / "ActionUnit_Labels" / "SN001" / f"SN001_au{a}.txt",
+                           delimiter=",")[:, 1] for a in dataset_aus("disfa")}
+    si = list(DISFA_SUBJECTS).index("SN001")
+    _rows_match_renders(data, "SN001", [render(si, i, {a: float(v[i]) for a, v in inten.items()})
+                                        for i in range(5)])
+    assert DISFA_MAX_UNLABELLED_TAIL == 5
+
+
 @pytest.mark.parametrize("media,first_frame", [("frames", 1), ("videos", 0)])
 def test_gft_frames_layout_and_first_frame(tmp_path, media, first_frame):
     """frames/<subject>/<frame>.jpg works as videos/ does; labels counted from 0 need
@@ -249,6 +288,11 @@ def _corrupt_disfa_count(raw: Path) -> None:
         f.write_text(f.read_text() + "7,0\n")  # 7 label lines, 6 video frames
 
 
+def _corrupt_disfa_long_video(raw: Path) -> None:
+    video = raw / "Videos_LeftCamera" / "LeftVideoSN003_comp.avi"
+    write_video(video, [np.zeros((32, 32, 3), np.uint8)] * 12)  # 6 labels: 6 frames too many
+
+
 def _corrupt_bp4d_count(raw: Path) -> None:
     sorted((raw / "Sequences(2D+3D)" / "F007" / "T2").glob("*.jpg"))[-1].unlink()
 
@@ -276,6 +320,8 @@ def _corrupt_gft_split_unreadable(raw: Path) -> None:
     ("bp4d", _corrupt_unreadable_frame, r"M011/T1/\d+\.jpg: unreadable frame"),
     ("disfa", _corrupt_disfa_count, r"LeftVideoSN003_comp\.avi: 6 frames.*describe 7.*do not "
                                     r"match"),
+    ("disfa", _corrupt_disfa_long_video, r"LeftVideoSN003_comp\.avi: 12 frames, but the labels "
+                                         r"of SN003 describe 6 \(at most 5 unlabelled frames"),
     ("bp4d", _corrupt_bp4d_count, r"F007/T2: 1 of 5 frames.*do not match"),
     ("gft", _corrupt_gft_video, r"002C\.avi: (unreadable video|0 frames)"),
     ("gft", _corrupt_gft_missing_label, r"001B\.csv: missing label file for .*001B\.avi.*Restore"),
@@ -390,21 +436,21 @@ def test_gft_split_with_a_subject_in_train_and_test_is_leakage(raw_trees, tmp_pa
     assert _tree(tmp_path / "out") == {}
 
 
-# ------------------------------------------------------------------------- ME-GraphAU
-def _megraphau_formula(labels: np.ndarray) -> np.ndarray:
-    """tool/BP4D_calculate_AU_class_weights.py, rewritten: rate = share of rows > 0 per AU,
-    w = 1 / rate, then w / sum(w) * N."""
-    n, k = labels.shape
-    rate = np.array([np.sum(labels[:, i] > 0) / float(n) for i in range(k)])
-    w = 1.0 / rate
-    return w / w.sum() * k
+# ------------------------------------------------------------------------- ME-GraphAU / MDHR
+def _import(list_dir: Path, dataset: str, out: Path, **kw):
+    return import_megraphau_lists(list_dir, kw.pop("image_root", None), dataset, out,
+                                  progress=False, **kw)
+
+
+def _list_texts(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.glob("*.txt")}
 
 
 def test_inverse_frequency_weights_match_megraphau_formula(raw_trees, tmp_path):
     rng = np.random.default_rng(3)
     labels = (rng.random((57, 8)) < [0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.05, 0.4]).astype(int)
     labels[0] = 1
-    np.testing.assert_allclose(inverse_frequency_weights(labels), _megraphau_formula(labels),
+    np.testing.assert_allclose(inverse_frequency_weights(labels), megraphau_weights(labels),
                                rtol=1e-12)
     # and the weight files we export are that formula on each fold's train labels
     raw, _ = raw_trees["disfa"]
@@ -413,106 +459,157 @@ def test_inverse_frequency_weights_match_megraphau_formula(raw_trees, tmp_path):
     for k in (1, 2, 3):
         train = np.loadtxt(tmp_path / "list" / f"DISFA_train_label_fold{k}.txt")
         w = np.loadtxt(tmp_path / "list" / f"DISFA_weight_fold{k}.txt")
-        np.testing.assert_allclose(w, _megraphau_formula(train), atol=1e-6)
+        np.testing.assert_allclose(w, megraphau_weights(train), atol=1e-6)
 
 
-def test_megraphau_list_import_round_trip(raw_trees, tmp_path):
-    """Lists written by hand in ME-GraphAU's format import to the same labels and folds."""
-    raw, expected = raw_trees["bp4d"]
-    src = _prepare("bp4d", raw, tmp_path / "src")
-    img_root, list_dir = tmp_path / "img", tmp_path / "list"
-    list_dir.mkdir()
-    aus = au_keys(dataset_aus("bp4d"))
+@pytest.mark.filterwarnings("ignore:.*crop 224 px")
+@pytest.mark.parametrize("dataset", ["bp4d", "disfa"])
+@pytest.mark.parametrize("list_format", ["megraphau", "mdhr"])
+def test_list_folder_round_trip_is_byte_identical(tmp_path, dataset, list_format):
+    """A list folder as ME-GraphAU's tool scripts write it (MDHR: as its lists lie) imports
+    to the expected rows, and exports to the same bytes: paths (DISFA SN001/0.png or
+    SN001/SN001_0.png), labels, weights, AU relations (train = the other parts, ME-GraphAU's
+    order) or MDHR's sub labels; the exported image folder holds every listed image."""
+    list_dir, expected = make_megraphau(tmp_path / "given", dataset, list_format)
+    data = _import(list_dir, dataset, tmp_path / "prepared")
+    aus = au_keys(dataset_aus(dataset))
+    got = data.index[KEY + aus].sort_values(KEY).reset_index(drop=True)
+    want = expected[KEY + aus].sort_values(KEY).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    out = export_megraphau(data, tmp_path / "export", list_format, progress=False)
+    given = _list_texts(list_dir)
+    exported = _list_texts(out / "list" if list_format == "megraphau" else out)
+    assert len(given) == (18 if list_format == "megraphau" else 21)
+    assert sorted(exported) == sorted(given)
+    for name, content in given.items():
+        assert exported[name] == content, name
+    mdhr_disfa = list_format == "mdhr" and dataset == "disfa"
+    image_dir = list_dir.parent / "img" if list_format == "megraphau" else list_dir / (
+        "img_o" if mdhr_disfa else "img")
+    ours = out / ("img_o" if mdhr_disfa else "img")
+    word = "path" if mdhr_disfa else "img_path"
+    listed = [p for k in (1, 2, 3) for p in
+              (list_dir / f"{dataset.upper()}_test_{word}_fold{k}.txt").read_text().split()]
+    assert len(listed) == len(expected)
+    for p in listed:
+        assert (ours / p).is_symlink() and (ours / p).read_bytes() == (image_dir / p).read_bytes()
+
+
+def test_mdhr_path_lists_with_crlf_and_no_final_newline_import(tmp_path):
+    """MDHR's published DISFA train path lists end lines with CRLF and lack a final newline."""
+    list_dir, expected = make_megraphau(tmp_path / "given", "disfa", "mdhr")
     for k in (1, 2, 3):
-        for split, part in (("test", src.index["fold"] == k), ("train", src.index["fold"] != k)):
-            rows = src.index[part]
-            paths = [f"{s}/{q}/{f}.jpg" for s, q, f in
-                     zip(rows["subject"], rows["sequence"], rows["frame"], strict=True)]
-            (list_dir / f"BP4D_{split}_img_path_fold{k}.txt").write_text("\n".join(paths) + "\n")
-            np.savetxt(list_dir / f"BP4D_{split}_label_fold{k}.txt", rows[aus].to_numpy(),
-                       fmt="%d", delimiter=" ")
-            for p, r in zip(paths, rows.index, strict=True):
-                (img_root / p).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(src.image_path(r), img_root / p)
-    data = import_megraphau_lists(list_dir, img_root, "bp4d", tmp_path / "imported",
-                                  progress=False)
-    got = data.index.sort_values(KEY).reset_index(drop=True)
-    want = expected.sort_values(KEY).reset_index(drop=True)
-    pd.testing.assert_frame_equal(got[KEY + aus], want[KEY + aus], check_dtype=False)
-    # and our exporter writes the same test lists
-    write_megraphau_lists(src, tmp_path / "exported")
-    for k in (1, 2, 3):
-        ours = np.loadtxt(tmp_path / "exported" / f"BP4D_test_label_fold{k}.txt", ndmin=2)
-        np.testing.assert_array_equal(ours, np.loadtxt(list_dir / f"BP4D_test_label_fold{k}.txt",
-                                                       ndmin=2))
+        path = list_dir / f"DISFA_train_path_fold{k}.txt"
+        path.write_bytes(b"\r\n".join(path.read_bytes().split()))
+    data = _import(list_dir, "disfa", tmp_path / "prepared")
+    assert len(data.index) == len(expected)
+    assert data.index["image"].iat[0] == "images/SN023/SN023_0.png"  # fold 1 = part 3 first
 
 
-def test_megraphau_import_refuses_leaky_or_mismatched_lists(raw_trees, tmp_path):
-    raw, _ = raw_trees["disfa"]
-    src = _prepare("disfa", raw, tmp_path / "src")
-    list_dir = tmp_path / "list"
-    write_megraphau_lists(src, list_dir)
-    img_root = src.root / "images"
-    train1 = list_dir / "DISFA_train_img_path_fold1.txt"
-    test1 = (list_dir / "DISFA_test_img_path_fold1.txt").read_text()
-    train1.write_text(train1.read_text() + test1)  # fold 1's test subject also in its train list
-    with pytest.raises(DatasetError, match="subject leakage.*SN003"):
-        import_megraphau_lists(list_dir, img_root, "disfa", tmp_path / "out", progress=False)
-    write_megraphau_lists(src, list_dir)
-    lab = list_dir / "DISFA_test_label_fold2.txt"
-    lab.write_text("\n".join(lab.read_text().splitlines()[:-1]) + "\n")
-    with pytest.raises(DatasetError, match="image and label counts do not match"):
-        import_megraphau_lists(list_dir, img_root, "disfa", tmp_path / "out", progress=False)
+def test_published_label_samples_are_named_as_such(tmp_path):
+    """ME-GraphAU publishes complete path lists but 5-row label lists: the import says so,
+    and where full lists come from (MDHR, ME-GraphAU's tool script, notebook 01 + export)."""
+    list_dir, _ = make_megraphau(tmp_path / "given", "bp4d")
+    paths = [f"F007/T1/{643 + i}.jpg" for i in range(46034)]  # full-length, as published
+    (list_dir / "BP4D_test_img_path_fold1.txt").write_text("".join(p + "\n" for p in paths))
+    sample = (list_dir / "BP4D_test_label_fold1.txt").read_text().splitlines()[:5]
+    (list_dir / "BP4D_test_label_fold1.txt").write_text("\n".join(sample))  # no final newline
+    with pytest.raises(DatasetError, match=r"BP4D_test_label_fold1\.txt: 5 rows, but "
+                       r"BP4D_test_img_path_fold1\.txt has 46034 images\. This is the 5-row "
+                       r"sample that ME-GraphAU publishes .*MDHR .*data/BP4D_dataset/"
+                       r".*tool/BP4D_image_label_process\.py.*export_megraphau"):
+        _import(list_dir, "bp4d", tmp_path / "out")
     assert _tree(tmp_path / "out") == {}
 
 
-def _megraphau_disfa_tree(src, me: Path) -> Path:
-    """ME-GraphAU's own DISFA layout, as tool/DISFA_image_label_process.py writes it:
-    img/<SN>/<i>.png (i = 0-based label line), test lists per part, train = the other parts,
-    and the repository's weight file name <DS>_weight_fold<k>.txt."""
-    aus = au_keys(dataset_aus("disfa"))
-    (me / "list").mkdir(parents=True)
-    for k in (1, 2, 3):
-        for split, part in (("test", src.index["fold"] == k), ("train", src.index["fold"] != k)):
-            rows = src.index[part].sort_values(["subject", "frame"])
-            line = rows.groupby("subject").cumcount()  # the label line within the subject
-            paths = [f"{s}/{i}.png" for s, i in zip(rows["subject"], line, strict=True)]
-            (me / "list" / f"DISFA_{split}_img_path_fold{k}.txt").write_text("\n".join(paths))
-            np.savetxt(me / "list" / f"DISFA_{split}_label_fold{k}.txt", rows[aus].to_numpy(),
-                       fmt="%d")
-            for p, r in zip(paths, rows.index, strict=True):
-                (me / "img" / p).parent.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(me / "img" / p), cv2.imread(str(src.image_path(r))))
-            if split == "train":
-                np.savetxt(me / "list" / f"DISFA_weight_fold{k}.txt",
-                           _megraphau_formula(rows[aus].to_numpy())[None], fmt="%f",
-                           delimiter="\t")
-    return me / "list"
+def _truncate(path: Path, keep: int) -> None:
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:keep]))
 
 
-def test_megraphau_import_checks_the_weight_files(raw_trees, tmp_path):
+@pytest.mark.parametrize("weights", [True, False])
+def test_train_label_rows_are_checked_against_the_train_paths(tmp_path, weights):
+    """Full test lists with 5-row train label lists: refused naming the train list (not the
+    weight file), with or without weight files; any other count mismatch is refused too."""
+    list_dir, _ = make_megraphau(tmp_path / "given", "disfa")
+    if not weights:
+        for w in list_dir.glob("DISFA_weight_fold*.txt"):
+            w.unlink()
+    _truncate(list_dir / "DISFA_train_label_fold2.txt", 5)
+    with pytest.raises(DatasetError, match=r"DISFA_train_label_fold2\.txt: 5 rows, but "
+                                           r"DISFA_train_img_path_fold2\.txt has 1[0-9] images\. "
+                                           r"This is the 5-row sample"):
+        _import(list_dir, "disfa", tmp_path / "out")
+    _truncate(list_dir / "DISFA_train_label_fold2.txt", 0)
+    _truncate(list_dir / "DISFA_train_img_path_fold2.txt", 0)
+    list_dir2, _ = make_megraphau(tmp_path / "given2", "disfa")
+    lab = list_dir2 / "DISFA_train_label_fold3.txt"
+    _truncate(lab, len(lab.read_text().splitlines()) - 1)
+    with pytest.raises(DatasetError, match=r"fold3\.txt: 1[0-9] rows, but .* image and label "
+                                           r"counts do not match"):
+        _import(list_dir2, "disfa", tmp_path / "out")
+    assert _tree(tmp_path / "out") == {}
+
+
+def _add_test_rows_to_train(list_dir: Path) -> None:
+    for kind in ("img_path", "label"):
+        train = list_dir / f"DISFA_train_{kind}_fold1.txt"
+        train.write_text(train.read_text() + (list_dir / f"DISFA_test_{kind}_fold1.txt"
+                                              ).read_text())
+
+
+def _drop_a_train_row(list_dir: Path) -> None:
+    for kind in ("img_path", "label"):
+        path = list_dir / f"DISFA_train_{kind}_fold2.txt"
+        _truncate(path, len(path.read_text().splitlines()) - 1)
+
+
+def _flip_a_train_label(list_dir: Path) -> None:
+    path = list_dir / "DISFA_train_label_fold3.txt"
+    rows = path.read_text().splitlines()
+    rows[2] = ("1" if rows[2][0] == "0" else "0") + rows[2][1:]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def _twice_in_test_lists(list_dir: Path) -> None:
+    for kind in ("img_path", "label"):
+        path = list_dir / f"DISFA_test_{kind}_fold2.txt"
+        first = path.read_text().splitlines(keepends=True)[0]
+        path.write_text(path.read_text() + first)
+
+
+@pytest.mark.parametrize("corrupt,message", [
+    (_add_test_rows_to_train, r"train_img_path_fold1\.txt: subject leakage.*SN023"),
+    (_drop_a_train_row, r"train_img_path_fold2\.txt: 1[0-9] images, but the other folds' test "
+                        r"lists hold 1[0-9] \(1 of them missing here.*other folds' test lists"),
+    (_flip_a_train_label, r"train_label_fold3\.txt: row 3 .* other labels than in its test"),
+    (_twice_in_test_lists, r"'SN013/0\.png' is listed 2 times in the test lists"),
+])
+def test_train_lists_must_be_the_other_folds_test_lists(tmp_path, corrupt, message):
+    list_dir, _ = make_megraphau(tmp_path / "given", "disfa")
+    corrupt(list_dir)
+    with pytest.raises(DatasetError, match=message):
+        _import(list_dir, "disfa", tmp_path / "out")
+    assert _tree(tmp_path / "out") == {}
+
+
+def test_megraphau_import_checks_the_weight_files(tmp_path):
     """Their weight files must equal inverse_frequency_weights of the fold's train labels (1e-5;
     files hold %f); both file names are read; a planted wrong weight or a broken file fails."""
-    raw, _ = raw_trees["disfa"]
-    src = _prepare("disfa", raw, tmp_path / "src")
-    list_dir = _megraphau_disfa_tree(src, tmp_path / "ME" / "DISFA")
+    list_dir, expected = make_megraphau(tmp_path / "ME", "disfa")
     (list_dir / "DISFA_weight_fold2.txt").rename(list_dir / "DISFA_train_weight_fold2.txt")
     (list_dir / "DISFA_train_label_fold3.txt").unlink()  # then: the other folds' test lists
     # through prepare_dataset, images found at list/../img by default, kept as they are
     data = prepare_dataset("disfa", tmp_path / "ok", megraphau_list_dir=list_dir,
                            image_size=None, progress=False)
-    pd.testing.assert_frame_equal(  # same keys as the raw route: DISFA frames are 0-based
-        data.index[KEY].sort_values(KEY).reset_index(drop=True),
-        src.index[KEY].sort_values(KEY).reset_index(drop=True))
     for k in (1, 2, 3):
-        train = src.labels(src.split(k)[0])
+        train = expected.loc[expected["fold"] != k, au_keys(dataset_aus("disfa"))].to_numpy()
         np.testing.assert_allclose(data.meta["megraphau_weights"][str(k)],
-                                   _megraphau_formula(train), atol=1e-6)
+                                   megraphau_weights(train), atol=1e-6)
     again = prepare_dataset("disfa", tmp_path / "ok", megraphau_list_dir=list_dir,
                             image_size=None, progress=False)  # same lists: reused
     assert again.meta == data.meta
     with pytest.raises(ValueError, match=r"\['raw_root'\] do not apply to an import"):
-        prepare_dataset("disfa", tmp_path / "x", raw_root=raw, megraphau_list_dir=list_dir)
+        prepare_dataset("disfa", tmp_path / "x", raw_root=tmp_path, megraphau_list_dir=list_dir)
     weight = list_dir / "DISFA_weight_fold3.txt"
     good = weight.read_text()
     w = np.loadtxt(weight)
@@ -520,11 +617,62 @@ def test_megraphau_import_checks_the_weight_files(raw_trees, tmp_path):
     np.savetxt(weight, w[None], fmt="%f", delimiter="\t")
     with pytest.raises(DatasetError, match=r"DISFA_weight_fold3\.txt: AU4 weight .*other folds"
                                            r".*do not belong to these labels"):
-        import_megraphau_lists(list_dir, None, "disfa", tmp_path / "bad", progress=False)
+        _import(list_dir, "disfa", tmp_path / "bad")
     weight.write_text(good.replace("\t", "\tx", 1))
     with pytest.raises(DatasetError, match=r"DISFA_weight_fold3\.txt: not one row of numbers"):
-        import_megraphau_lists(list_dir, None, "disfa", tmp_path / "bad", progress=False)
+        _import(list_dir, "disfa", tmp_path / "bad")
     assert _tree(tmp_path / "bad") == {}
+
+
+@pytest.mark.parametrize("list_format,name", [("megraphau", "img/SN003/0.png"),
+                                              ("mdhr", "img_o/SN003/SN003_0.png")])
+def test_export_of_raw_disfa_uses_the_repositorys_image_names(raw_trees, tmp_path, list_format,
+                                                              name):
+    """Our DISFA crops (images/SN003/SN003/0.jpg) are exported under ME-GraphAU's SN003/0.png
+    (MDHR: SN003/SN003_0.png), linked; importing the export gives back our rows."""
+    raw, _ = raw_trees["disfa"]
+    src = _prepare("disfa", raw, tmp_path / "src")
+    with pytest.warns(UserWarning, match="32 px.*prepare with image_size=256"):
+        out = export_megraphau(src, tmp_path / "DISFA", list_format, progress=False)
+    lists = out / "list" if list_format == "megraphau" else out
+    word = "img_path" if list_format == "megraphau" else "path"
+    first = (lists / f"DISFA_test_{word}_fold1.txt").read_text().splitlines()[0]
+    assert first == name.split("/", 1)[1]
+    assert (out / name).resolve() == (src.root / "images/SN003/SN003/0.jpg").resolve()
+    back = _import(lists, "disfa", tmp_path / "back", image_root=out / name.split("/")[0])
+    cols = KEY + src.au_columns
+    pd.testing.assert_frame_equal(back.index[cols], src.index[cols].sort_values(
+        ["fold", "subject", "frame"]).reset_index(drop=True), check_dtype=False)
+
+
+@pytest.mark.filterwarnings("ignore:.*crop 224 px")
+def test_export_never_replaces_what_it_did_not_write(raw_trees, tmp_path):
+    raw, _ = raw_trees["gft"]
+    src = _prepare("gft", raw, tmp_path / "src")
+    theirs = tmp_path / "GFT"
+    (theirs / "list").mkdir(parents=True)
+    (theirs / "list" / "GFT_test_label_fold1.txt").write_text("0 1\n")
+    for overwrite in (False, True):
+        with pytest.raises(DatasetError, match=r"GFT: exists and is not an export of ours.*even "
+                                               r"with overwrite=True.*dataset_path"):
+            export_megraphau(src, theirs, overwrite=overwrite, progress=False)
+    assert _tree(theirs) == {".": None, "list": None, "list/GFT_test_label_fold1.txt": b"0 1\n"}
+    with pytest.raises(DatasetError, match=r"gft/export: this export folder overlaps the prepared"):
+        export_megraphau(src, src.root / "export", progress=False)
+    out = export_megraphau(src, tmp_path / "mine", progress=False)
+    before = _tree(out)
+    with pytest.raises(DatasetError, match="an export is already here.*overwrite=True"):
+        export_megraphau(src, out, progress=False)
+    assert _tree(out) == before
+    export_megraphau(src, out, overwrite=True, progress=False)
+    assert _tree(out) == before and (out / "img" / "002C" / "1.jpg").is_symlink()
+    assert (src.root / "images" / "002C" / "002C" / "1.jpg").exists()  # targets kept
+    with pytest.raises(DatasetError, match=r"GFT_train_img_path_fold1\.txt: a list file is "
+                                           r"already here.*overwrite=True"):
+        write_megraphau_lists(src, out / "list")
+    with pytest.raises(ValueError, match="MDHR has lists for"):
+        export_megraphau(src, tmp_path / "mdhr", "mdhr", progress=False)
+    assert not (tmp_path / "mdhr").exists()
 
 
 def test_synth_smoke_preparation(smoke_data_root):

@@ -1,21 +1,11 @@
-"""Import and export of ME-GraphAU's list files (CVI-SZU/ME-GraphAU, ``data/<DS>/list``).
+"""Import ME-GraphAU (or MDHR) list folders as prepared data sets.
 
-Their format, as written by ``tool/BP4D_image_label_process.py`` / ``DISFA_image_label_process.py``:
-
-- ``<DS>_{train,test}_img_path_fold<k>.txt``: one image path per line, relative to the image
-  folder (``F001/T1/2440.jpg`` for BP4D, ``SN001/0.png`` for DISFA);
-- ``<DS>_{train,test}_label_fold<k>.txt``: one row per image, space-separated 0/1, the AUs in
-  the order of :data:`hiva_lib.data.au.DATASET_AUS`;
-- ``<DS>_weight_fold<k>.txt`` (the name in the repository's lists) or
-  ``<DS>_train_weight_fold<k>.txt`` (the name ``tool/<DS>_calculate_AU_class_weights.py``
-  writes): one tab-separated ``%f`` row of AU weights computed from the train labels of fold k
-  as w = (1 / r) / sum(1 / r) * N, r the positive rate of each AU
-  (:func:`hiva_lib.losses.inverse_frequency_weights`).
-
-Test fold k's images form fold k of our index; train lists, when present, are used to refuse
-subject leakage and as the labels a weight file is checked against (else the other folds' test
-lists, which is what ME-GraphAU's train lists hold). ``<DS>`` is BP4D, DISFA (or GFT, same
-pattern, test fold 1 only, its train list = fold 0).
+Test fold k's list becomes fold k of our index (GFT, same pattern: test fold 1, its train
+list is fold 0). A fold's train lists, when present, must be the other folds' test lists
+(ME-GraphAU's protocol) and are checked for it; a weight file must equal
+:func:`~hiva_lib.losses.inverse_frequency_weights` of the fold's train labels. The formats are
+in :mod:`.listfiles`; the way back (our prepared set as a ME-GraphAU / MDHR folder) is
+:mod:`.megraphau_export`.
 """
 from __future__ import annotations
 
@@ -36,65 +26,148 @@ from hiva_lib.data.prepared import (
     prepared_dir_writer,
     write_index,
 )
+from hiva_lib.data.real.extract import link_or_copy
 from hiva_lib.data.real.face_align import square_resize
-from hiva_lib.data.real.raw import _link_or_copy
+from hiva_lib.data.real.listfiles import (
+    MEGRAPHAU,
+    PREFIX,
+    WEIGHT_FILES,
+    count_mismatch,
+    file_name,
+    parse_image_name,
+    path_list_names,
+    read_labels,
+    read_paths,
+)
+from hiva_lib.data.real.megraphau_export import export_megraphau, write_megraphau_lists
 from hiva_lib.losses import inverse_frequency_weights
 from hiva_lib.progress import progress as progress_bar
 
-PREFIX = {"bp4d": "BP4D", "disfa": "DISFA", "gft": "GFT"}
-# the repository's weight-file name, and the one its tool script writes
-WEIGHT_FILES = ("{ds}_weight_fold{k}.txt", "{ds}_train_weight_fold{k}.txt")
 WEIGHT_ATOL = 1e-5  # the files hold %f (6 decimals)
+KEY = ["subject", "sequence", "frame"]
 
 
-def _list_path(list_dir: Path, dataset: str, split: str, kind: str, fold: int) -> Path:
-    return list_dir / f"{PREFIX[dataset]}_{split}_{kind}_fold{fold}.txt"
+def megraphau_image_root(list_dir: str | Path, image_root: str | Path | None) -> Path:
+    """``image_root``, else the first folder there of ME-GraphAU's ``data/<DS>/img`` beside
+    ``data/<DS>/list`` and MDHR's ``img`` / ``img_o`` (DISFA) beside its lists."""
+    if image_root is not None:
+        return Path(image_root)
+    list_dir = Path(list_dir)
+    candidates = [list_dir.parent / "img", list_dir / "img", list_dir / "img_o"]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
-def _read_pair(list_dir: Path, dataset: str, split: str, fold: int, n_aus: int
-               ) -> tuple[list[str], np.ndarray]:
-    paths_file = _list_path(list_dir, dataset, split, "img_path", fold)
-    labels_file = _list_path(list_dir, dataset, split, "label", fold)
-    for f in (paths_file, labels_file):
+def _path_list(list_dir: Path, dataset: str, split: str, fold: int) -> Path | None:
+    found = [list_dir / n for n in path_list_names(dataset, split, fold)
+             if (list_dir / n).exists()]
+    return found[0] if found else None
+
+
+def _read_pair(list_dir: Path, dataset: str, split: str, fold: int
+               ) -> tuple[list[str], np.ndarray, Path]:
+    """One (path list, label list) pair; their row counts must agree."""
+    paths_file = _path_list(list_dir, dataset, split, fold)
+    labels_file = list_dir / file_name(MEGRAPHAU, dataset, "labels", fold, split)
+    for f in (paths_file or list_dir / path_list_names(dataset, split, fold)[0], labels_file):
         if not f.exists():
             raise DatasetError(f"{f}: missing list file. ME-GraphAU lists are "
-                               f"{PREFIX[dataset]}_test_img_path_fold<k>.txt and "
-                               f"{PREFIX[dataset]}_test_label_fold<k>.txt in list_dir.")
-    paths = [ln.strip() for ln in paths_file.read_text().splitlines() if ln.strip()]
-    labels = _read_labels(labels_file, n_aus)
+                               f"{PREFIX[dataset]}_{split}_img_path_fold<k>.txt and "
+                               f"{PREFIX[dataset]}_{split}_label_fold<k>.txt in list_dir.")
+    assert paths_file is not None
+    paths = read_paths(paths_file)
+    labels = read_labels(labels_file, len(dataset_aus(dataset)))
     if len(labels) != len(paths):
-        raise DatasetError(f"{labels_file}: {len(labels)} rows, but {paths_file.name} has "
-                           f"{len(paths)} images; image and label counts do not match. Restore "
-                           "both lists from the same ME-GraphAU run.")
-    return paths, labels
+        raise count_mismatch(dataset, labels_file, len(labels), paths_file, len(paths))
+    return paths, labels, paths_file
 
 
-def _read_labels(labels_file: Path, n_aus: int) -> np.ndarray:
-    """A label list: rows of ``n_aus`` space-separated 0/1."""
-    fix = "Restore it from ME-GraphAU's list folder (np.savetxt(..., fmt='%d') of 0/1 rows)."
-    try:
-        labels = np.loadtxt(labels_file, ndmin=2)
-    except ValueError as e:
-        raise DatasetError(f"{labels_file}: not rows of space-separated numbers ({e}). "
-                           f"{fix}") from e
-    if labels.shape[1] != n_aus:
-        raise DatasetError(f"{labels_file}: {labels.shape[1]} columns, but the data set has "
-                           f"{n_aus} AUs. {fix}")
-    bad = ~np.isin(labels, (0, 1))
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise DatasetError(f"{labels_file}: value {labels[r, c]:g} in row {r + 1}, column "
-                           f"{c + 1} is not 0/1. The labels must be binary occurrence; {fix}")
-    return labels.astype(np.int8)
+def _table(paths: list[str], labels: np.ndarray, fold: int, where: Path,
+           au_ids: tuple[int, ...]) -> pd.DataFrame:
+    keys = [parse_image_name(p, where, i + 1) for i, p in enumerate(paths)]
+    table = pd.DataFrame(keys, columns=KEY)
+    table["source"], table["fold"] = paths, fold
+    table[au_keys(au_ids)] = labels
+    return table
 
 
-def _checked_weights(list_dir: Path, dataset: str, fold: int, train: np.ndarray, source: str,
-                     au_ids: tuple[int, ...]) -> list[float] | None:
+def _test_lists(list_dir: Path, dataset: str, test_folds: list[int]) -> pd.DataFrame:
+    """Every test list (GFT: and its train list, fold 0) as one index table, in list order."""
+    au_ids = dataset_aus(dataset)
+    parts = []
+    for k in test_folds:
+        paths, labels, where = _read_pair(list_dir, dataset, "test", k)
+        parts.append(_table(paths, labels, k, where, au_ids))
+    if dataset == "gft":  # train/test split: the train list is fold 0
+        paths, labels, where = _read_pair(list_dir, dataset, "train", 1)
+        parts.append(_table(paths, labels, 0, where, au_ids))
+    index = pd.concat(parts, ignore_index=True)
+    check_subject_disjoint(index, list_dir)
+    twice = index.duplicated(KEY, keep=False)
+    if twice.any():
+        first = index[twice].iloc[0]
+        raise DatasetError(f"{list_dir}: the image {first['source']!r} is listed "
+                           f"{int((index['source'] == first['source']).sum())} times in the "
+                           "test lists; every frame belongs to one test fold once. Restore the "
+                           "lists.")
+    return index
+
+
+def _check_train_list(paths_file: Path, paths: list[str], index: pd.DataFrame, fold: int
+                      ) -> pd.DataFrame:
+    """Fold ``fold``'s train path list: no test subject (leakage), and exactly the other
+    folds' test images (what ME-GraphAU's lists hold, and what we train on); returns those
+    test rows in the train list's order."""
+    test = set(index.loc[index["fold"] == fold, "subject"])
+    leak = sorted({Path(p).parts[0] for p in paths} & test)
+    if leak:
+        raise DatasetError(f"{paths_file}: subject leakage, subjects {leak[:5]} are in both the "
+                           f"train and the test list of fold {fold}. Use subject-independent "
+                           "lists.")
+    others = index[index["fold"] != fold].set_index("source")
+    missing = sorted(set(others.index) - set(paths))
+    extra = sorted(set(paths) - set(others.index))
+    if missing or extra or len(paths) != len(others):
+        raise DatasetError(
+            f"{paths_file}: {len(paths)} images, but the other folds' test lists hold "
+            f"{len(others)} ({len(missing)} of them missing here, first {missing[:1]}; "
+            f"{len(extra)} here in no test list, first {extra[:1]}). Fold {fold} trains on the "
+            "other folds' test lists; use the train and test lists of one ME-GraphAU (or MDHR) "
+            "list folder.")
+    return others.loc[paths]
+
+
+def _train_labels(list_dir: Path, dataset: str, fold: int, index: pd.DataFrame
+                  ) -> tuple[np.ndarray, str]:
+    """Fold ``fold``'s train labels and where they come from, its train lists checked."""
+    paths_file = _path_list(list_dir, dataset, "train", fold)
+    labels_file = list_dir / file_name(MEGRAPHAU, dataset, "labels", fold, "train")
+    au_cols = au_keys(dataset_aus(dataset))
+    others = index.loc[index["fold"] != fold, au_cols].to_numpy()
+    if dataset == "gft" or (paths_file is None and not labels_file.exists()):
+        return others, "the other folds' lists"
+    if not labels_file.exists():
+        assert paths_file is not None
+        _check_train_list(paths_file, read_paths(paths_file), index, fold)
+        return others, "the other folds' lists"
+    # the counts first: a 5-row sample is reported as such, not as a leak or a bad weight file
+    paths, labels, paths_file = _read_pair(list_dir, dataset, "train", fold)
+    rows = _check_train_list(paths_file, paths, index, fold)
+    differ = (rows[au_cols].to_numpy() != labels).any(axis=1)
+    if differ.any():
+        r = int(np.argmax(differ))
+        raise DatasetError(f"{labels_file}: row {r + 1} ({paths[r]}) has other labels than in "
+                           "its test list. Use the lists of one ME-GraphAU (or MDHR) run.")
+    return labels, labels_file.name
+
+
+def _checked_weights(list_dir: Path, dataset: str, fold: int, train: np.ndarray, source: str
+                     ) -> list[float] | None:
     """The weight file of ``fold``, if any, after checking it against our weights on ``train``."""
+    au_ids = dataset_aus(dataset)
     weights = None
     ours = inverse_frequency_weights(train)
     for name in WEIGHT_FILES:
-        path = list_dir / name.format(ds=PREFIX[dataset], k=fold)
+        path = list_dir / name.format(DS=PREFIX[dataset], k=fold)
         if not path.exists():
             continue
         fix = (f"Restore it from ME-GraphAU's data/{PREFIX[dataset]}/list, or delete it (training "
@@ -118,103 +191,46 @@ def _checked_weights(list_dir: Path, dataset: str, fold: int, train: np.ndarray,
     return weights
 
 
-def _parse(path: str, row: int) -> tuple[str, str, int]:
-    """'F001/T1/2440.jpg' -> (F001, T1, 2440); 'SN001/0.png' -> (SN001, SN001, 0)."""
-    parts = Path(path).parts
-    stem = Path(path).stem
-    subject = parts[0]
-    sequence = parts[1] if len(parts) > 2 else parts[0]
-    return subject, sequence, int(stem) if stem.isdigit() else row
-
-
-def megraphau_image_root(list_dir: str | Path, image_root: str | Path | None) -> Path:
-    """``image_root``, or ME-GraphAU's ``data/<DS>/img`` beside ``data/<DS>/list``."""
-    return Path(image_root) if image_root is not None else Path(list_dir).parent / "img"
-
-
-def import_megraphau_lists(list_dir: str | Path, image_root: str | Path | None, dataset: str,
-                           data_root: str | Path = "data/prepared", overwrite: bool = False,
-                           image_size: int | None = None, progress: bool = True
-                           ) -> PreparedDataset:
-    """Write ``<data_root>/<dataset>/`` from ME-GraphAU list files and their image folder.
-
-    image_root None is ``<list_dir>/../img`` (ME-GraphAU's layout). image_size None links (or
-    copies) the images as they are; an int re-encodes them as centre-square crops of that size.
-    Subject leakage between a fold's train and test list, a subject in two test folds, or a
-    weight file that does not match :func:`~hiva_lib.losses.inverse_frequency_weights` of the
-    fold's train labels raises :class:`DatasetError`; nothing is written then.
-    """
-    dataset = dataset.lower()
-    if dataset not in PREFIX:
-        raise ValueError(f"ME-GraphAU lists exist for {sorted(PREFIX)}, not {dataset!r}")
-    list_dir, image_root = Path(list_dir), megraphau_image_root(list_dir, image_root)
-    out_root = Path(data_root) / dataset
+def _check_folders(list_dir: Path, image_root: Path, dataset: str) -> None:
     if not list_dir.is_dir():
         raise DatasetError(f"{list_dir}: not a folder. Pass list_dir = ME-GraphAU's "
                            f"data/{PREFIX[dataset]}/list.")
     if not image_root.is_dir():
         raise DatasetError(f"{image_root}: not a folder. Pass image_root = the folder the list "
                            f"paths are relative to (ME-GraphAU's data/{PREFIX[dataset]}/img).")
-    check_output_dir(out_root, overwrite, sources=[list_dir, image_root])
-    au_ids = dataset_aus(dataset)
-    test_folds = [1] if dataset == "gft" else [1, 2, 3]
-    rows = []
-    for k in test_folds:
-        paths, labels = _read_pair(list_dir, dataset, "test", k, len(au_ids))
-        rows += [(p, k, lab) for p, lab in zip(paths, labels, strict=True)]
-    if dataset == "gft":  # train/test split: the train list is fold 0
-        paths, labels = _read_pair(list_dir, dataset, "train", 1, len(au_ids))
-        rows += [(p, 0, lab) for p, lab in zip(paths, labels, strict=True)]
-    records = [(*_parse(p, i), p, k) for i, (p, k, _) in enumerate(rows)]
-    index = pd.DataFrame(records, columns=["subject", "sequence", "frame", "source", "fold"])
-    index[au_keys(au_ids)] = np.stack([lab for _, _, lab in rows])
-    check_subject_disjoint(index, list_dir)
-    for k in test_folds:  # a fold's train list must not share subjects with its test list
-        train_file = _list_path(list_dir, dataset, "train", "img_path", k)
-        if dataset != "gft" and train_file.exists():
-            train = {Path(ln.strip()).parts[0] for ln in train_file.read_text().splitlines()
-                     if ln.strip()}
-            test = set(index.loc[index["fold"] == k, "subject"])
-            if train & test:
-                raise DatasetError(f"{train_file}: subject leakage, subjects "
-                                   f"{sorted(train & test)[:5]} are in both the train and the "
-                                   f"test list of fold {k}. Use subject-independent lists.")
+
+
+def _check_images(index: pd.DataFrame, image_root: Path) -> None:
     missing = [p for p in index["source"] if not (image_root / p).exists()]
     if missing:
         raise DatasetError(f"{image_root / missing[0]}: image missing ({len(missing)} of "
                            f"{len(index)} listed images). Check image_root.")
-    suffix = ".jpg" if image_size else None
-    index["image"] = ["images/" + (str(Path(p).with_suffix(suffix)) if suffix else p)
-                      for p in index["source"]]
+
+
+def _meta(dataset: str, test_folds: list[int], list_dir: Path, image_root: Path,
+          image_size: int | None, first_image: Path, weights: dict[str, list[float]]) -> dict:
     if image_size is None:
-        with Image.open(image_root / index["source"].iat[0]) as im:
+        with Image.open(first_image) as im:
             size = im.size[0]
-    else:
-        size = image_size
-    weights = {}
-    labels = index[au_keys(au_ids)].to_numpy()
-    for k in test_folds:
-        train_file = _list_path(list_dir, dataset, "train", "label", k)
-        if dataset == "gft" or not train_file.exists():
-            train, source = labels[index["fold"].to_numpy() != k], "the other folds' lists"
-        else:
-            train, source = _read_labels(train_file, len(au_ids)), train_file.name
-        w = _checked_weights(list_dir, dataset, k, train, source, au_ids)
-        if w is not None:
-            weights[str(k)] = w
-    meta = {"dataset": dataset, "au_ids": list(au_ids),
+    return {"dataset": dataset, "au_ids": list(dataset_aus(dataset)),
             "protocol": "train_test" if dataset == "gft" else "3fold", "test_folds": test_folds,
-            "image_size": size, "source": f"ME-GraphAU lists {list_dir} + images {image_root}",
+            "image_size": size if image_size is None else image_size,
+            "source": f"ME-GraphAU lists {list_dir} + images {image_root}",
             "positive_rule": "as in the ME-GraphAU label lists",
             "preparation": {"align": "imported", "smoke": False, "image_size": image_size,
                             "list_dir": str(list_dir.resolve())},
             "megraphau_weights": weights}
+
+
+def _write(out_root: Path, overwrite: bool, list_dir: Path, image_root: Path,
+           index: pd.DataFrame, meta: dict, image_size: int | None, progress: bool) -> None:
+    """Images linked (or copied) as they are, or re-encoded as square crops of image_size."""
     with prepared_dir_writer(out_root, overwrite, sources=[list_dir, image_root]) as tmp:
         for src, rel in progress_bar(zip(index["source"], index["image"], strict=True),
-                                     total=len(index), desc=f"import {dataset}",
+                                     total=len(index), desc=f"import {meta['dataset']}",
                                      disable=not progress):
             if image_size is None:
-                _link_or_copy(image_root / src, tmp / rel)
+                link_or_copy(image_root / src, tmp / rel)
                 continue
             img = cv2.imread(str(image_root / src), cv2.IMREAD_COLOR)
             if img is None:
@@ -223,35 +239,45 @@ def import_megraphau_lists(list_dir: str | Path, image_root: str | Path | None, 
             cv2.imwrite(str(tmp / rel), square_resize(img, image_size),
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
         write_index(tmp, meta, index.drop(columns="source"))
+
+
+def import_megraphau_lists(list_dir: str | Path, image_root: str | Path | None, dataset: str,
+                           data_root: str | Path = "data/prepared", overwrite: bool = False,
+                           image_size: int | None = None, progress: bool = True
+                           ) -> PreparedDataset:
+    """Write ``<data_root>/<dataset>/`` from ME-GraphAU (or MDHR) list files and their images.
+
+    list_dir: ME-GraphAU's ``data/<DS>/list`` or MDHR's ``data/<DS>_dataset``. image_root None
+    is ``<list_dir>/../img`` (ME-GraphAU's layout) or MDHR's ``img`` / ``img_o`` in list_dir
+    (:func:`megraphau_image_root`). image_size None links (or copies) the
+    images as they are; an int re-encodes them as centre-square crops of that size.
+    Mismatched row counts (e.g. ME-GraphAU's published 5-row label samples), a train list that
+    is not the other folds' test lists (e.g. subject leakage), a subject in two test folds, or
+    a weight file that does not match the fold's train labels raise :class:`DatasetError`;
+    nothing is written then.
+    """
+    dataset = dataset.lower()
+    if dataset not in PREFIX:
+        raise ValueError(f"ME-GraphAU lists exist for {sorted(PREFIX)}, not {dataset!r}")
+    list_dir, image_root = Path(list_dir), megraphau_image_root(list_dir, image_root)
+    _check_folders(list_dir, image_root, dataset)
+    out_root = Path(data_root) / dataset
+    check_output_dir(out_root, overwrite, sources=[list_dir, image_root])
+    test_folds = [1] if dataset == "gft" else [1, 2, 3]
+    index = _test_lists(list_dir, dataset, test_folds)
+    train = {k: _train_labels(list_dir, dataset, k, index) for k in test_folds}
+    _check_images(index, image_root)
+    weights = {str(k): w for k, (labels, source) in train.items()
+               if (w := _checked_weights(list_dir, dataset, k, labels, source)) is not None}
+    suffix = ".jpg" if image_size else None
+    index["image"] = ["images/" + (str(Path(p).with_suffix(suffix)) if suffix else p)
+                      for p in index["source"]]
+    meta = _meta(dataset, test_folds, list_dir, image_root, image_size,
+                 image_root / index["source"].iat[0], weights)
+    _write(out_root, overwrite, list_dir, image_root, index, meta, image_size, progress)
     return load_prepared(out_root)
 
 
-def write_megraphau_lists(data: PreparedDataset, out_dir: str | Path) -> list[Path]:
-    """Export a prepared data set as ME-GraphAU list files (paths relative to root/images).
-
-    Writes train/test image-path and label lists and the class-weight file of each test fold,
-    so ME-GraphAU (or MDHR) can run on exactly our split: image folder = ``data.root/images``.
-    """
-    dataset = data.name.removeprefix("synth-")
-    if dataset not in PREFIX:
-        raise ValueError(f"no ME-GraphAU list naming for {data.name!r}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rel = data.index["image"].str.replace(r"^images/", "", regex=True).to_numpy()
-    written = []
-    for k in data.test_folds:
-        train, test = data.split(k)
-        for split, rows in (("train", train), ("test", test)):
-            p = _list_path(out_dir, dataset, split, "img_path", k)
-            p.write_text("".join(f"{r}\n" for r in rel[rows]))
-            lab = _list_path(out_dir, dataset, split, "label", k)
-            np.savetxt(lab, data.labels(rows), fmt="%d", delimiter=" ")
-            written += [p, lab]
-        w = out_dir / WEIGHT_FILES[0].format(ds=PREFIX[dataset], k=k)
-        np.savetxt(w, inverse_frequency_weights(data.labels(train))[None], fmt="%f",
-                   delimiter="\t")
-        written.append(w)
-    return written
-
-
-__all__ = ["import_megraphau_lists", "write_megraphau_lists"]
+# the export (megraphau_export) is importable from here too, as before
+__all__ = ["import_megraphau_lists", "megraphau_image_root", "write_megraphau_lists",
+           "export_megraphau"]
