@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -327,8 +328,13 @@ def test_07_efficiency_notebook(study):
     row = table.iloc[0]
     assert row.preset == "test-tiny"
     # kept BERT layers + the frozen part == the whole MiniLM, counted independently
-    minilm = sum(p.numel() for p in AutoModel.from_pretrained(str(minilm_path())).parameters())
+    bert = AutoModel.from_pretrained(str(minilm_path()))
+    minilm = sum(p.numel() for p in bert.parameters())
     assert row.params_text_trainable_bert + row.params_frozen_bert == minilm
+    # the paper's counting: the evaluated model (no graph, no stage-1 head) + word embeddings
+    assert row.params_word_embeddings == bert.config.vocab_size * bert.config.hidden_size
+    assert row.params_evaluated == row.params_total - row.params_graph - row.params_stage1_head
+    assert row.params_paper_counting == row.params_evaluated + row.params_word_embeddings
     assert row.params_trainable_stage1 < row.params_trainable_stage2 <= row.params_total
     assert row.GFLOPs_total > row.GFLOPs_text > 0 and row.ms_per_batch > 0
 
@@ -362,8 +368,8 @@ def test_08_inference_notebook_on_a_video(study):
     run_notebook("08_inference", base, dataset="synth-disfa", smoke=True, source=str(video),
          out_dir=str(out_dir), align="skip", **roots)
     table = pd.read_csv(out_dir / "au_probabilities.csv")
-    assert list(table.frame) == [0, 1, 2, 3, 4] and table.face_found.all()
-    probs = table[[c for c in table.columns if c.startswith("AU")]].to_numpy()
+    assert list(table.frame) == [1, 2, 3, 4, 5] and (table.success == 1).all()
+    probs = table[[c for c in table.columns if re.fullmatch(r"AU\d\d", c)]].to_numpy()
     assert probs.shape == (5, 8) and ((probs >= 0) & (probs <= 1)).all()
     overlays = sorted((out_dir / "overlays").glob("*.png"))
     assert len(overlays) == 5
@@ -393,7 +399,7 @@ def test_infer_matches_the_evaluation_path_and_rejects_bad_input(study, tmp_path
     with torch.no_grad():
         x = prepare_batch(torch.stack([ds[i][0] for i in range(len(rows))]), crop, False)
         expected = torch.sigmoid(model(x).logits).numpy()
-    got = table[[f"AU{a}" for a in data.au_ids]].to_numpy()
+    got = table[[f"AU{a:02d}" for a in data.au_ids]].to_numpy(float)
     np.testing.assert_allclose(got, expected, atol=0.03)  # PIL vs OpenCV resizing only
     # a second inference into the same folder keeps the first one
     first = (tmp_path / "a" / "au_probabilities.csv").read_text()
@@ -421,7 +427,8 @@ def test_frame_without_a_face_is_reported_not_guessed(study, tmp_path):
     blank = tmp_path / "wall.png"
     cv2.imwrite(str(blank), np.full((160, 160, 3), 128, np.uint8))
     table = infer(ckpt, blank, tmp_path / "out", align="auto")
-    assert not table.face_found.iloc[0] and np.isnan(table["AU1"].iloc[0])
+    assert table.success.tolist() == [0] and pd.isna(table["AU01"].iloc[0])
+    assert pd.isna(table["AU01_c"].iloc[0]) and pd.isna(table["confidence"].iloc[0])
 
 
 def test_same_named_files_in_subfolders_stay_apart(study, tmp_path):
@@ -441,7 +448,7 @@ def test_same_named_files_in_subfolders_stay_apart(study, tmp_path):
         (folder / subject / "T1" / "0001.jpg").write_bytes(data.image_path(int(row)).read_bytes())
     table = infer(ckpt, folder, tmp_path / "out", align="skip")
     assert list(table.source) == ["F001/T1/0001.jpg", "F002/T1/0001.jpg"]
-    aus = [f"AU{a}" for a in data.au_ids]
+    aus = [f"AU{a:02d}" for a in data.au_ids]
     for i, subject in enumerate(("F001", "F002")):
         alone = infer(ckpt, folder / subject / "T1" / "0001.jpg", tmp_path / f"alone{i}",
                       align="skip", overlays=False)
@@ -449,7 +456,8 @@ def test_same_named_files_in_subfolders_stay_apart(study, tmp_path):
                                    alone.loc[0, aus].to_numpy(float), atol=1e-6)
     assert not np.allclose(table.loc[0, aus].to_numpy(float), table.loc[1, aus].to_numpy(float))
     for subject in ("F001", "F002"):
-        assert (tmp_path / "out" / "overlays" / subject / "T1" / "0001.jpg_000000.png").exists()
+        assert (tmp_path / "out" / "overlays" / subject / "T1" / "0001.jpg_000001_face0.png"
+                ).exists()
 
 
 def test_infer_detects_a_rendered_face_with_mtcnn(study, tmp_path):
@@ -460,12 +468,11 @@ def test_infer_detects_a_rendered_face_with_mtcnn(study, tmp_path):
     import torch
 
     from hiva_lib.data import synthfacs
-    from hiva_lib.data.au import au_keys
     from hiva_lib.data.loader import load_size_for, prepare_batch
     from hiva_lib.data.real.face_align import FaceAligner
     from hiva_lib.engine.train import load_trained
     from hiva_lib.study.figures import Study
-    from hiva_lib.study.inference import infer
+    from hiva_lib.study.inference import au_column, infer
 
     roots, _ = study
     ckpt = Study.open("synth-disfa", smoke=True, **roots).checkpoint("full")
@@ -476,7 +483,7 @@ def test_infer_detects_a_rendered_face_with_mtcnn(study, tmp_path):
     path = tmp_path / "me.png"
     cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     table = infer(ckpt, path, tmp_path / "out", align="mtcnn")
-    assert table.face_found.tolist() == [True]
+    assert table.success.tolist() == [1] and table.confidence.iloc[0] > 0.9
 
     model = load_trained(ckpt)
     size = load_size_for(model.cfg.img_size)
@@ -487,6 +494,6 @@ def test_infer_detects_a_rendered_face_with_mtcnn(study, tmp_path):
                       train=False)
     with torch.no_grad():
         expected = torch.sigmoid(model(x).logits).numpy()[0]
-    aus = au_keys(model.au_ids)
+    aus = [au_column(a) for a in model.au_ids]
     np.testing.assert_allclose(table.loc[0, aus].to_numpy(float), expected, atol=1e-3)
-    assert (tmp_path / "out" / "overlays" / "me.png_000000.png").exists()
+    assert (tmp_path / "out" / "overlays" / "me.png_000001_face0.png").exists()

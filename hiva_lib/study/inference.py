@@ -1,18 +1,38 @@
 """AU detection on your own faces: an image, a folder of images, or a video.
 
-``infer(checkpoint, source, out_dir)`` runs a trained model (``final.pt`` of notebook 02/03,
-loaded with :func:`hiva_lib.engine.train.load_trained`) on every frame: the face is detected and
-aligned with :mod:`hiva_lib.data.real.face_align` (the same 5-point template the real data sets are
-prepared with; ``align="skip"`` when the inputs are already face crops), resized and
-centre-cropped exactly as in evaluation, and the AU probabilities are written to
-``out_dir/au_probabilities.csv`` (one row per frame). Attention overlays (DDCA maps of the most
-probable AUs and the CDCA composite; Grad-CAM for a vision-only model) go to
-``out_dir/overlays/*.png``.
+``infer(checkpoint, source, out)`` runs a trained model (``final.pt`` of notebook 02/03,
+loaded with :func:`hiva_lib.engine.train.load_trained`) on every frame: every face is detected
+and aligned with :mod:`hiva_lib.data.real.face_align` (the 5-point template the real data sets
+are prepared with; ``faces="largest"`` keeps one face per frame; ``align="skip"`` when the
+inputs are already face crops), resized and centre-cropped exactly as in evaluation. The same
+function serves notebook 08 and the ``hiva-detect`` command (:mod:`hiva_lib.study.cli`).
+
+The CSV follows the conventions AU tools read, one row per (frame, face), columns in this
+order (:func:`output_columns`):
+
+* ``frame, face_id, timestamp, confidence, success``: OpenFace 2.2's first five columns.
+  ``frame`` counts from 1 in the video (the real frame number, also with ``every``); an image
+  is frame 1 of its own. ``face_id`` numbers the faces of a frame left to right from 0 (no
+  tracking across frames). ``timestamp`` = (frame - 1) / the video's frame rate, in seconds
+  (0 for an image). ``confidence`` is the face detector's probability (empty with
+  ``align="skip"``: no detector ran); ``success`` is 1 for a scored face, 0 for a frame where
+  no face was found (one row, face_id 0, everything else empty);
+* ``FaceRectX, FaceRectY, FaceRectWidth, FaceRectHeight``: the detected box in pixels of the
+  frame (py-feat's names);
+* ``AU01, AU02, ...``: the model's probability per AU of the checkpoint (py-feat's names and
+  meaning), zero-padded;
+* ``AU01_c, AU02_c, ...``: presence, 1 where the (rounded) probability >= ``threshold``
+  (OpenFace's occurrence columns), the threshold recorded in the run's JSON;
+* ``source``: the file, relative to the folder given.
+
+There are no ``_r`` (intensity) columns: the model is trained on occurrence labels only (the
+paper's F1 task), so it has no intensity to report, and a probability is not an intensity.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -20,18 +40,40 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hiva_lib.data.au import au_keys
 from hiva_lib.data.loader import load_size_for, prepare_batch
-from hiva_lib.engine.checkpoint import atomic_write_text, free_version
+from hiva_lib.engine.checkpoint import atomic_write_json, atomic_write_text, free_version
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+OPENFACE_COLUMNS = ("frame", "face_id", "timestamp", "confidence", "success")
+BOX_COLUMNS = ("FaceRectX", "FaceRectY", "FaceRectWidth", "FaceRectHeight")
+CSV_NAME = "au_probabilities.csv"  # inside an output folder
 
 
 class InferenceError(ValueError):
     """The input to :func:`infer` cannot be read."""
 
 
+def au_column(au: int) -> str:
+    """``AU01``: the zero-padded name OpenFace and py-feat use."""
+    return f"AU{int(au):02d}"
+
+
+def output_columns(au_ids: Iterable[int]) -> list[str]:
+    """The CSV's columns, in their fixed order (module docstring)."""
+    probs = [au_column(a) for a in au_ids]
+    return [*OPENFACE_COLUMNS, *BOX_COLUMNS, *probs, *(f"{c}_c" for c in probs), "source"]
+
+
+@dataclass
+class Frame:
+    source: str  # the file, relative to the folder given (POSIX separators)
+    frame: int  # from 1
+    timestamp: float  # seconds
+    image: np.ndarray = field(repr=False)  # RGB uint8
+
+
+# ----------------------------------------------------------------------------- reading inputs
 def _list_source(source: str | Path | list) -> tuple[str, list[Path], Path]:
     """('images' | 'video', files, root), or one InferenceError saying what is wrong. Frames
     are named by their path relative to ``root`` (the folder given, or the common folder of
@@ -64,71 +106,191 @@ def _list_source(source: str | Path | list) -> tuple[str, list[Path], Path]:
                          f"videos: {VIDEO_EXTS}")
 
 
-def iter_frames(source: str | Path | list, every: int = 1,
-                max_frames: int | None = None) -> Iterator[tuple[str, int, np.ndarray]]:
-    """(source name, frame index, RGB uint8 frame) for every ``every``-th frame; the name is
-    the file's path relative to the folder given (POSIX separators)."""
-    kind, files, root = _list_source(source)
-    count = 0
-    if kind == "images":
-        for i, path in enumerate(files):
-            if i % every:
-                continue
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise InferenceError(f"{path}: unreadable image (corrupt or not an image)")
-            yield path.relative_to(root).as_posix(), 0, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            count += 1
-            if max_frames and count >= max_frames:
-                return
-        return
-    name = files[0].relative_to(root).as_posix()
-    cap = cv2.VideoCapture(str(files[0]))
+def _image_frames(files: list[Path], root: Path, every: int) -> Iterator[Frame]:
+    for i, path in enumerate(files):
+        if i % every:
+            continue
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise InferenceError(f"{path}: unreadable image (corrupt or not an image)")
+        yield Frame(path.relative_to(root).as_posix(), 1, 0.0,
+                    cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def _video_frames(path: Path, root: Path, every: int) -> Iterator[Frame]:
+    cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise InferenceError(f"{files[0]}: OpenCV cannot open this video (codec?); convert "
+        raise InferenceError(f"{path}: OpenCV cannot open this video (codec?); convert "
                              "it, e.g. ffmpeg -i in.mov out.mp4, or extract frames to a folder")
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    name = path.relative_to(root).as_posix()
+    index, decoded = 0, 0
     try:
-        index = 0
         while True:
             ok, bgr = cap.read()
             if not ok:
                 break
+            decoded += 1
             if index % every == 0:
-                yield name, index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                count += 1
-                if max_frames and count >= max_frames:
-                    return
+                stamp = index / fps if fps > 0 else float("nan")
+                yield Frame(name, index + 1, stamp, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             index += 1
     finally:
         cap.release()
-    if count == 0:
-        raise InferenceError(f"{files[0]}: no frame could be decoded")
+    if decoded == 0:
+        raise InferenceError(f"{path}: no frame could be decoded")
 
 
-def overlay_path(out_dir: Path, name: str, frame: int) -> Path:
-    """``out_dir/overlays/<source name>_<frame>.png``: the subfolders of the source name are
-    kept (F001/T1/0001.jpg -> overlays/F001/T1/0001.jpg_000000.png), so no two frames share
+def iter_frames(source: str | Path | list, every: int = 1,
+                max_frames: int | None = None) -> Iterator[Frame]:
+    """Every ``every``-th frame (or image) of ``source``, at most ``max_frames`` of them."""
+    kind, files, root = _list_source(source)
+    frames = (_image_frames(files, root, every) if kind == "images"
+              else _video_frames(files[0], root, every))
+    for count, frame in enumerate(frames, start=1):
+        yield frame
+        if max_frames and count >= max_frames:
+            return
+
+
+def count_frames(source: str | Path | list, every: int = 1,
+                 max_frames: int | None = None) -> int | None:
+    """How many frames :func:`iter_frames` yields (for the progress bar); None if unknown."""
+    kind, files, _ = _list_source(source)
+    if kind == "images":
+        n = len(files)
+    else:
+        cap = cv2.VideoCapture(str(files[0]))
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        cap.release()
+        if n <= 0:
+            return None
+    n = -(-n // every)
+    return min(n, max_frames) if max_frames else n
+
+
+def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
+    batch: list[Frame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ----------------------------------------------------------------------------- outputs
+@dataclass
+class OutputPaths:
+    csv: Path
+    overlays: Path
+    record: Path  # JSON: checkpoint, threshold, options, columns
+    kept: Path | None = None  # the earlier result this one steps aside for
+
+
+def output_paths(out: str | Path) -> OutputPaths:
+    """Where one inference writes. ``out`` is a folder (``au_probabilities.csv``,
+    ``overlays/``, ``inference.json`` inside) or a ``.csv`` file (``<stem>_overlays/`` and
+    ``<stem>.json`` beside it). Earlier results are kept: a folder that holds a CSV becomes
+    ``<out>-v2`` (``-v3``...), a CSV that exists ``<stem>-v2.csv``."""
+    out = Path(out)
+    if out.suffix.lower() == ".csv":
+        csv = free_version(out)
+        return OutputPaths(csv, csv.with_name(f"{csv.stem}_overlays"), csv.with_suffix(".json"),
+                           out if csv != out else None)
+    folder = free_version(out) if (out / CSV_NAME).exists() else out
+    return OutputPaths(folder / CSV_NAME, folder / "overlays", folder / "inference.json",
+                       out if folder != out else None)
+
+
+def overlay_path(folder: Path, name: str, frame: int, face_id: int) -> Path:
+    """``<overlays>/<source name>_<frame>_face<id>.png``: the subfolders of the source name
+    are kept (F001/T1/0001.jpg -> F001/T1/0001.jpg_000001_face0.png), so no two faces share
     a file."""
-    return out_dir / "overlays" / f"{name}_{frame:06d}.png"
+    return folder / f"{name}_{frame:06d}_face{face_id}.png"
 
 
-def _faces(frames: list[np.ndarray], aligner, size: int) -> list[np.ndarray | None]:
-    """Aligned face crops (size x size RGB), None where no face was found."""
-    if aligner is None:
-        from hiva_lib.data.real.face_align import square_resize
+def _rows(frame: Frame, faces: list, probs: np.ndarray, au_ids: tuple[int, ...],
+          threshold: float) -> list[dict]:
+    """The CSV rows of one frame: one per face, or one with success=0 when none was found."""
+    base = dict(frame=frame.frame, timestamp=round(frame.timestamp, 6), source=frame.source)
+    if not faces:
+        return [dict(base, face_id=0, success=0)]
+    rows = []
+    for face_id, (face, p) in enumerate(zip(faces, probs, strict=True)):
+        row = dict(base, face_id=face_id, confidence=round(face.confidence, 6), success=1)
+        row.update({c: round(v, 1) for c, v in zip(BOX_COLUMNS, face.box, strict=True)})
+        for au, value in zip(au_ids, p, strict=True):
+            row[au_column(au)] = round(float(value), 4)
+            row[f"{au_column(au)}_c"] = int(row[au_column(au)] >= threshold)
+        rows.append(row)
+    return rows
 
-        return [square_resize(f, size) for f in frames]
-    marks = aligner.landmarks(frames)
-    return [None if m is None else aligner.crop(f, m) for f, m in zip(frames, marks, strict=True)]
+
+def rows_to_table(rows: list[dict], au_ids: tuple[int, ...]) -> pd.DataFrame:
+    """The CSV table: the documented column order; integer columns stay integers, with empty
+    cells (not 0) where no face was found."""
+    table = pd.DataFrame(rows, columns=output_columns(au_ids))
+    ints = ["frame", "face_id", "success", *(f"{au_column(a)}_c" for a in au_ids)]
+    return table.astype({c: "Int64" for c in ints})
 
 
+# ----------------------------------------------------------------------------- one batch
+@dataclass
+class _Run:
+    """What every batch of one inference needs."""
+
+    model: torch.nn.Module
+    aligner: object  # FaceAligner
+    keep: str  # "all" | "largest"
+    size: int  # aligned face side (the evaluation's load size)
+    threshold: float
+    overlays: Path | None  # None: no overlays
+    max_overlays: int
+    top_aus: int
+    n_overlays: int = 0
+
+    @property
+    def crop(self) -> int:
+        return self.model.cfg.img_size
+
+
+def _predict(run: _Run, crops: list[np.ndarray]) -> tuple[np.ndarray, torch.Tensor | None]:
+    """AU probabilities (F, N) of aligned face crops, and the model input they came from."""
+    if not crops:
+        return np.zeros((0, len(run.model.au_ids))), None
+    images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
+    x = prepare_batch(images.to(next(run.model.parameters()).device), run.crop, train=False)
+    with torch.no_grad():
+        return torch.sigmoid(run.model(x).logits.float()).cpu().numpy(), x
+
+
+def _score_batch(run: _Run, batch: list[Frame]) -> list[dict]:
+    """Detect, align and score every face of a batch of frames; returns its CSV rows."""
+    found = run.aligner.faces([f.image for f in batch], run.keep)
+    crops = [run.aligner.crop(frame.image, face.landmarks)
+             for frame, faces in zip(batch, found, strict=True) for face in faces]
+    probs, x = _predict(run, crops)
+    rows, start = [], 0
+    for frame, faces in zip(batch, found, strict=True):
+        rows += _rows(frame, faces, probs[start:start + len(faces)], run.model.au_ids,
+                      run.threshold)
+        start += len(faces)
+    if run.overlays is not None and x is not None:
+        scored = [r for r in rows if r["success"]]
+        _draw_overlays(run, scored, crops, x, probs)
+    return rows
+
+
+# ----------------------------------------------------------------------------- overlays
 def _maps_for_overlay(model: torch.nn.Module, x: torch.Tensor,
                       probs: np.ndarray, top: int) -> tuple[list[np.ndarray], list[str]]:
     """Per face: a stack of maps (top AUs' DDCA + CDCA composite, or Grad-CAM) and names."""
     from hiva_lib.study.maps import gradcam, model_maps
 
     out = model_maps(model, x)
-    keys = au_keys(model.au_ids)
+    keys = [au_column(a) for a in model.au_ids]
     stacks, names = [], []
     for r in range(len(x)):
         aus = [int(j) for j in np.argsort(-probs[r])[:top]]
@@ -166,87 +328,106 @@ def _save_overlay(path: Path, face: np.ndarray, maps: np.ndarray, titles: list[s
         ax.set_yticks([])
     fig.suptitle(caption, fontsize=8)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def infer(checkpoint: str | Path, source: str | Path | list, out_dir: str | Path,
-          align: str = "auto", device: str = "cpu", batch_size: int = 16, every: int = 1,
-          max_frames: int | None = None, overlays: bool = True, max_overlays: int = 50,
-          top_aus: int = 3, threshold: float = 0.5) -> pd.DataFrame:
+def _draw_overlays(run: _Run, rows: list[dict], crops: list[np.ndarray], x: torch.Tensor,
+                   probs: np.ndarray) -> None:
+    """Attention overlays of the batch's faces while fewer than ``max_overlays`` are drawn."""
+    todo = list(range(min(len(rows), run.max_overlays - run.n_overlays)))
+    if not todo:
+        return
+    maps, titles = _maps_for_overlay(run.model, x[todo], probs[todo], run.top_aus)
+    o = (run.size - run.crop) // 2
+    for k in todo:
+        row = rows[k]
+        active = [au_column(a) for a in run.model.au_ids if row[f"{au_column(a)}_c"]]
+        caption = (f"{row['source']} frame {row['frame']} face {row['face_id']}: "
+                   f"{' '.join(active) or 'none'}")
+        _save_overlay(overlay_path(run.overlays, row["source"], row["frame"], row["face_id"]),
+                      crops[k][o:o + run.crop, o:o + run.crop], maps[k], titles[k], caption)
+    run.n_overlays += len(todo)
+
+
+# ----------------------------------------------------------------------------- the run
+def check_request(source: str | Path | list, align: str, faces: str, threshold: float,
+                  every: int, batch_size: int) -> None:
+    """Every bad input as one InferenceError, before anything is loaded or written."""
+    from hiva_lib.data.real.face_align import ALIGN_MODES, FACE_MODES
+
+    _list_source(source)
+    problems = []
+    if align not in ALIGN_MODES:
+        problems.append(f"align={align!r}: choose one of {ALIGN_MODES}")
+    if faces not in FACE_MODES:
+        problems.append(f"faces={faces!r}: choose one of {FACE_MODES}")
+    if not 0 < threshold < 1:
+        problems.append(f"threshold={threshold}: a probability strictly between 0 and 1")
+    if every < 1 or batch_size < 1:
+        problems.append(f"every={every}, batch_size={batch_size}: both must be >= 1")
+    if problems:
+        raise InferenceError("; ".join(problems))
+
+
+def _record(checkpoint: Path, source, paths: OutputPaths, table: pd.DataFrame,
+            options: dict, au_ids: tuple[int, ...]) -> dict:
+    """What the CSV needs to be read later: its checkpoint, threshold and column order."""
+    from hiva_lib.engine.checkpoint import file_sha256
+
+    src = [str(s) for s in source] if isinstance(source, (list, tuple)) else str(source)
+    return dict(checkpoint=str(checkpoint.resolve()), checkpoint_sha256=file_sha256(checkpoint),
+                source=src, csv=str(paths.csv), au_ids=list(au_ids),
+                columns=output_columns(au_ids),
+                frames=len(table[["source", "frame"]].drop_duplicates()),
+                faces=int(table.success.sum()), **options)
+
+
+def infer(checkpoint: str | Path, source: str | Path | list, out: str | Path,
+          align: str = "auto", faces: str = "all", device: str = "cpu", batch_size: int = 16,
+          every: int = 1, max_frames: int | None = None, overlays: bool = True,
+          max_overlays: int = 50, top_aus: int = 3, threshold: float = 0.5,
+          progress: bool = True) -> pd.DataFrame:
     """AU probabilities of every face in ``source`` (image, folder, video or list of images).
 
-    Writes ``out_dir/au_probabilities.csv`` (source, frame, face_found, one column per AU
-    with its probability, active = AUs at or above ``threshold``) and, for the first
-    ``max_overlays`` faces, ``out_dir/overlays/<source>_<frame>.png`` (:func:`overlay_path`).
-    ``source`` is the file's path relative to the folder given (or to the common folder of a
-    list of files), so (source, frame) identifies a row. Frames without a detected face get a
-    row with ``face_found=False`` and empty probabilities. An ``out_dir`` that already holds
-    results is kept: these go to ``<out_dir>-v2`` (``-v3``...), named in ``table.attrs["out_dir"]``.
+    Writes the CSV of the module docstring (one row per (frame, face)) to ``out``
+    (:func:`output_paths`: a folder or a ``.csv`` file; earlier results are kept), a JSON
+    record beside it (checkpoint and its SHA-256, threshold, options, columns), and for the
+    first ``max_overlays`` faces an attention overlay (:func:`overlay_path`). Returns the
+    table; ``table.attrs`` names the files written (``csv``, ``overlays``, ``record``,
+    ``out_dir``: the folder of the CSV).
     """
-    from hiva_lib.data.real.face_align import FaceAligner, resolve_align
-    from hiva_lib.engine.train import load_trained
+    from hiva_lib.data.real.face_align import FaceAligner
+    from hiva_lib.engine.train import load_trained, resolve_device
     from hiva_lib.model.text import cached_text
+    from hiva_lib.progress import progress as bar
 
-    _list_source(source)  # bad input: one error before anything is loaded or written
-    mode = resolve_align(align)
-    model = load_trained(checkpoint, device)
-    crop = model.cfg.img_size
-    size = load_size_for(crop)
-    aligner = None if mode == "skip" else FaceAligner(mode, size, device)
-    keys = au_keys(model.au_ids)
-    out_dir = Path(out_dir)
-    if (out_dir / "au_probabilities.csv").exists():  # never overwrite an earlier inference
-        earlier, out_dir = out_dir, free_version(out_dir)
-        print(f"{earlier} holds an earlier inference (kept); this one goes to {out_dir}")
-    (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
+    check_request(source, align, faces, threshold, every, batch_size)
+    try:
+        dev = str(resolve_device(device))
+    except RuntimeError as err:  # no CUDA here, or not a device name
+        raise InferenceError(f"device={device!r}: {err}") from err
+    model = load_trained(checkpoint, dev)
+    size = load_size_for(model.cfg.img_size)
+    paths = output_paths(out)
+    if paths.kept is not None:
+        print(f"{paths.kept} holds an earlier inference (kept); this one goes to {paths.csv}")
+    run = _Run(model, FaceAligner(align, size, dev), faces, size, threshold,
+               paths.overlays if overlays else None, max_overlays, top_aus)
     rows: list[dict] = []
-    n_overlays = 0
-
-    def flush(batch: list[tuple[str, int, np.ndarray]]) -> None:
-        nonlocal n_overlays
-        faces = _faces([f for _, _, f in batch], aligner, size)
-        found = [i for i, f in enumerate(faces) if f is not None]
-        probs = np.zeros((0, len(keys)))
-        if found:
-            images = torch.from_numpy(np.stack([faces[i] for i in found])).permute(0, 3, 1, 2)
-            x = prepare_batch(images.to(next(model.parameters()).device), crop, train=False)
-            with torch.no_grad():
-                probs = torch.sigmoid(model(x).logits.float()).cpu().numpy()
-        by_pos = {i: k for k, i in enumerate(found)}
-        for i, (name, frame, _) in enumerate(batch):
-            row = dict(source=name, frame=frame, face_found=i in by_pos)
-            if i in by_pos:
-                p = probs[by_pos[i]]
-                row.update({k: round(float(v), 4) for k, v in zip(keys, p, strict=True)})
-                row["active"] = " ".join(k for k, v in zip(keys, p, strict=True)
-                                         if v >= threshold)
-            rows.append(row)
-        todo = [i for i in found if n_overlays + found.index(i) < max_overlays] if overlays else []
-        if todo:
-            o = (size - crop) // 2
-            views = [faces[i][o:o + crop, o:o + crop] for i in todo]
-            sel = [by_pos[i] for i in todo]
-            maps, titles = _maps_for_overlay(model, x[sel], probs[sel], top_aus)
-            for k, i in enumerate(todo):
-                name, frame, _ = batch[i]
-                active = rows[len(rows) - len(batch) + i]["active"] or "none"
-                path = overlay_path(out_dir, name, frame)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                _save_overlay(path, views[k], maps[k], titles[k],
-                              f"{name} frame {frame}: {active}")
-            n_overlays += len(todo)
-
-    batch: list[tuple[str, int, np.ndarray]] = []
-    with cached_text(model):  # the descriptions are fixed: encode them once, not per batch
-        for item in iter_frames(source, every, max_frames):
-            batch.append(item)
-            if len(batch) == batch_size:
-                flush(batch)
-                batch = []
-        if batch:
-            flush(batch)
-    table = pd.DataFrame(rows, columns=["source", "frame", "face_found", *keys, "active"])
-    atomic_write_text(table.to_csv(index=False), out_dir / "au_probabilities.csv")
-    table.attrs["out_dir"] = str(out_dir)
+    frames = iter_frames(source, every, max_frames)
+    with cached_text(model), bar(total=count_frames(source, every, max_frames), unit="frame",
+                                 disable=not progress, desc="faces") as shown:
+        for batch in _batches(frames, batch_size):  # the descriptions are encoded once
+            rows += _score_batch(run, batch)
+            shown.update(len(batch))
+    table = rows_to_table(rows, model.au_ids)
+    options = dict(align=run.aligner.mode, faces_kept=faces, threshold=threshold, every=every,
+                   max_frames=max_frames)
+    atomic_write_text(table.to_csv(index=False), paths.csv)
+    atomic_write_json(_record(Path(checkpoint), source, paths, table, options, model.au_ids),
+                      paths.record)
+    table.attrs.update(csv=str(paths.csv), overlays=str(paths.overlays),
+                       record=str(paths.record), out_dir=str(paths.csv.parent))
     return table

@@ -9,10 +9,15 @@ that maps them onto a fixed template, and warp the frame with it.
 ``align="skip"`` is for frames that are already face crops: they are centre-cropped to a
 square and resized. ``align="auto"`` uses MTCNN when facenet-pytorch is installed and raises
 one clear error (with the install line) when it is not.
+
+Data preparation keeps the largest face of a frame (:meth:`FaceAligner.landmarks`); inference
+on your own videos keeps every face (:meth:`FaceAligner.faces`, ``keep="all"``), ordered left
+to right, or only the largest (``keep="largest"``).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -20,6 +25,7 @@ import numpy as np
 from hiva_lib.data.prepared import DatasetError
 
 ALIGN_MODES = ("auto", "mtcnn", "skip")
+FACE_MODES = ("all", "largest")  # which faces of a frame inference keeps
 MTCNN_INSTALL = "pip install --no-deps facenet-pytorch"
 
 # Canonical positions of (left eye, right eye, nose tip, left mouth corner, right mouth corner)
@@ -78,6 +84,28 @@ def square_resize(image: np.ndarray, image_size: int) -> np.ndarray:
     return cv2.resize(crop, (image_size, image_size), interpolation=interp)
 
 
+@dataclass
+class DetectedFace:
+    """One face in a frame: its box (x, y, width, height) in pixels, the detector's confidence
+    (MTCNN's face probability; NaN where no detector ran) and five landmarks (None likewise)."""
+
+    box: tuple[float, float, float, float]
+    confidence: float
+    landmarks: np.ndarray | None
+
+
+def _keep_faces(boxes: np.ndarray | None, probs, points, keep: str) -> list[DetectedFace]:
+    """MTCNN's detections of one image as faces, left to right, or the largest alone."""
+    if boxes is None or points is None or len(boxes) == 0:
+        return []
+    faces = [DetectedFace((float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])),
+                          float(p), np.asarray(lm, np.float64))
+             for b, p, lm in zip(boxes, probs, points, strict=True)]
+    if keep == "largest":
+        return [max(faces, key=lambda f: f.box[2] * f.box[3])]
+    return sorted(faces, key=lambda f: f.box[0] + f.box[2] / 2)
+
+
 class MTCNNDetector:
     """Five-landmark face detector: facenet-pytorch's MTCNN (weights inside the wheel)."""
 
@@ -95,22 +123,25 @@ class MTCNNDetector:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.mtcnn = MTCNN(keep_all=True, device=device, min_face_size=min_face_size)
 
-    def landmarks(self, images: Sequence[np.ndarray]) -> list[np.ndarray | None]:
-        """(5, 2) landmarks of the largest face in each RGB image, or None where none is found."""
+    def faces(self, images: Sequence[np.ndarray], keep: str = "all") -> list[list[DetectedFace]]:
+        """The faces of each RGB image (``keep``: "all", left to right, or "largest")."""
+        if keep not in FACE_MODES:
+            raise ValueError(f"keep must be one of {FACE_MODES}, not {keep!r}")
         if not images:
             return []
         same = all(im.shape == images[0].shape for im in images)
         batches = [list(images)] if same else [[im] for im in images]  # MTCNN batches need one size
-        out: list[np.ndarray | None] = []
+        out: list[list[DetectedFace]] = []
         for batch in batches:
-            boxes, _, points = self.mtcnn.detect(np.stack(batch), landmarks=True)
-            for b, p in zip(boxes, points, strict=True):
-                if b is None or p is None or len(b) == 0:
-                    out.append(None)
-                    continue
-                area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-                out.append(np.asarray(p[int(np.argmax(area))], np.float64))
+            boxes, probs, points = self.mtcnn.detect(np.stack(batch), landmarks=True)
+            out += [_keep_faces(b, pr, pt, keep) for b, pr, pt in zip(boxes, probs, points,
+                                                                      strict=True)]
         return out
+
+    def landmarks(self, images: Sequence[np.ndarray]) -> list[np.ndarray | None]:
+        """(5, 2) landmarks of the largest face in each RGB image, or None where none is found."""
+        return [found[0].landmarks if found else None
+                for found in self.faces(images, keep="largest")]
 
 
 def resolve_align(align: str) -> str:
@@ -142,6 +173,19 @@ class FaceAligner:
         if self.detector is None:
             return [None] * len(frames)
         return self.detector.landmarks(frames)
+
+    def faces(self, frames: Sequence[np.ndarray], keep: str = "all") -> list[list[DetectedFace]]:
+        """Detected faces per frame; with align='skip' the frame itself is the one face (its
+        centre square as the box, no confidence: no detector ran)."""
+        if self.detector is not None:
+            return self.detector.faces(frames, keep)
+        out = []
+        for frame in frames:
+            h, w = frame.shape[:2]
+            s = min(h, w)
+            box = (float((w - s) // 2), float((h - s) // 2), float(s), float(s))
+            out.append([DetectedFace(box, float("nan"), None)])
+        return out
 
     def crop(self, frame: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
         if self.mode == "skip":
