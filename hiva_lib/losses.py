@@ -1,4 +1,4 @@
-"""Losses: the weighted multi-label AU loss L_au (Eq. 4) and class weights.
+"""Losses: the weighted multi-label AU loss L_au (Eq. 4), the total loss (Eq. 7), class weights.
 
 L_diff (Eq. 1) lives with the text encoder in :mod:`hiva_lib.model.text`.
 """
@@ -43,3 +43,12 @@ def au_loss(
     if reduction == "mean":
         return per_au.mean()
     raise ValueError(f"au_loss reduction must be 'sum' or 'mean', not {reduction!r}")
+
+
+def total_loss(l_au: torch.Tensor, l_diff: torch.Tensor | None, lambda_diff: float
+               ) -> torch.Tensor:
+    """Eq. 7: L = L_au + lambda * L_diff (stage 2); L_au alone when there is no L_diff
+    (stage 1, the vision-only Baseline and "w/o L_diff")."""
+    if l_diff is None:
+        return l_au
+    return l_au + lambda_diff * l_diff.float()

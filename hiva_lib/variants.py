@@ -20,7 +20,17 @@ class Variant:
     row_name: str
     overrides: dict = field(default_factory=dict)
     stages: tuple[int, ...] = (1, 2)
-    aliases: tuple[str, ...] = ()  # other row names of the same variant in the paper
+    # the row's name in a table that prints it differently (Table IV: "VLU" for Baseline)
+    table_names: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Other row names of the same variant in the paper."""
+        return tuple(sorted(set(self.table_names.values())))
+
+    def row_in_table(self, table: int) -> str:
+        """The name of this variant's row in paper table ``table`` (4, 5 or 6)."""
+        return self.table_names.get(table, self.row_name)
 
 
 _ROWS = (
@@ -28,7 +38,8 @@ _ROWS = (
     Variant("wo_aug", "HiVA (w/o AUG)", dict(use_aug=False)),
     Variant("wo_ldiff", "HiVA (w/o L_diff)", dict(use_ldiff=False)),
     Variant("wo_aug_wo_ldiff", "HiVA (w/o AUG, w/o L_diff)", dict(use_aug=False, use_ldiff=False)),
-    Variant("baseline", "Baseline", dict(use_text=False), stages=(1,), aliases=("VLU",)),
+    Variant("baseline", "Baseline", dict(use_text=False), stages=(1,),
+            table_names={4: "VLU"}),
     Variant("wo_ddca", "HiVA (w/o DDCA)", dict(use_ddca=False)),
     Variant("wo_cdca", "HiVA (w/o CDCA)", dict(use_cdca=False)),
     Variant("wo_cdca_wo_ddca", "HiVA (w/o CDCA, w/o DDCA)", dict(use_ddca=False, use_cdca=False)),

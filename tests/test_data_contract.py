@@ -14,7 +14,7 @@ from hiva_lib.data import au
 from hiva_lib.data.prepared import DatasetError, load_prepared, prepared_dir_writer, write_index
 from hiva_lib.engine.checkpoint import CheckpointError, atomic_save, resolve_run_dir
 from hiva_lib.engine.config import make_config
-from hiva_lib.losses import au_loss, inverse_frequency_weights
+from hiva_lib.losses import au_loss, inverse_frequency_weights, total_loss
 from hiva_lib.metrics import all_positive_f1, f1_per_au
 from hiva_lib.study.paper_tables import PAPER_DIR
 
@@ -53,6 +53,16 @@ def test_inverse_frequency_weights_by_hand():
     np.testing.assert_allclose(w, inv / inv.sum() * 3)
     assert np.isclose(w.mean(), 1.0)
 
+
+def test_total_loss_is_eq7():
+    """Eq. 7 by hand: L = L_au + lambda L_diff; L_au alone without L_diff; gradients of both."""
+    l_au = torch.tensor(2.5, requires_grad=True)
+    l_diff = torch.tensor(0.4, requires_grad=True)
+    loss = total_loss(l_au, l_diff, 0.25)
+    assert loss.item() == pytest.approx(2.5 + 0.25 * 0.4)
+    loss.backward()
+    assert l_au.grad.item() == 1.0 and l_diff.grad.item() == pytest.approx(0.25)
+    assert total_loss(l_au, None, 0.25) is l_au
 
 def test_au_loss_is_eq4_weighted_sum():
     logits = torch.tensor([[0.3, -1.2], [2.0, 0.1]])

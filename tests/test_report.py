@@ -46,9 +46,12 @@ def test_every_variant_has_a_row_in_every_ablation_table():
     assert PT.paper_row("disfa", "full", kind="sota")["AVE"] == 67.4
 
 
-def test_fallback_row_names_agree_with_variants_module():
-    variants = pytest.importorskip("hiva_lib.variants")
-    assert {s: v.row_name for s, v in variants.VARIANTS.items()} == PT.FALLBACK_ROW_NAMES
+def test_row_names_come_from_the_variants_module():
+    from hiva_lib import variants
+
+    assert PT.variant_row_names() == {s: v.row_name for s, v in variants.VARIANTS.items()}
+    assert variants.variant_from_row_name("VLU").slug == "baseline"
+    assert PT.table_for("synth-disfa") == PT.table_for("disfa") == (2, 5)
 
 
 def test_malformed_table_names_the_file(tmp_path):

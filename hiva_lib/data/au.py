@@ -64,9 +64,16 @@ DATASET_AUS: dict[str, tuple[int, ...]] = {
     "disfa": (1, 2, 4, 6, 9, 12, 25, 26),
     "gft": (1, 2, 4, 6, 10, 12, 14, 15, 23, 24),
 }
-# The SynthFACS presets mimic the real sets' AU sets.
-for _real in ("bp4d", "disfa", "gft"):
+REAL_DATASETS = ("bp4d", "disfa", "gft")
+# The SynthFACS presets mimic the real sets' AU sets: synth-<name> stands in for <name>.
+for _real in REAL_DATASETS:
     DATASET_AUS[f"synth-{_real}"] = DATASET_AUS[_real]
+
+
+def real_counterpart(dataset: str) -> str:
+    """The real data set a name stands for: ``synth-disfa`` -> ``disfa``, ``disfa`` -> itself."""
+    name = dataset.lower()
+    return name.removeprefix("synth-")
 
 
 def dataset_aus(dataset: str) -> tuple[int, ...]:

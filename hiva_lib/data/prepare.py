@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hiva_lib.data.au import DATASET_AUS
+from hiva_lib.data.au import DATASET_AUS, REAL_DATASETS
 from hiva_lib.data.prepared import DatasetError, PreparedDataset, check_apart, load_prepared
 from hiva_lib.data.real.raw import EXPECTED, prepare_real, raw_root_error
 from hiva_lib.presets import SMOKE_SYNTH
 
-REAL = ("bp4d", "disfa", "gft")
 SYNTH_IMAGE_SIZE = 128
 
 
@@ -80,7 +79,7 @@ def prepare_dataset(dataset: str, data_root: str | Path = "data/prepared",
             raise TypeError(f"prepare_dataset({name!r}) renders SynthFACS; {given} apply to "
                             "bp4d / disfa / gft only")
         return _prepare_synth(name, root, overwrite, smoke, progress, **kw)
-    if name not in REAL:
+    if name not in REAL_DATASETS:
         raise ValueError(f"unknown data set {dataset!r}; choose one of "
                          f"{sorted(k for k in DATASET_AUS)}")
     if megraphau_list_dir is not None:

@@ -52,7 +52,7 @@ from hiva_lib.engine.checkpoint import (
 )
 from hiva_lib.engine.config import TrainConfig, project_root
 from hiva_lib.engine.fold_guard import check_held_out, trained_on
-from hiva_lib.losses import au_loss, inverse_frequency_weights
+from hiva_lib.losses import au_loss, inverse_frequency_weights, total_loss
 from hiva_lib.metrics import all_positive_f1, f1_per_au
 from hiva_lib.model import hiva
 from hiva_lib.model.config import ModelConfig, config_from_dict
@@ -268,9 +268,7 @@ def _fit(model: torch.nn.Module, stage: int, cfg: TrainConfig, data: PreparedDat
             with _autocast(device, cfg.amp):
                 out = model(x, step=step)
             l_au = au_loss(out.logits.float(), y, weights, cfg.au_loss_reduction)
-            loss = l_au
-            if stage == 2 and out.l_diff is not None:
-                loss = loss + cfg.lambda_diff * out.l_diff.float()
+            loss = total_loss(l_au, out.l_diff if stage == 2 else None, cfg.lambda_diff)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

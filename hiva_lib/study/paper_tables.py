@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hiva_lib.data.au import au_keys, dataset_aus
+from hiva_lib.data.au import au_keys, dataset_aus, real_counterpart
+from hiva_lib.variants import VARIANTS
 
 PAPER_DIR = Path(__file__).parents[1] / "assets" / "paper"
 OURS = "HiVA (Ours)"
@@ -53,24 +54,6 @@ TABLES: dict[int, PaperTable] = {
 }
 # data set -> (comparison table, ablation table); SynthFACS presets use their real model's
 DATASET_TABLES: dict[str, tuple[int, int]] = {"bp4d": (1, 4), "disfa": (2, 5), "gft": (3, 6)}
-for _real in ("bp4d", "disfa", "gft"):
-    DATASET_TABLES[f"synth-{_real}"] = DATASET_TABLES[_real]
-
-# Variant slug -> row name of Tables V-VI. hiva_lib/variants.py owns this mapping; this copy
-# is the fallback used while that module is absent (the two must agree, see tests).
-FALLBACK_ROW_NAMES: dict[str, str] = {
-    "full": "HiVA (Ours)",
-    "wo_aug": "HiVA (w/o AUG)",
-    "wo_ldiff": "HiVA (w/o L_diff)",
-    "wo_aug_wo_ldiff": "HiVA (w/o AUG, w/o L_diff)",
-    "baseline": "Baseline",
-    "wo_ddca": "HiVA (w/o DDCA)",
-    "wo_cdca": "HiVA (w/o CDCA)",
-    "wo_cdca_wo_ddca": "HiVA (w/o CDCA, w/o DDCA)",
-}
-# Table IV prints the vision-only row as "VLU", Tables V-VI as "Baseline" (ambiguity 3)
-TABLE_ROW_ALIASES: dict[int, dict[str, str]] = {
-    4: {"Baseline": "VLU"}, 5: {"VLU": "Baseline"}, 6: {"VLU": "Baseline"}}
 
 
 class PaperTableError(ValueError):
@@ -79,11 +62,12 @@ class PaperTableError(ValueError):
 
 def table_for(dataset: str) -> tuple[int, int]:
     """(comparison table, ablation table) numbers of a data set; synth-* map to their model."""
-    try:
-        return DATASET_TABLES[dataset.lower()]
-    except KeyError:
+    real = real_counterpart(dataset)
+    if real not in DATASET_TABLES:
+        names = sorted([*DATASET_TABLES, *(f"synth-{d}" for d in DATASET_TABLES)])
         raise PaperTableError(f"no paper tables for data set {dataset!r}; "
-                              f"choose one of {sorted(DATASET_TABLES)}") from None
+                              f"choose one of {names}")
+    return DATASET_TABLES[real]
 
 
 def load_table(n: int, paper_dir: str | Path | None = None) -> pd.DataFrame:
@@ -120,21 +104,15 @@ def load_tables(paper_dir: str | Path | None = None) -> dict[int, pd.DataFrame]:
 
 
 def variant_row_names() -> dict[str, str]:
-    """Variant slug -> ablation row name (Tables V-VI spelling)."""
-    try:
-        from hiva_lib.variants import VARIANTS
-    except ImportError:  # variants.py not written yet / optional deps missing
-        return dict(FALLBACK_ROW_NAMES)
+    """Variant slug -> ablation row name (Tables V-VI spelling), from hiva_lib.variants."""
     return {slug: v.row_name for slug, v in VARIANTS.items()}
 
 
 def row_name(slug: str, table: int) -> str:
     """The row of ``table`` that a variant reproduces (``baseline`` is "VLU" in Table IV)."""
-    names = variant_row_names()
-    if slug not in names:
-        raise PaperTableError(f"unknown variant {slug!r}; choose one of {list(names)}")
-    name = names[slug]
-    return TABLE_ROW_ALIASES.get(table, {}).get(name, name)
+    if slug not in VARIANTS:
+        raise PaperTableError(f"unknown variant {slug!r}; choose one of {list(VARIANTS)}")
+    return VARIANTS[slug].row_in_table(table)
 
 
 def paper_row(dataset: str, slug: str, kind: str = "ablation") -> pd.Series:
