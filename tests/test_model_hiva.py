@@ -247,7 +247,7 @@ def test_config_validation_and_presets():
         ModelConfig(eval_descriptions="random")
     with pytest.raises(ValueError, match="unknown ModelConfig keys"):
         config_from_dict({"dimm": 3})
-    assert set(MODEL_PRESETS) == {"paper", "cpu-small", "cpu-swin", "test-tiny"}
+    assert set(MODEL_PRESETS) == {"paper", "cpu-lite0", "cpu-small", "cpu-swin", "test-tiny"}
     paper = MODEL_PRESETS["paper"]
     assert (paper.backbone, paper.text_model, paper.pretrained, paper.img_size, paper.dim) == (
         "swin_base_patch4_window7_224", "bert-large-uncased", True, 224, 512)

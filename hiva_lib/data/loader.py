@@ -3,8 +3,9 @@
 Images are decoded once to uint8 at ``load_size`` (the crop size x 256/224, as the AU
 literature's resize-then-crop). Small data sets (SynthFACS) are kept in memory, decoded once
 per process and shared by every run on the same ``PreparedDataset``; large ones are read by
-DataLoader workers. Augmentation (random crop + horizontal flip) and normalisation run
-on whole batches on the training device, which is cheaper than per-image PIL transforms.
+DataLoader workers. Augmentation (random crop + horizontal flip) runs on whole batches on the
+training device, which is cheaper than per-image PIL transforms. The mean/std normalisation is
+the model's (its backbone's own, :class:`hiva_lib.model.backbone.Backbone`), not done here.
 """
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ from torch.utils.data import Dataset
 
 from hiva_lib.data.prepared import DatasetError, PreparedDataset
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CACHE_LIMIT_BYTES = 2 << 30  # larger sets of rows are read from disk per batch, not cached
 
 
@@ -61,7 +60,8 @@ class FrameDataset(Dataset):
 
 def prepare_batch(images: torch.Tensor, crop: int, train: bool,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 (B,3,S,S) -> normalised float (B,3,crop,crop): random or centre crop, flips."""
+    """uint8 (B,3,S,S) -> float (B,3,crop,crop) in [0, 1]: random or centre crop, flips.
+    The model normalises its input itself (the backbone's mean/std)."""
     b, _, s, _ = images.shape
     x = images.float().div_(255)
     if train:
@@ -72,6 +72,4 @@ def prepare_batch(images: torch.Tensor, crop: int, train: bool,
     else:
         o = (s - crop) // 2
         x = x[:, :, o:o + crop, o:o + crop]
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device)[None, :, None, None]
-    std = torch.tensor(IMAGENET_STD, device=x.device)[None, :, None, None]
-    return (x - mean) / std
+    return x

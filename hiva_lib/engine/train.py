@@ -159,7 +159,8 @@ def results_dir(cfg: TrainConfig, run_dir: Path) -> Path:
 
 # The model fields that define the stage-1 model (a)+(c): a stage-2-only switch (ddca_mode,
 # fusion, descriptions...) reuses the same stage-1 checkpoint.
-STAGE1_MODEL_FIELDS = ("backbone", "backbone_kwargs", "pretrained", "img_size", "dim", "graph_k")
+STAGE1_MODEL_FIELDS = ("backbone", "backbone_kwargs", "pretrained", "img_size", "input_mean",
+                       "input_std", "backbone_trainable", "dim", "graph_k")
 
 
 def _signature(cfg: TrainConfig, stage: int) -> dict:

@@ -12,6 +12,9 @@ from hiva_lib.model.attention import DDCA_MODES
 from hiva_lib.model.text import EVAL_MODES
 
 FUSIONS = ("concat", "add")
+# what every checkpoint saved before ModelConfig had input_mean/input_std was trained with
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -21,6 +24,14 @@ class ModelConfig:
     backbone_kwargs: dict = field(default_factory=dict)  # extra timm.create_model kwargs
     pretrained: bool | str = True  # True: hub ImageNet weights; False: random; str: local file
     img_size: int = 224
+    # submodules of the timm body that train (e.g. ("blocks.6", "conv_head", "bn2")); the rest
+    # of the body is frozen, in eval mode, in both stages. None: all of it trains (the paper)
+    backbone_trainable: tuple[str, ...] | None = None
+    # per-channel input normalisation of [0, 1] RGB images, applied inside the backbone;
+    # None: the backbone's own (timm's pretrained config: 0.5/0.5 for tf_ Lite, ImageNet for
+    # Swin). HiVA stores the resolved values, so a checkpoint records what it was trained with.
+    input_mean: tuple[float, float, float] | None = None
+    input_std: tuple[float, float, float] | None = None
     dim: int = 512  # C = d, width of X_g, F_i, U_i, Z_i and the attention space
     # (b) text
     text_model: str = "bert-large-uncased"  # hub id, local folder, or "minilm" (offline)
@@ -58,12 +69,33 @@ class ModelConfig:
                                  f"choose one of {allowed}")
         if self.graph_k < 1:
             raise ValueError(f"ModelConfig.graph_k={self.graph_k}: must be >= 1")
+        if self.backbone_trainable is not None:
+            if isinstance(self.backbone_trainable, str):
+                raise ValueError(f"ModelConfig.backbone_trainable={self.backbone_trainable!r}: "
+                                 "give a tuple of submodule names, e.g. ('blocks.6',)")
+            self.backbone_trainable = tuple(self.backbone_trainable)
+        for key in ("input_mean", "input_std"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            try:
+                value = tuple(float(v) for v in value)
+            except (TypeError, ValueError):
+                value = ()
+            if len(value) != 3 or (key == "input_std" and min(value) <= 0):
+                raise ValueError(f"ModelConfig.{key}={getattr(self, key)!r}: give three "
+                                 "per-channel RGB values (std > 0), or None for the backbone's own")
+            setattr(self, key, value)
 
 
 def config_from_dict(values: dict) -> ModelConfig:
-    """A ModelConfig from a saved dict; unknown keys raise one clear error."""
+    """A ModelConfig from a saved dict; unknown keys raise one clear error.
+
+    A dict saved before the normalisation fields existed (an old checkpoint) gets ImageNet
+    mean/std: every model was then fed ImageNet-normalised images."""
     names = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown ModelConfig keys {unknown}; known: {sorted(names)}")
-    return ModelConfig(**values)
+    old = dict(input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD)
+    return ModelConfig(**{**{k: v for k, v in old.items() if k not in values}, **values})

