@@ -49,7 +49,7 @@ def test_every_variant_has_a_row_in_every_ablation_table():
 def test_row_names_come_from_the_variants_module():
     from hiva_lib import variants
 
-    assert PT.variant_row_names() == {s: v.row_name for s, v in variants.VARIANTS.items()}
+    assert PT.variant_row_names() == {s: v.row_name for s, v in variants.TABLE_ROWS.items()}
     assert variants.variant_from_row_name("VLU").slug == "baseline"
     assert PT.table_for("synth-disfa") == PT.table_for("disfa") == (2, 5)
 

@@ -269,7 +269,8 @@ def _fit(model: torch.nn.Module, stage: int, cfg: TrainConfig, data: PreparedDat
             with _autocast(device, cfg.amp):
                 out = model(x, step=step)
             l_au = au_loss(out.logits.float(), y, weights, cfg.au_loss_reduction)
-            loss = total_loss(l_au, out.l_diff if stage == 2 else None, cfg.lambda_diff)
+            lam = cfg.lambda_diff if core.cfg.lambda_diff is None else core.cfg.lambda_diff
+            loss = total_loss(l_au, out.l_diff if stage == 2 else None, lam)  # sweep: model's
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
