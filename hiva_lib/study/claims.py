@@ -291,6 +291,43 @@ def eval_c7(inputs: ClaimInputs) -> Result:
     return Result(**{**res.__dict__, "reason": res.reason + " (frames as units)"})
 
 
+def measure_from_models(inputs: ClaimInputs, max_frames: int = 128) -> pd.DataFrame:
+    """What needs the trained models, for every (seed, fold) with results: the graph degrees
+    of HiVA and the Baseline (C7, ``graph_degrees.csv``) and the gradient ratio of
+    lambda·L_diff to L_au of HiVA and of each lambda-sweep run (``ldiff_balance.csv``, shown by
+    the report). Models that are not there are skipped and listed. Returns what was done."""
+    from hiva_lib.study import ldiff_balance
+    from hiva_lib.study.study import FigureError
+    from hiva_lib.variants import CONTROLS
+
+    runs = inputs.runs()
+    if runs is None:
+        return pd.DataFrame(columns=["seed", "fold", "what", "status"])
+    done, ratios = [], []
+    sweep = ["full", *(v for v in CONTROLS if v.startswith("lambda_"))]
+    for seed, fold in sorted({(int(s), int(f)) for s, f in runs[["seed", "fold"]].to_numpy()}):
+        study = inputs.study(seed, fold)
+        have = set(runs.loc[(runs["seed"] == seed) & (runs["fold"] == fold), "variant"])
+        status = "skipped: no results of full and baseline"
+        if {"full", "baseline"} <= have:
+            try:
+                graph_degrees(study, max_frames=max_frames)
+                status = "done"
+            except FigureError as e:
+                status = f"skipped: {e}"
+        done.append(dict(seed=seed, fold=fold, what="graph degrees", status=status))
+        for v in [v for v in sweep if v in have]:
+            try:
+                ratios.append(ldiff_balance.measure_run(study, v))
+                status = "done"
+            except FigureError as e:
+                status = f"skipped: {e}"
+            done.append(dict(seed=seed, fold=fold, what=f"gradient ratio {v}", status=status))
+    if ratios:
+        ldiff_balance.write_balance(ratios, inputs.results_root, inputs.dataset)
+    return pd.DataFrame(done)
+
+
 # ----------------------------------------------------------------------------- the claims
 @dataclass(frozen=True)
 class Claim:
