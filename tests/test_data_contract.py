@@ -202,7 +202,7 @@ def test_make_config_presets_and_overrides(tmp_path):
     assert (paper.lr_stage1, paper.lr_stage2, paper.lambda_diff, paper.batch_size,
             paper.epochs_stage1, paper.model_preset) == (1e-5, 1e-6, 1e-5, 128, 30, "paper")
     synth = make_config("synth-disfa", lr_stage1=None, batch_size=7)
-    assert synth.model_preset == "cpu-small" and synth.batch_size == 7
+    assert synth.model_preset == "cpu-lite0" and synth.batch_size == 7
     smoke = make_config("synth-disfa", smoke=True)
     assert smoke.model_preset == "test-tiny" and smoke.results_root.endswith("results/_smoke")
     with pytest.raises(ValueError, match="unknown config keys"):

@@ -37,7 +37,7 @@ import pandas as pd
 from hiva_lib.data.au import ALL_AU_IDS, au_keys, dataset_aus
 from hiva_lib.data.prepared import PreparedDataset, load_prepared, prepared_dir_writer, write_index
 
-VERSION = "1.1"  # 1.1: AU effects ~1.5x (learnable at 80 px), larger presets
+VERSION = "1.2"  # 1.1: AU effects ~1.5x (learnable at 80 px); 1.2: twice the frames (less noise)
 SOURCE = f"SynthFACS v{VERSION}"
 POSITIVE_RULE = "intensity >= 2 (0-5 scale), as DISFA"
 REGION_SIZE = 32  # side of the stored region masks (regions.npz)
@@ -661,20 +661,20 @@ class SynthPreset:
 
 SYNTH_PRESETS: dict[str, SynthPreset] = {
     "synth-bp4d": SynthPreset(
-        "synth-bp4d", "bp4d", n_subjects=12, frames_per_subject=150, sequences_per_subject=4,
+        "synth-bp4d", "bp4d", n_subjects=12, frames_per_subject=300, sequences_per_subject=4,
         protocol="3fold", test_folds=(1, 2, 3), real_subjects=41,
         base_rates={1: 0.21, 2: 0.17, 4: 0.20, 6: 0.46, 7: 0.55, 10: 0.59, 12: 0.56, 14: 0.47,
                     15: 0.17, 17: 0.34, 23: 0.17, 24: 0.15},
         rate_source="BP4D-Spontaneous (FERA 2015 train+devel frames), occurrence rates as "
                     "commonly tabulated in the AU literature (approximate)"),
     "synth-disfa": SynthPreset(
-        "synth-disfa", "disfa", n_subjects=9, frames_per_subject=240, sequences_per_subject=1,
+        "synth-disfa", "disfa", n_subjects=9, frames_per_subject=480, sequences_per_subject=1,
         protocol="3fold", test_folds=(1, 2, 3), real_subjects=27,
         base_rates={1: 0.06, 2: 0.05, 4: 0.19, 6: 0.08, 9: 0.05, 12: 0.13, 25: 0.27, 26: 0.09},
         rate_source="DISFA, intensity >= 2, all 27 subjects (approximate; estimates from "
                     "published label statistics)"),
     "synth-gft": SynthPreset(
-        "synth-gft", "gft", n_subjects=12, frames_per_subject=150, sequences_per_subject=3,
+        "synth-gft", "gft", n_subjects=12, frames_per_subject=300, sequences_per_subject=3,
         protocol="train_test", test_folds=(1,), real_subjects=96, test_fraction=18 / 96,
         base_rates={1: 0.09, 2: 0.12, 4: 0.07, 6: 0.29, 10: 0.31, 12: 0.29, 14: 0.15,
                     15: 0.12, 23: 0.14, 24: 0.10},
