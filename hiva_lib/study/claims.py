@@ -144,7 +144,8 @@ def eval_c8(inputs: ClaimInputs) -> Result:
 # ----------------------------------------------------------------------------- C4
 def eval_c4(inputs: ClaimInputs) -> Result:
     """Spearman of the per-AU relative gain (Fig. 4) with the AU's training frequency; the
-    claim (rarer AU, larger gain) is a negative correlation."""
+    claim (rarer AU, larger gain) is a negative correlation. Fig. 4's inputs average every
+    (seed, fold) run HiVA and the Baseline share: ``seeds`` does not filter them."""
     from hiva_lib.study.fig4_gain import f1_gains
 
     try:
@@ -468,12 +469,14 @@ def plot_verdicts(tables: dict[str, pd.DataFrame]):
     datasets = list(tables)
     fig, ax = plt.subplots(figsize=(1.6 + 1.8 * len(datasets), 0.6 + 0.45 * len(CLAIMS)))
     for j, ds in enumerate(datasets):
-        verdicts = tables[ds].set_index("claim")["verdict"]
+        table = tables[ds].set_index("claim")
         for i, cid in enumerate(CLAIM_IDS):
-            v = verdicts.get(cid, NOT_RESOLVED)
-            ax.add_patch(plt.Rectangle((j - 0.45, i - 0.4), 0.9, 0.8,
-                                       color=VERDICT_COLOURS[v]))
-            ax.text(j, i, v, ha="center", va="center", fontsize=7)
+            v = table["verdict"].get(cid, NOT_RESOLVED)
+            # inputs missing: hatched, so "no results" is not read as "within noise"
+            absent = str(table["reason"].get(cid, "no results")).startswith("no results")
+            ax.add_patch(plt.Rectangle((j - 0.45, i - 0.4), 0.9, 0.8, facecolor=VERDICT_COLOURS[v],
+                                       hatch="//" if absent else None, edgecolor="white"))
+            ax.text(j, i, "no results" if absent else v, ha="center", va="center", fontsize=7)
     ax.set_xlim(-0.5, len(datasets) - 0.5)
     ax.set_ylim(len(CLAIMS) - 0.5, -0.5)
     ax.set_xticks(range(len(datasets)), datasets, fontsize=8)
