@@ -196,13 +196,23 @@ SIGNATURE_FIELDS = ("dataset", "fold", "seed", "model_preset", "batch_size",
                     "au_loss_reduction", "weight_decay", "schedule", "max_steps_per_epoch")
 STAGE_FIELDS = {1: ("epochs_stage1", "lr_stage1"),
                 2: ("variant", "epochs_stage2", "lr_stage2", "lambda_diff")}
+# Model fields added after finished runs were saved: at these values they are left out of the
+# signature, so runs saved before the field existed are still found; any other value is part
+# of the run's identity.
+LATER_MODEL_DEFAULTS: dict[str, Any] = {}
+
+
+def _model_signature(model: dict) -> dict:
+    return {k: v for k, v in model.items()
+            if k not in LATER_MODEL_DEFAULTS or v != LATER_MODEL_DEFAULTS[k]}
 
 
 def signature(cfg: TrainConfig, stage: int) -> dict:
     """The config values that must match for a checkpoint to be resumed or reused."""
     d = cfg.to_dict()
     sig = {k: d[k] for k in (*SIGNATURE_FIELDS, *STAGE_FIELDS[stage])}
-    model = dataclasses.asdict(model_config(cfg, "baseline" if stage == 1 else cfg.variant))
+    model = _model_signature(
+        dataclasses.asdict(model_config(cfg, "baseline" if stage == 1 else cfg.variant)))
     sig["model"] = ({k: model[k] for k in STAGE1_MODEL_FIELDS} if stage == 1
                     else {**model, "stage1": signature(cfg, 1)})
     return json.loads(json.dumps(sig))  # as saved: tuples become lists
