@@ -9,6 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import hiva_lib.engine.loop as loop
+import hiva_lib.engine.runs as runs
 import hiva_lib.engine.train as train
 import hiva_lib.model.text as text_module
 from hiva_lib import variants
@@ -122,14 +124,14 @@ def test_every_control_trains_one_step(slug):
 
 def test_the_engine_uses_the_sweeps_lambda(tmp_path, smoke_data_root, monkeypatch):
     seen = []
-    real = train.total_loss
+    real = loop.total_loss
 
     def record(l_au, l_diff, lam):
         if l_diff is not None:
             seen.append(lam)
         return real(l_au, l_diff, lam)
 
-    monkeypatch.setattr(train, "total_loss", record)
+    monkeypatch.setattr(loop, "total_loss", record)
     cfg = make_config("synth-disfa", smoke=True, data_root=str(smoke_data_root),
                       runs_root=str(tmp_path / "runs"), results_root=str(tmp_path / "res"),
                       variant="lambda_0.1", save_text_embeddings=False)
@@ -137,6 +139,17 @@ def test_the_engine_uses_the_sweeps_lambda(tmp_path, smoke_data_root, monkeypatc
     res = train.run_variant(cfg)
     assert seen and set(seen) == {0.1}
     assert res.metrics["variant"] == "lambda_0.1"
+
+
+def test_control_fields_at_their_defaults_leave_old_signatures_unchanged():
+    # runs saved before text_control / lambda_diff existed stay found; a control is its own run
+    full = make_config("synth-disfa", smoke=True, variant="full")
+    model = runs.signature(full, 2)["model"]
+    assert "text_control" not in model and "lambda_diff" not in model
+    sweep = runs.signature(dataclasses.replace(full, variant="lambda_0.1"), 2)["model"]
+    assert sweep["lambda_diff"] == 0.1
+    shuffled = runs.signature(dataclasses.replace(full, variant="shuffled_text"), 2)["model"]
+    assert shuffled["text_control"] == "shuffled"
 
 
 def test_gradient_ratio_scales_with_lambda_and_matches_autograd():

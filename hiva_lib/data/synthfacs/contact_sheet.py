@@ -80,8 +80,9 @@ def write_contact_sheet(data: PreparedDataset, figures_root: str | Path | None =
     """
     from PIL import Image
 
-    from hiva_lib.engine.checkpoint import file_sha256, file_versions, free_version
+    from hiva_lib.engine.checkpoint import file_sha256
     from hiva_lib.engine.config import default_figures_root
+    from hiva_lib.engine.runs import file_versions, free_version
 
     tag = f"{data.name} index.csv sha256 {file_sha256(data.root / 'index.csv')}"
     base = Path(figures_root or default_figures_root(smoke)) / data.name / CONTACT_SHEET
