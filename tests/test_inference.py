@@ -25,7 +25,7 @@ DISFA_COLUMNS = [
     "FaceRectX", "FaceRectY", "FaceRectWidth", "FaceRectHeight",
     "AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26",
     "AU01_c", "AU02_c", "AU04_c", "AU06_c", "AU09_c", "AU12_c", "AU25_c", "AU26_c",
-    "source",
+    "source", "error",
 ]
 
 
