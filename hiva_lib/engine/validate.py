@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -47,7 +48,9 @@ class ParameterError(ValueError):
 
 def suggest(value: object, allowed: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest allowed name, else ''."""
-    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.6)
+    names = [str(a) for a in allowed]
+    close = difflib.get_close_matches(str(value), names, n=1, cutoff=0.6) or [
+        a for a in names if str(value) and a.startswith(str(value))][:1]
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -236,9 +239,21 @@ def check_notebook_parameters(notebook: str, namespace: Mapping[str, object]) ->
 
 
 # ----------------------------------------------------------------------------- outputs
+def _can_write(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (permissions, read-only mounts): a probe
+    file, removed at once."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
 def check_writable(folders: Mapping[str, str | Path]) -> None:
     """Refuse, before training, output folders that cannot be created or written (the
-    nearest existing folder of each must be writable). Nothing is created here."""
+    nearest existing folder of each must be writable). No folder is created here."""
     problems = []
     for name, folder in folders.items():
         path = Path(folder)
@@ -246,7 +261,7 @@ def check_writable(folders: Mapping[str, str | Path]) -> None:
         if not existing.is_dir():
             problems.append(f"{name}={str(folder)!r}: {existing} is a file, not a folder. "
                             f"Pass another {name}")
-        elif not os.access(existing, os.W_OK | os.X_OK):
+        elif not _can_write(existing):
             problems.append(f"{name}={str(folder)!r}: {existing} is not writable. Make it "
                             f"writable, or pass another {name} (-p {name} /path/you/can/write)")
     if problems:
