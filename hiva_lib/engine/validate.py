@@ -230,7 +230,7 @@ def check_notebook_parameters(notebook: str, namespace: Mapping[str, object]) ->
                      and k not in bound and k not in declared)
     if unknown:
         hint = {"variant": " (stage 1 has no variant: every stage-2 variant shares it; pass "
-                           "-p variant to notebook 03)"}
+                           "-p variant to notebook 03)"} if notebook.startswith("02") else {}
         raise ParameterError(
             "invalid parameters (nothing was written):\n  " + "\n  ".join(
                 f"{k}={namespace[k]!r}: not a parameter of {notebook}"
