@@ -107,7 +107,7 @@ def test_every_problem_of_a_call_is_listed_once():
     ("04_ablations", dict(variant="full"), "did you mean 'variants'"),
 ])
 def test_notebooks_refuse_parameters_they_do_not_declare(notebook, params, fragment):
-    declared = dict(dataset="synth-disfa", fold=1, In=[], _i1="", get_ipython=None)
+    declared = dict(dataset="synth-disfa", smoke=True, In=[], _i1="", get_ipython=None)
     with pytest.raises(ParameterError, match=fragment):
         check_notebook_parameters(notebook, {**declared, **params})
     check_notebook_parameters(notebook, {**declared, "check_notebook_parameters": 1})  # own
