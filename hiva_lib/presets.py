@@ -27,7 +27,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "cpu-lite0": ModelConfig(
         backbone="tf_efficientnet_lite0", backbone_kwargs=dict(output_stride=16),
         pretrained="efficientnet-lite0", img_size=80, dim=128, text_model="minilm",
-        head_dim=128),
+        head_dim=128, backbone_trainable=("blocks.6", "conv_head", "bn2")),
     "cpu-small": ModelConfig(
         backbone="resnet10t", backbone_kwargs=dict(output_stride=16),
         pretrained=False, img_size=80, dim=128, text_model="minilm", head_dim=128),
@@ -46,12 +46,14 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 
 TRAIN_PRESETS: dict[str, dict] = {
     "paper": {},
+    # fine-tuning the ImageNet Lite0 (its last block and head trainable; docs/training.md has
+    # the calibration: seed-to-seed std of the Baseline 0.4-0.8 F1 points on fold 1)
     "synth-cpu": dict(
-        model_preset="cpu-small",
-        epochs_stage1=10,
-        epochs_stage2=3,
+        model_preset="cpu-lite0",
+        epochs_stage1=4,
+        epochs_stage2=2,
         batch_size=32,
-        lr_stage1=2e-3,
+        lr_stage1=5e-4,
         lr_stage2=2e-4,
         lambda_diff=1e-2,
         num_workers=0,

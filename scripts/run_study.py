@@ -1,7 +1,7 @@
 """Run the embedded study end to end: papermill over the numbered notebooks.
 
     python scripts/run_study.py                       # SynthFACS default: synth-disfa, fold 1
-    python scripts/run_study.py --dataset synth-bp4d --all-folds
+    python scripts/run_study.py --dataset synth-bp4d --all-folds --seeds 0 1 2
     python scripts/run_study.py --only 01_prepare_data 02_train_stage1 --smoke
 
 Notebooks run in order: data (01), stage 1 (02), stage 2 of HiVA (03), every ablation row (04,
@@ -29,12 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny model, a few steps")
     ap.add_argument("--all-folds", action="store_true",
                     help="ablations on every test fold (default: fold 1 only, minutes)")
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0],
+                    help="training seeds of the ablations (notebook 04; default: 0)")
     ap.add_argument("--only", nargs="*", help="notebook names to run (default: all)")
     ap.add_argument("--root", type=Path, help="put data/, runs/, results/, figures/ under this "
                     "folder instead of the project (benchmarks, trials)")
     args = ap.parse_args(argv)
     shared = {"dataset": args.dataset, "smoke": args.smoke,
-              "folds": None if args.all_folds else [1]}
+              "folds": None if args.all_folds else [1], "seeds": args.seeds}
     if args.root:
         shared.update({f"{k}_root": str(args.root / k)
                        for k in ("data", "runs", "results", "figures")})

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from hiva_lib import variants
-from hiva_lib.engine.checkpoint import CheckpointError
+from hiva_lib.errors import CheckpointError
 from hiva_lib.model.config import ModelConfig, config_from_dict
 from hiva_lib.model.hiva import HiVA
 from hiva_lib.presets import MODEL_PRESETS

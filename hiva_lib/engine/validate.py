@@ -23,7 +23,7 @@ from pathlib import Path
 from hiva_lib import variants
 from hiva_lib.data.au import DATASET_AUS, REAL_DATASETS
 from hiva_lib.model.config import ModelConfig
-from hiva_lib.presets import MODEL_PRESETS, SMOKE, TRAIN_PRESETS
+from hiva_lib.presets import MODEL_PRESETS, TRAIN_PRESETS
 
 # notebook parameter -> TrainConfig field it sets (where the names differ)
 NOTEBOOK_ALIASES = {"epochs_stage1": "epochs", "epochs_stage2": "epochs", "lr_stage1": "lr",
@@ -37,7 +37,7 @@ POSITIVE_INTS = ("epochs_stage1", "epochs_stage2", "batch_size")
 NONNEGATIVE_INTS = ("seed", "num_workers", "checkpoint_every")
 POSITIVE_FLOATS = ("lr_stage1", "lr_stage2")
 NONNEGATIVE_FLOATS = ("lambda_diff", "weight_decay")
-BOOLS = ("amp", "save_text_embeddings")
+BOOLS = ("amp", "save_text_embeddings", "smoke")
 PATHS = ("data_root", "runs_root", "results_root")
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -165,8 +165,6 @@ def check_train_values(dataset: object, preset: object, smoke: object, values: d
     if preset not in TRAIN_PRESETS:
         problems.append(_problem("preset", preset, f"allowed: {', '.join(TRAIN_PRESETS)}"
                                  + suggest(preset, TRAIN_PRESETS), "Pass one of them"))
-    if not isinstance(smoke, bool):
-        problems.append(_problem("smoke", smoke, "must be True or False", "Pass -p smoke True"))
     from hiva_lib.engine.config import TrainConfig
 
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
@@ -281,11 +279,6 @@ NOTEBOOK_PARAMS = {  # notebook parameter -> TrainConfig field, for the commands
 }
 
 
-def _is_smoke(cfg) -> bool:
-    return (cfg.model_preset == SMOKE["model_preset"]
-            and cfg.max_steps_per_epoch == SMOKE["max_steps_per_epoch"])
-
-
 def _quote(value: object) -> str:
     text = json.dumps(value) if isinstance(value, dict) else str(value)
     return text if re.fullmatch(r"[\w./:+-]+", text) else "'" + text.replace("'", "'\\''") + "'"
@@ -296,7 +289,7 @@ def notebook_command(cfg, notebook: str = "02_train_stage1") -> str:
     differs from the default of ``cfg.dataset`` (and smoke size) is given."""
     from hiva_lib.engine.config import make_config
 
-    smoke = _is_smoke(cfg)
+    smoke = bool(cfg.smoke)
     default = make_config(cfg.dataset, smoke=smoke)
     parts = [f"papermill notebooks/{notebook}.ipynb out.ipynb -p dataset {cfg.dataset}"]
     for param, field in NOTEBOOK_PARAMS[notebook].items():

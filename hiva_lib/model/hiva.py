@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from hiva_lib.engine.checkpoint import CheckpointError
+from hiva_lib.errors import CheckpointError
 from hiva_lib.model.attention import CDCA, DDCA
 from hiva_lib.model.au_graph import AUBranches, DynamicGraph, PerAULinear, topk_adjacency
 from hiva_lib.model.backbone import Backbone

@@ -13,8 +13,9 @@ from hiva_lib.study.study import Study
 
 
 def load_views(study: Study, rows: np.ndarray, crop: int) -> tuple[torch.Tensor, np.ndarray]:
-    """Rows of the data set as the model sees them at evaluation: normalised tensors
-    (B, 3, crop, crop) and the same centre crops as uint8 RGB (B, crop, crop, 3)."""
+    """Rows of the data set as the model sees them at evaluation: [0, 1] tensors
+    (B, 3, crop, crop; the model normalises them) and the same centre crops as uint8 RGB
+    (B, crop, crop, 3)."""
     ds = FrameDataset(study.data, rows, load_size_for(crop))
     images = torch.stack([ds[i][0] for i in range(len(ds))])
     x = prepare_batch(images, crop, train=False)

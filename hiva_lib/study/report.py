@@ -26,7 +26,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from hiva_lib.data.au import au_keys, dataset_aus
-from hiva_lib.engine.checkpoint import latest_versions, run_version
+from hiva_lib.engine import runs as layout  # the results folder layout
 from hiva_lib.study import paper_tables as PT
 
 
@@ -41,26 +41,19 @@ def _run_hint(dataset: str) -> str:
 
 
 # ----------------------------------------------------------------------------- collect
-def _fold_of(folder_name: str) -> int | None:
-    """``fold3`` / ``fold3-v2`` -> 3; None for a folder that is not a fold run."""
-    digits = run_version(folder_name)[0].removeprefix("fold")
-    return int(digits) if digits.isdigit() and folder_name.startswith("fold") else None
-
-
 def collect_results(results_root: str | Path, dataset: str) -> pd.DataFrame:
     """One row per finished run: dataset, variant, seed, fold, run, n_test, mean_f1, one
     column per AU (fractions 0-1), checkpoint, path. Of several versions of one
     (variant, seed, fold) run (``fold1``, ``fold1-v2``, ``fold1-v10``) the newest by version
-    number is kept (:func:`hiva_lib.engine.checkpoint.latest_versions`)."""
-    base = Path(results_root) / dataset
-    found = [p.parent for p in base.glob("*/seed*/fold*/metrics.json")
-             if _fold_of(p.parent.name) is not None]
+    number is kept (:func:`hiva_lib.engine.runs.latest_versions`)."""
+    base = layout.dataset_results(results_root, dataset)
+    found = layout.finished_results(results_root, dataset)
     if not found:
         raise ReportError(f"{base}: no results (no <variant>/seed<s>/fold<k>/metrics.json). "
                           + _run_hint(dataset))
     keys = au_keys(dataset_aus(dataset))
     rows = []
-    for folder in latest_versions(found):
+    for folder in layout.latest_versions(found):
         path = folder / "metrics.json"
         try:
             m = json.loads(path.read_text())
@@ -68,14 +61,16 @@ def collect_results(results_root: str | Path, dataset: str) -> pd.DataFrame:
                     dataset_aus(dataset)):
                 raise ReportError(f"{path}: results of {m['dataset']} / AUs {m['au_ids']} filed "
                                   f"under {dataset}. Move the folder to "
-                                  f"{Path(results_root) / str(m['dataset'])}/.")
+                                  f"{layout.dataset_results(results_root, m['dataset'])}/.")
             # a metrics file copied into another run's folder would be counted twice
-            where = (folder.parent.parent.name, folder.parent.name, _fold_of(folder.name))
-            says = (m["variant"], f"seed{int(m['seed'])}", int(m["fold"]))
+            where = (folder.parent.parent.name, folder.parent.name, layout.fold_of(folder.name))
+            says = (m["variant"], layout.seed_name(int(m["seed"])), int(m["fold"]))
             if where != says:
-                raise ReportError(f"{path}: results of {says[0]}/{says[1]}/fold{says[2]} filed "
+                home = layout.fold_results(results_root, dataset, says[0], int(m["seed"]), says[2])
+                raise ReportError(f"{path}: results of {says[0]}/{says[1]}/"
+                                  f"{layout.fold_name(says[2])} filed "
                                   f"under {'/'.join(map(str, where))}. Move the folder to "
-                                  f"{base}/{says[0]}/{says[1]}/fold{says[2]}.")
+                                  f"{home}.")
             row = dict(dataset=m["dataset"], variant=m["variant"], seed=int(m["seed"]),
                        fold=int(m["fold"]), run=folder.name, n_test=m.get("n_test"),
                        mean_f1=float(m["mean_f1"]),
@@ -396,7 +391,7 @@ def write_report(results_root: str | Path, dataset: str,
         "side_by_side.csv": sbs.to_csv(index=False), "audit.csv": audit.to_csv(index=False),
         "audit.md": PT.audit_markdown(audit), "report.md": text,
         "deltas.png": png, "deltas.pdf": pdf}
-    out = Path(out_dir) if out_dir is not None else Path(results_root) / dataset / "report"
+    out = Path(out_dir) if out_dir is not None else layout.report_dir(results_root, dataset)
     if (out / "report.md").exists():
         print(f"{out}: replacing the previous report with one of {len(runs)} runs")
     _write_all(contents, out)
