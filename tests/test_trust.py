@@ -3,6 +3,7 @@ cut videos, unwritable outputs, unreadable inference inputs; data versions, NaN 
 and locks of runs."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -198,3 +199,179 @@ def test_a_video_cut_short_of_its_container_count_is_refused(tmp_path):
     with pytest.raises(DatasetError, match=r"cut\.avi: only \d of the 12 frames its container "
                                            "reports could be decoded"):
         list(read_frames(seq))
+
+
+# ----------------------------------------------------------------------------- runs
+def _smoke_cfg(tmp_path: Path, data_root: Path, **kw):
+    return make_config("synth-disfa", smoke=True, data_root=str(data_root),
+                       runs_root=str(tmp_path / "runs"), results_root=str(tmp_path / "res"), **kw)
+
+
+def _own_data(tmp_path: Path, smoke_data_root: Path) -> Path:
+    """A copy of the smoke data set that a test may prepare 'again' (change its version)."""
+    root = tmp_path / "data"
+    shutil.copytree(smoke_data_root / "synth-disfa", root / "synth-disfa")
+    return root
+
+
+def _new_data_version(data_root: Path) -> None:
+    meta = data_root / "synth-disfa" / "meta.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "note": "prepared again"}))
+
+
+def test_a_run_of_another_data_version_is_never_reused(tmp_path, smoke_data_root, capsys):
+    from hiva_lib.engine import runs
+    from hiva_lib.engine.checkpoint import CheckpointError
+    from hiva_lib.engine.evaluate import evaluate_run
+    from hiva_lib.engine.train import train_stage1
+
+    data_root = _own_data(tmp_path, smoke_data_root)
+    cfg = _smoke_cfg(tmp_path, data_root)
+    first = train_stage1(cfg)
+    metrics, _ = evaluate_run(cfg, first.checkpoint, first.run_dir)
+    old = data_fingerprint(data_root / "synth-disfa")
+    assert metrics["data_fingerprint"] == old
+    assert json.loads((first.run_dir / "signature.json").read_text())["data"] == old
+    assert train_stage1(cfg).skipped  # same data: reused
+
+    _new_data_version(data_root)
+    capsys.readouterr()
+    folder, finished = runs.resolve_run_dir(runs.stage1_dir(cfg), "skip", runs.signature(cfg, 1))
+    assert (folder.name, finished) == ("fold1-v2", False)
+    assert f"finished run of data version {old[:12]}" in capsys.readouterr().out
+    with pytest.raises(CheckpointError, match=f"trained on data version {old[:12]}, but the "
+                                              "prepared data is now data version"):
+        evaluate_run(cfg, first.checkpoint, first.run_dir)
+
+
+def _planted_result(root: Path, variant: str, fold: int, fingerprint: str | None) -> None:
+    from hiva_lib.data.au import au_keys, dataset_aus
+
+    folder = root / "synth-disfa" / variant / "seed0" / f"fold{fold}"
+    folder.mkdir(parents=True)
+    aus = dataset_aus("synth-disfa")
+    metrics = dict(dataset="synth-disfa", variant=variant, seed=0, fold=fold, au_ids=list(aus),
+                   f1={k: 0.5 for k in au_keys(aus)}, mean_f1=0.5, n_test=10)
+    if fingerprint:
+        metrics["data_fingerprint"] = fingerprint
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_report_and_aggregates_refuse_to_mix_data_versions(tmp_path, capsys):
+    from hiva_lib.engine.evaluate import aggregate_folds
+    from hiva_lib.study.report import ReportError, collect_results
+
+    alone = tmp_path / "old"  # results made before fingerprints: used, with a note
+    for fold in (1, 2):
+        _planted_result(alone, "full", fold, None)
+    assert len(collect_results(alone, "synth-disfa")) == 2
+    assert "record no data version" in capsys.readouterr().out
+
+    mixed = tmp_path / "mixed"
+    _planted_result(mixed, "full", 1, "a" * 64)
+    _planted_result(mixed, "full", 2, None)
+    _planted_result(mixed, "baseline", 1, "b" * 64)
+    with pytest.raises(ReportError, match=r"mix results of 3 versions(?=.*version a{12}: 1 "
+                                          r"result)(?=.*version b{12})(?=.*unknown data version)"):
+        collect_results(mixed, "synth-disfa")
+    with pytest.raises(ValueError, match="aggregate of synth-disfa/full/seed0 would mix"):
+        aggregate_folds(mixed, "synth-disfa", "full", 0)
+    assert not (mixed / "synth-disfa" / "full" / "seed0" / "aggregate.json").exists()
+
+
+def test_lr_1e6_stops_with_one_clear_error_and_no_finished_run(tmp_path, smoke_data_root):
+    """The issue's `-p smoke True -p lr 1e6`: a NaN stops training, nothing is DONE."""
+    from hiva_lib.engine.loop import NonFiniteLossError
+    from hiva_lib.engine.runs import stage1_dir
+    from hiva_lib.engine.train import run_variant
+
+    cfg = _smoke_cfg(tmp_path, smoke_data_root, lr_stage1=1e6, variant="baseline")
+    with pytest.raises(NonFiniteLossError, match=r"stage 1 stopped at step \d \(epoch 1, batch "
+                                                 r"\d\): loss nan.*learning rate is too high "
+                                                 r"\(lr=1e\+06"):
+        run_variant(cfg)
+    run = stage1_dir(cfg)
+    assert not (run / "DONE").exists() and not (run / "final.pt").exists()
+    assert not (run / "LOCK").exists() and not (tmp_path / "res").exists()
+
+
+def test_nan_keeps_the_last_good_checkpoint_which_resumes(tmp_path, smoke_data_root,
+                                                         monkeypatch, capsys):
+    from hiva_lib.engine import loop
+    from hiva_lib.engine.train import train_stage1
+
+    cfg = _smoke_cfg(tmp_path, smoke_data_root, epochs_stage1=2)
+    real, calls = loop.au_loss, []
+
+    def nan_at_third(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(loop, "au_loss", nan_at_third)
+    with pytest.raises(loop.NonFiniteLossError, match=r"step 3 \(epoch 2, batch 1\).*last\.pt "
+                                                      r"\(epoch 1, batch 0 done\) is kept"):
+        train_stage1(cfg)
+    monkeypatch.setattr(loop, "au_loss", real)
+    capsys.readouterr()
+    result = train_stage1(cfg)
+    assert "at epoch 2, batch 0" in capsys.readouterr().out
+    assert (result.run_dir / "DONE").exists() and result.run_dir.name == "fold1"
+
+
+def test_interrupted_run_kept_and_other_settings_take_the_next_version(tmp_path, capsys):
+    from hiva_lib.engine.runs import resolve_run_dir
+
+    base = tmp_path / "fold1"
+    for folder, lr, state in ((base, 1, "DONE"), (tmp_path / "fold1-v2", 2, "last.pt")):
+        folder.mkdir()
+        (folder / state).write_text("x")
+        (folder / "signature.json").write_text(json.dumps({"lr": lr}))
+    assert resolve_run_dir(base, "skip", {"lr": 1}) == (base, True)
+    assert resolve_run_dir(base, "skip", {"lr": 2}) == (tmp_path / "fold1-v2", False)  # resume
+    capsys.readouterr()
+    assert resolve_run_dir(base, "skip", {"lr": 3}) == (tmp_path / "fold1-v3", False)
+    assert "fold1-v2: interrupted run(s) with other settings, kept" in capsys.readouterr().out
+    assert (tmp_path / "fold1-v2" / "last.pt").exists()
+
+
+def test_a_second_identical_run_refuses_and_a_stale_lock_is_taken_over(tmp_path,
+                                                                      smoke_data_root, capsys):
+    import socket
+    import subprocess
+
+    from hiva_lib.engine.runs import RunLockedError, run_lock, stage1_dir
+    from hiva_lib.engine.train import train_stage1
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with run_lock(folder):
+        with pytest.raises(RunLockedError, match=f"another run is training this folder "
+                                                 f"\\(pid {os.getpid()} on"):
+            with run_lock(folder):
+                pass
+    assert not (folder / "LOCK").exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (folder / "LOCK").write_text(json.dumps(dict(pid=dead.pid, host=socket.gethostname())))
+    with run_lock(folder):
+        assert json.loads((folder / "LOCK").read_text())["pid"] == os.getpid()
+    assert f"stale lock of process {dead.pid}" in capsys.readouterr().out
+
+    cfg = _smoke_cfg(tmp_path, smoke_data_root)  # a live run holds the folder: refused
+    stage1_dir(cfg).mkdir(parents=True)
+    (stage1_dir(cfg) / "LOCK").write_text(json.dumps(dict(pid=os.getppid(),
+                                                          host=socket.gethostname())))
+    with pytest.raises(RunLockedError, match="Wait for it to finish"):
+        train_stage1(cfg)
+    assert sorted(p.name for p in stage1_dir(cfg).iterdir()) == ["LOCK"]
+
+
+def test_unwritable_results_root_refused_before_training(tmp_path, smoke_data_root):
+    from hiva_lib.engine.train import run_variant
+
+    (tmp_path / "res").write_text("a file")
+    cfg = _smoke_cfg(tmp_path, smoke_data_root)
+    with pytest.raises(ParameterError, match="results_root=.*is a file, not a folder"):
+        run_variant(cfg)
+    assert not (tmp_path / "runs").exists()
