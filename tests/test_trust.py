@@ -375,3 +375,19 @@ def test_unwritable_results_root_refused_before_training(tmp_path, smoke_data_ro
     with pytest.raises(ParameterError, match="results_root=.*is a file, not a folder"):
         run_variant(cfg)
     assert not (tmp_path / "runs").exists()
+
+
+def test_notebook_02_fails_in_its_first_code_cell_on_bad_parameters(tmp_path):
+    """The issue's `-p variant fulll` through papermill (only warned about by papermill): one
+    error from the first code cell, before any data is read or any folder made."""
+    import papermill as pm
+    from conftest import run_notebook
+
+    out = tmp_path / "out"
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        run_notebook("02_train_stage1", tmp_path, dataset="synth-disfa", smoke=True,
+                     variant="fulll", runs_root=str(out / "runs"),
+                     results_root=str(out / "res"))
+    assert "variant='fulll': not a parameter of 02_train_stage1" in str(err.value)
+    assert err.value.exec_count == 3  # the parameters cell, the injected one, then this one
+    assert _tree(out) == []
