@@ -436,7 +436,8 @@ def infer(checkpoint: str | Path, source: str | Path | list, out: str | Path,
             rows += _score_batch(run, batch)
             shown.update(len(batch))
     table = rows_to_table(rows, model.au_ids)
-    skipped = sorted(set(table.source[table.error.fillna("") != ""]))
+    skipped = sorted({src for src, err in zip(table.source, table.error, strict=True)
+                      if isinstance(err, str) and err})
     options = dict(unreadable=skipped,
                    align=run.aligner.mode, faces_kept=faces, threshold=threshold, every=every,
                    max_frames=max_frames)
