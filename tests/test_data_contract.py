@@ -206,6 +206,6 @@ def test_make_config_presets_and_overrides(tmp_path):
     assert synth.model_preset == "cpu-lite0" and synth.batch_size == 7
     smoke = make_config("synth-disfa", smoke=True)
     assert smoke.model_preset == "test-tiny" and smoke.results_root.endswith("results/_smoke")
-    with pytest.raises(ValueError, match="unknown config keys"):
+    with pytest.raises(ValueError, match="lr_stage3=1.0: not a training parameter"):
         make_config("disfa", lr_stage3=1.0)
     json.dumps(paper.to_dict())

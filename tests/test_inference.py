@@ -25,7 +25,7 @@ DISFA_COLUMNS = [
     "FaceRectX", "FaceRectY", "FaceRectWidth", "FaceRectHeight",
     "AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26",
     "AU01_c", "AU02_c", "AU04_c", "AU06_c", "AU09_c", "AU12_c", "AU25_c", "AU26_c",
-    "source",
+    "source", "error",
 ]
 
 
@@ -157,6 +157,25 @@ def test_console_command_errors_are_one_clear_line(checkpoint, tmp_path, capsys)
                  "--out", str(tmp_path / "o.csv")]) == 2
     assert "threshold=1.5" in capsys.readouterr().err
     assert not (tmp_path / "o.csv").exists()  # bad input writes nothing
+
+
+def test_an_unreadable_image_in_a_folder_is_a_flagged_row(checkpoint, tmp_path, capsys):
+    """One corrupt file does not stop the folder: its row says why, the others are scored,
+    and the end of the run names it."""
+    from hiva_lib.study.inference import infer
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), cv2.cvtColor(_face(3, 96), cv2.COLOR_RGB2BGR))
+    (folder / "b.jpg").write_bytes(b"not a jpeg")
+    table = infer(checkpoint, folder, tmp_path / "out", align="skip", overlays=False,
+                  progress=False)
+    rows = table.set_index("source")
+    assert rows.loc["a.png", "success"] == 1 and pd.isna(rows.loc["a.png", "error"])
+    assert rows.loc["b.jpg", "success"] == 0 and "unreadable image" in rows.loc["b.jpg", "error"]
+    assert "1 unreadable file(s) skipped" in capsys.readouterr().out
+    record = json.loads(Path(table.attrs["record"]).read_text())
+    assert record["unreadable"] == ["b.jpg"]
 
 
 def test_console_command_is_installed_with_the_project():

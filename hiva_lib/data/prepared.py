@@ -11,7 +11,13 @@ A prepared data set is a folder::
 Folds: ``fold`` is an integer per row. Evaluating test fold ``k`` trains on every row
 whose fold differs from ``k``. The 3-fold protocols (BP4D, DISFA) use folds 1-3 with
 ``test_folds = [1, 2, 3]``; GFT's official split uses fold 0 for train and 1 for test,
-``test_folds = [1]``. A subject lives in one fold only (no identity leakage).
+``test_folds = [1]``. A subject lives in one fold only (no identity leakage), and no image
+content (SHA-256 of the file's bytes) appears in two folds: the same face copied under another
+subject id is leakage too. The hashes are cached in ``<root>/.image_sha256.csv`` (by size and
+modification time), so a large data set is read once.
+
+The data version: :func:`data_fingerprint` (SHA-256 of ``index.csv`` and ``meta.json``) is
+recorded by every run and result, so nothing of another version is reused.
 Labels are 0/1 occurrence (DISFA: intensity >= 2 is 1).
 
 Preparers write through :func:`prepared_dir_writer`, so a failed preparation leaves
@@ -22,6 +28,7 @@ that is not a prepared data set (e.g. the raw licensed copy) is never replaced, 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -73,6 +80,11 @@ class PreparedDataset:
         """(n, N) float32 0/1 label matrix in the data set's AU order."""
         table = self.index if rows is None else self.index.iloc[rows]
         return table[self.au_columns].to_numpy(np.float32)
+
+    @property
+    def fingerprint(self) -> str:
+        """The data version: :func:`data_fingerprint` of this folder."""
+        return data_fingerprint(self.root)
 
     def image_path(self, row: int) -> Path:
         return self.root / self.index["image"].iat[row]
@@ -169,7 +181,63 @@ def load_prepared(root: str | Path, check_images: bool = True) -> PreparedDatase
             first = index["image"][~paths].iloc[0]
             raise _fail(root / first, f"image missing ({(~paths).sum()} of {len(index)} missing)",
                         "The images folder is incomplete; prepare the data set again.")
+        check_content_disjoint(root, index)
     return PreparedDataset(root=root, meta=meta, index=index)
+
+
+def data_fingerprint(root: str | Path) -> str:
+    """SHA-256 over ``index.csv`` and ``meta.json`` of a prepared data set: its version.
+    Preparing again (other frames, labels, folds or settings) gives another fingerprint."""
+    digest = hashlib.sha256()
+    for name in ("meta.json", "index.csv"):
+        digest.update(name.encode() + b"\0" + (Path(root) / name).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+HASH_CACHE = ".image_sha256.csv"
+
+
+def image_hashes(root: Path, images: pd.Series) -> pd.Series:
+    """SHA-256 of each image file (cached by path, size and mtime in ``root/.image_sha256.csv``;
+    a read-only data set is hashed without the cache)."""
+    cache_path = root / HASH_CACHE
+    cache: dict[str, tuple[int, int, str]] = {}
+    with contextlib.suppress(OSError, ValueError, KeyError, pd.errors.ParserError,
+                             pd.errors.EmptyDataError):
+        table = pd.read_csv(cache_path, dtype={"image": str, "sha256": str})
+        cache = {r.image: (int(r.size), int(r.mtime_ns), r.sha256) for r in table.itertuples()}
+    out, rows, changed = [], [], False
+    for rel in images:
+        st = (root / rel).stat()
+        hit = cache.get(rel)
+        if hit and hit[:2] == (st.st_size, st.st_mtime_ns):
+            sha = hit[2]
+        else:
+            sha, changed = hashlib.sha256((root / rel).read_bytes()).hexdigest(), True
+        out.append(sha)
+        rows.append((rel, st.st_size, st.st_mtime_ns, sha))
+    if changed:
+        with contextlib.suppress(OSError):
+            pd.DataFrame(rows, columns=["image", "size", "mtime_ns", "sha256"]).to_csv(
+                cache_path, index=False)
+    return pd.Series(out, index=images.index)
+
+
+def check_content_disjoint(root: Path, index: pd.DataFrame) -> None:
+    """Refuse image leakage: byte-identical images in two folds (e.g. a subject's frames
+    copied under a new subject id into the test fold)."""
+    sha = image_hashes(root, index["image"])
+    folds_per_hash = index.groupby(sha)["fold"].nunique()
+    shared = folds_per_hash[folds_per_hash > 1].index
+    if len(shared):
+        dup = index[sha.isin(shared)].assign(sha=sha).sort_values(["sha", "fold"])
+        first = dup[dup.sha == shared[0]]
+        pairs = ", ".join(f"{r.image} (subject {r.subject}, fold {r.fold})"
+                          for r in first.itertuples())
+        raise DatasetError(
+            f"{root / 'index.csv'}: image leakage, {len(shared)} image(s) appear byte-identical "
+            f"in several folds (e.g. {pairs}). The same face is in training and test; remove "
+            "the copies, or give them the subject (and fold) they belong to, and prepare again.")
 
 
 def check_subject_disjoint(index: pd.DataFrame, where: Path | str) -> None:

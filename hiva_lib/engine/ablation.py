@@ -38,6 +38,7 @@ from hiva_lib.engine.distributed import launched_by_torchrun, resolve_device
 from hiva_lib.engine.evaluate import aggregate_folds
 from hiva_lib.engine.runs import ablation_status_path
 from hiva_lib.engine.train import load_data, run_variant
+from hiva_lib.engine.validate import check_ablation_values
 
 STATUS_KEY = ["variant", "seed", "fold"]
 STATUS_COLUMNS = ["variant", "row_name", "fold", "seed", "status", "mean_f1", "error",
@@ -231,13 +232,13 @@ def run_ablation(dataset: str, variant_slugs: list[str] | None = None,
     for each seed, ``workers`` runs at once (default :func:`default_workers`); return this
     call's status rows. The status file holds every run ever recorded for the data set,
     updated as each run starts and ends."""
+    if isinstance(variant_slugs, str):  # -p variants full: one slug
+        variant_slugs = [variant_slugs]
     slugs = list(variant_slugs or variants.TABLE_ROWS)  # controls only when asked for
-    unknown = [s for s in slugs if s not in variants.VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variants {unknown}; choose from {list(variants.VARIANTS)}")
+    base_cfg = make_config(dataset, smoke=smoke, **overrides)
+    check_ablation_values(dataset, slugs, folds, seeds, workers, base_cfg.data_root)
     # Baseline first: it is the shared stage-1 model every other variant starts from.
     slugs.sort(key=lambda s: s != "baseline")
-    base_cfg = make_config(dataset, smoke=smoke, **overrides)
     workers = workers or default_workers(base_cfg.device)
     if workers > 1 and launched_by_torchrun():
         raise ValueError("workers > 1 cannot be combined with torchrun (DDP); use workers=1")

@@ -54,16 +54,16 @@ def make_config(dataset: str, preset: str | None = None, smoke: bool = False,
     """The config for ``dataset``: its default preset, then smoke size, then overrides.
 
     ``None`` overrides are ignored so notebook parameters can leave a value to the preset.
+    Every value is checked first (:mod:`hiva_lib.engine.validate`): one ParameterError lists
+    each bad one; ``model_overrides`` may be the JSON text papermill's ``-p`` passes.
     """
-    preset = preset or default_preset(dataset)
-    if preset not in TRAIN_PRESETS:
-        raise ValueError(f"unknown training preset {preset!r}; choose one of {list(TRAIN_PRESETS)}")
-    values = {**TRAIN_PRESETS[preset], **(SMOKE if smoke else {}), "smoke": smoke}
+    from hiva_lib.engine.validate import check_train_values
+
+    preset = preset or (default_preset(dataset) if isinstance(dataset, str) else "paper")
+    values = {**TRAIN_PRESETS.get(preset, {}), **(SMOKE if smoke is True else {}),
+              "smoke": smoke}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"unknown config keys {unknown}; TrainConfig has {sorted(names)}")
+    values = check_train_values(dataset, preset, smoke, values)
     return resolve_paths(TrainConfig(dataset=dataset, **values))
 
 

@@ -58,13 +58,27 @@ def load_trained(checkpoint: str | Path, device: str = "cpu", state: dict | None
     return model.to(distributed.resolve_device(device)).eval()
 
 
-def reused_results(base: Path, sha: str) -> tuple[dict, Path] | None:
-    """Results already in a version of ``base`` from the checkpoint with SHA-256 ``sha``."""
+def reused_results(base: Path, sha: str, fingerprint: str) -> tuple[dict, Path] | None:
+    """Results already in a version of ``base`` from the checkpoint with SHA-256 ``sha``,
+    computed on the data version ``fingerprint`` (results that record none are not reused)."""
     for done in runs.finished_versions(base, "metrics.json"):
         metrics = json.loads((done / "metrics.json").read_text())
-        if metrics.get("checkpoint_sha256") == sha:
+        if (metrics.get("checkpoint_sha256") == sha
+                and metrics.get("data_fingerprint") == fingerprint):
             return metrics, done
     return None
+
+
+def check_data_version(state: dict, fingerprint: str, checkpoint: Path) -> None:
+    """Refuse to evaluate a checkpoint trained on another version of the prepared data (its
+    test fold may hold frames it trained on, and its scores would not be of this data)."""
+    trained = (state.get("signature") or {}).get("data")
+    if trained is not None and trained != fingerprint:
+        raise runs.CheckpointError(
+            f"{checkpoint}: trained on {runs.describe_data(trained)}, but the prepared data is "
+            f"now {runs.describe_data(fingerprint)} (prepared again since). Train again on "
+            "this data (the run goes to a new version), or evaluate on the data it was "
+            "trained on.")
 
 
 def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
@@ -80,18 +94,25 @@ def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
         data = load_data(cfg)
     state = load_checkpoint(checkpoint, "checkpoint", TRAIN_FIRST)
     check_held_out(state.get("trained_on"), data, cfg.fold, checkpoint)  # before any reuse
+    fingerprint = data.fingerprint
+    check_data_version(state, fingerprint, checkpoint)
     base = runs.results_dir(cfg, run_dir)
     sha = file_sha256(checkpoint)
-    reused = reused_results(base, sha)
+    reused = reused_results(base, sha, fingerprint)
     if reused:
         return reused
     out_dir = runs.first_free(base, "metrics.json")
     if out_dir != base:
-        print(f"{base} holds results of another checkpoint (kept); these go to {out_dir}")
+        print(f"{base} holds results of another checkpoint or data version (kept); these go "
+              f"to {out_dir}")
     device = distributed.resolve_device(cfg.device)
     model = load_trained(checkpoint, str(device), state)
     _, test_rows = data.split(cfg.fold)
     probs = predict(model, data, test_rows, cfg, device)
+    if not np.isfinite(probs).all():
+        raise FloatingPointError(
+            f"{checkpoint}: the model gives non-finite probabilities on {cfg.dataset} fold "
+            f"{cfg.fold} (diverged weights); no results written. Train again with a lower lr.")
     labels = data.labels(test_rows)
     trained_with = portable_config(state["train_config"])  # the config that made the checkpoint
     metrics = _metrics(cfg, data, probs, labels, checkpoint, sha, trained_with)
@@ -116,8 +137,8 @@ def _metrics(cfg: TrainConfig, data: PreparedDataset, probs: np.ndarray, labels:
                 mean_f1=float(f1.mean()),
                 all_positive_mean_f1=float(all_positive_f1(labels).mean()),
                 n_test=int(len(labels)), checkpoint=portable_path(checkpoint),
-                checkpoint_sha256=sha, config=trained_with,
-                provenance=provenance(data.meta))
+                checkpoint_sha256=sha, data_fingerprint=data.fingerprint,
+                config=trained_with, provenance=provenance(data.meta))
 
 
 def aggregate_folds(results_root: str | Path, dataset: str, variant: str, seed: int) -> dict:
@@ -127,6 +148,9 @@ def aggregate_folds(results_root: str | Path, dataset: str, variant: str, seed: 
         raise FileNotFoundError(f"{runs.seed_results(results_root, dataset, variant, seed)}: "
                                 "no fold results; run notebooks 02/03 first")
     per_fold = [json.loads((d / "metrics.json").read_text()) for d in folds]
+    runs.check_one_data_version([(d, m.get("data_fingerprint")) for d, m in
+                                 zip(folds, per_fold, strict=True)],
+                                f"aggregate of {dataset}/{variant}/seed{seed}")
     keys = list(per_fold[0]["f1"])
     f1 = {k: float(np.mean([m["f1"][k] for m in per_fold])) for k in keys}
     summary = dict(dataset=dataset, variant=variant, seed=seed,

@@ -4,6 +4,10 @@ each step minimising L = L_au + lambda L_diff (Eq. 7, :func:`hiva_lib.losses.tot
 A killed run resumes from ``last.pt`` (saved at every epoch end, and every
 ``cfg.checkpoint_every`` steps) and reaches the same weights as an uninterrupted run: the data
 order, the augmentation and the description sampling are all functions of (seed, epoch, step).
+
+A non-finite loss or gradient stops the stage before the optimizer applies it
+(:class:`NonFiniteLossError`, naming the step and the likely cause): the run is not marked
+finished and its last good ``last.pt`` stays to resume from.
 """
 from __future__ import annotations
 
@@ -25,6 +29,10 @@ from hiva_lib.engine.config import TrainConfig
 from hiva_lib.engine.runs import mismatch, signature
 from hiva_lib.losses import au_loss, inverse_frequency_weights, total_loss
 from hiva_lib.progress import progress
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss or gradient; nothing of that step was applied."""
 
 
 @dataclass
@@ -134,11 +142,32 @@ def train_step(fit: Fit, images: torch.Tensor, labels: torch.Tensor
     loss = total_loss(l_au, l_diff, lam)  # the lambda sweep sets the model's own
     fit.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    check_finite(fit, loss)  # before the step: the weights stay the last good ones
     fit.optimizer.step()
     fit.scheduler.step()
     fit.step += 1
     fit.batch += 1
     return loss, l_au, out.l_diff
+
+
+def check_finite(fit: Fit, loss: torch.Tensor) -> None:
+    """Stop with one clear error when the loss or the gradient norm is NaN or infinite. The
+    gradients are all-reduced under DDP, so every rank stops at the same step."""
+    grads = [p.grad for p in fit.core.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+    if bool(torch.isfinite(loss)) and bool(torch.isfinite(norm)):
+        return
+    lr = fit.cfg.lr_stage1 if fit.stage == 1 else fit.cfg.lr_stage2
+    last = fit.run_dir / "last.pt"
+    kept = (f"{last} (epoch {fit.epoch}, batch {fit.batch} done) is kept and resumes with "
+            "these settings" if last.exists() else "no checkpoint of this run was saved yet")
+    raise NonFiniteLossError(
+        f"{fit.run_dir}: stage {fit.stage} stopped at step {fit.step + 1} (epoch "
+        f"{fit.epoch + 1}, batch {fit.batch + 1}): loss {loss.item():.4g}, gradient norm "
+        f"{norm.item():.4g}. Likely cause: the learning rate is too high (lr={lr:g}; try "
+        f"10-100x lower, e.g. -p lr {lr / 100:g}), or a NaN in the input. Nothing of this step "
+        f"was applied and the run is not marked finished; {kept}. A run with another lr "
+        "goes to the next free version of the run folder.")
 
 
 def epoch_loader(fit: Fit, dataset: FrameDataset) -> DataLoader:

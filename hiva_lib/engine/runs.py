@@ -11,17 +11,26 @@ Folders (``cfg.runs_root`` / ``cfg.results_root``)::
 
 A run that is done again never overwrites a finished one: it goes to a versioned sibling
 (``fold1-v2``, ``fold1-v3``...; files: ``name-v2.csv``). A finished run is reused only when
-its signature (the config values that define it) equals the one asked for.
+its signature (the config values that define it, and the version of the prepared data it was
+trained on: :func:`hiva_lib.data.prepared.data_fingerprint`) equals the one asked for. An
+interrupted run (``last.pt``) is kept for resuming with its own settings: a run with other
+settings goes to the next free version. A run folder being trained holds ``LOCK`` (the pid),
+so a second identical run refuses instead of training the same folder.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import re
-from collections.abc import Iterable
+import socket
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hiva_lib.data.prepared import data_fingerprint
 from hiva_lib.engine.checkpoint import CheckpointError, load_checkpoint
 from hiva_lib.engine.config import TrainConfig, model_config
 
@@ -207,10 +216,35 @@ def _model_signature(model: dict) -> dict:
             if k not in LATER_MODEL_DEFAULTS or v != LATER_MODEL_DEFAULTS[k]}
 
 
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def data_version(cfg: TrainConfig) -> str | None:
+    """The fingerprint of ``cfg``'s prepared data set (None while it is not prepared);
+    cached by the size and modification time of index.csv and meta.json."""
+    root = data_dir(cfg)
+    try:
+        key = (str(root), *((p.stat().st_size, p.stat().st_mtime_ns)
+                            for p in (root / "index.csv", root / "meta.json")))
+    except OSError:
+        return None
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = data_fingerprint(root)
+    return _FINGERPRINTS[key]
+
+
+def describe_data(fingerprint: str | None) -> str:
+    """A data version for messages: its first 12 hex digits, or 'unknown data version'."""
+    return f"data version {fingerprint[:12]}" if fingerprint else \
+        "unknown data version (recorded before data fingerprints)"
+
+
 def signature(cfg: TrainConfig, stage: int) -> dict:
-    """The config values that must match for a checkpoint to be resumed or reused."""
+    """The config values that must match for a checkpoint to be resumed or reused, with the
+    fingerprint of the prepared data (``data``)."""
     d = cfg.to_dict()
     sig = {k: d[k] for k in (*SIGNATURE_FIELDS, *STAGE_FIELDS[stage])}
+    sig["data"] = data_version(cfg)
     model = _model_signature(
         dataclasses.asdict(model_config(cfg, "baseline" if stage == 1 else cfg.variant)))
     sig["model"] = ({k: model[k] for k in STAGE1_MODEL_FIELDS} if stage == 1
@@ -252,6 +286,26 @@ def finished_run(cfg: TrainConfig, stage: int) -> Path | None:
     return find_finished(run_dir(cfg, stage), signature(cfg, stage))
 
 
+def started_signature(folder: Path) -> dict | None:
+    """The signature of an interrupted run in ``folder`` (one with ``last.pt`` to resume
+    from), or None when there is nothing to resume."""
+    if not (folder / "last.pt").exists():
+        return None
+    record = folder / "signature.json"  # written when the run started
+    if record.exists():
+        return json.loads(record.read_text())
+    return load_checkpoint(folder / "last.pt", "resume checkpoint",
+                           "Move the run folder away.").get("signature")
+
+
+def _other_settings_note(kept: Path, wanted: dict | None) -> str:
+    saved = run_signature(kept) or {}
+    if wanted and saved.get("data") != wanted.get("data"):
+        return (f"{kept} holds a finished run of {describe_data(saved.get('data'))}, not of "
+                f"this {describe_data(wanted.get('data'))}: it is kept, never reused")
+    return f"{kept} holds a finished run with other settings (kept)"
+
+
 def resolve_run_dir(base: Path, if_exists: str, wanted: dict | None = None
                     ) -> tuple[Path, bool]:
     """Pick the folder of a run among ``base``, ``base-v2``, ``base-v3``... Returns
@@ -260,8 +314,10 @@ def resolve_run_dir(base: Path, if_exists: str, wanted: dict | None = None
     A finished run (``DONE`` marker present) whose saved signature equals ``wanted`` (any
     finished run if ``wanted`` is None) is reused with ``if_exists="skip"``, refused with
     ``"error"``; ``"version"`` runs it again into the next free versioned sibling. A finished
-    run with another signature is never reused nor overwritten: the run goes to the first
-    unfinished version (resumed if it was started). Nothing is deleted.
+    run with another signature (other settings, or another version of the data) is never
+    reused nor overwritten, and an interrupted run with other settings is kept for resuming:
+    the run goes to the first version that is free or holds its own interrupted run (resumed).
+    Nothing is deleted.
     """
     if if_exists not in ("skip", "version", "error"):
         raise ValueError(f"if_exists must be 'skip', 'version' or 'error', not {if_exists!r}")
@@ -272,9 +328,99 @@ def resolve_run_dir(base: Path, if_exists: str, wanted: dict | None = None
         raise CheckpointError(
             f"{reuse}: this run already finished. Pass if_exists='skip' to reuse it or "
             "'version' to run it again into a new folder.")
-    folder = first_free(base, "DONE")
+    versions = _versions(base)
+    versions.append(base.parent / f"{base.name}-v{len(versions) + 1}")
+    kept = []
+    for folder in versions:
+        if (folder / "DONE").exists():
+            continue
+        started = started_signature(folder)
+        if started is None or wanted is None or _canonical(started) == _canonical(wanted):
+            break
+        kept.append(folder)
     done = finished_versions(base)
     if done and not reuse:
-        print(f"{done[-1]} holds a finished run with other settings (kept); this run goes to "
-              f"{folder}")
+        print(f"{_other_settings_note(done[-1], wanted)}; this run goes to {folder}")
+    if kept:
+        print(f"{', '.join(map(str, kept))}: interrupted run(s) with other settings, kept for "
+              f"resuming (run them again with their own settings); this run goes to {folder}")
     return folder, False
+
+
+def check_one_data_version(results: list[tuple[str | Path, str | None]], what: str,
+                           error: type[Exception] = ValueError) -> str | None:
+    """The one data version of ``results`` ((where, fingerprint) pairs); ``error`` naming
+    each version and its results when they mix versions. Results recorded before data
+    fingerprints count as one "unknown data version": alone they are used with a note."""
+    versions: dict[str | None, list[str]] = {}
+    for where, fingerprint in results:
+        fingerprint = fingerprint if isinstance(fingerprint, str) else None  # NaN in tables
+        versions.setdefault(fingerprint, []).append(str(where))
+    if len(versions) > 1:
+        parts = [f"{describe_data(v)}: {len(w)} result(s), e.g. {w[0]}"
+                 for v, w in versions.items()]
+        raise error(f"{what} would mix results of {len(versions)} versions of the prepared "
+                    f"data ({'; '.join(parts)}). Rerun the older results on the current data "
+                    "(notebooks 02-04), or move them away, so that one data version remains.")
+    only = next(iter(versions), None)
+    if versions and only is None:
+        print(f"{what}: {len(results)} result(s) record no data version (made before data "
+              "fingerprints); used as they are, which cannot show that they share one data "
+              "version.")
+    return only
+
+
+# ----------------------------------------------------------------------------- locks
+class RunLockedError(RuntimeError):
+    """Another live process is training this run folder."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _take_lock(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        json.dump(dict(pid=os.getpid(), host=socket.gethostname(),
+                       started=time.strftime("%Y-%m-%d %H:%M:%S")), f)
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path, enabled: bool = True) -> Iterator[None]:
+    """Hold ``folder/LOCK`` while training: a second identical run refuses with one clear
+    error (its result is reused once the first finishes); a lock left by a dead process of
+    this machine is taken over."""
+    path = folder / "LOCK"
+    if not enabled:
+        yield
+        return
+    while not _take_lock(path):
+        try:
+            owner = json.loads(path.read_text())
+        except (OSError, ValueError):
+            owner = {}
+        pid, host = owner.get("pid"), owner.get("host")
+        if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+            print(f"{path}: stale lock of process {pid} (no longer running) removed")
+            path.unlink(missing_ok=True)
+            continue
+        raise RunLockedError(
+            f"{path}: another run is training this folder (pid {pid} on {host}, since "
+            f"{owner.get('started')}). Wait for it to finish, then run again: its result is "
+            "reused. If that process is gone (e.g. another machine that crashed), delete "
+            f"{path}.")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)

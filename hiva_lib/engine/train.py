@@ -30,7 +30,7 @@ from hiva_lib.engine.checkpoint import (
     atomic_write_text,
     load_checkpoint,
 )
-from hiva_lib.engine.config import TrainConfig, model_config, smoke_flag
+from hiva_lib.engine.config import TrainConfig, model_config
 from hiva_lib.engine.distributed import (  # noqa: F401  (re-exported)
     barrier,
     is_main,
@@ -52,14 +52,17 @@ from hiva_lib.engine.provenance import provenance  # noqa: F401  (re-exported)
 from hiva_lib.engine.runs import (  # noqa: F401  (re-exported)
     STAGE1_MODEL_FIELDS,
     data_dir,
+    describe_data,
     find_finished,
     finished_run,
     resolve_run_dir,
     results_dir,
+    run_lock,
     signature,
     stage1_dir,
     stage2_dir,
 )
+from hiva_lib.engine.validate import check_writable, notebook_command
 from hiva_lib.model import hiva
 
 __all__ = ["RunResult", "load_data", "model_config", "train_stage1", "train_stage2",
@@ -116,21 +119,47 @@ def _finish(model: hiva.HiVA, stage: int, cfg: TrainConfig, data: PreparedDatase
     return final
 
 
+def check_outputs(cfg: TrainConfig) -> None:
+    """The folders a run writes, checked writable before any training."""
+    check_writable(dict(runs_root=cfg.runs_root, results_root=cfg.results_root))
+
+
+def _start(run_dir: Path, cfg: TrainConfig, stage: int) -> None:
+    """The run folder with its signature.json written at the start: an interrupted run says
+    which settings it resumes with (a run with other settings takes the next version)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_main():
+        atomic_write_json(signature(cfg, stage), run_dir / "signature.json")
+
+
+def _already_done(run_dir: Path, stage: int) -> RunResult | None:
+    """A run another process finished while this one waited to lock its folder."""
+    if (run_dir / "DONE").exists():
+        print(f"stage {stage} finished meanwhile by another process: {run_dir} (reused)")
+        return RunResult(run_dir, run_dir / "final.pt", skipped=True)
+    return None
+
+
 def train_stage1(cfg: TrainConfig, data: PreparedDataset | None = None) -> RunResult:
     """Stage 1: (a) + (c) with L_au. Reuses a finished run (per ``cfg.if_exists``)."""
     setup_distributed()
+    check_outputs(cfg)
     data = data or load_data(cfg)
     run_dir, finished = resolve_run_dir(stage1_dir(cfg), cfg.if_exists, signature(cfg, 1))
     if finished:
         print(f"stage 1 already finished: {run_dir} (reused; if_exists='version' reruns it)")
         return RunResult(run_dir, run_dir / "final.pt", skipped=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    model = _build(cfg, data, "baseline", device)
-    model.set_stage(1)
-    train_rows, _ = data.split(cfg.fold)
-    fit_stage(wrap(model, device), 1, cfg, data, train_rows, run_dir, device)
-    return RunResult(run_dir, _finish(model, 1, cfg, data, run_dir))
+    with run_lock(run_dir, enabled=is_main()):
+        if done := _already_done(run_dir, 1):
+            return done
+        _start(run_dir, cfg, 1)
+        device = resolve_device(cfg.device)
+        model = _build(cfg, data, "baseline", device)
+        model.set_stage(1)
+        train_rows, _ = data.split(cfg.fold)
+        fit_stage(wrap(model, device), 1, cfg, data, train_rows, run_dir, device)
+        return RunResult(run_dir, _finish(model, 1, cfg, data, run_dir))
 
 
 def _stage1_problems(state: dict, cfg: TrainConfig, data: PreparedDataset) -> list[str]:
@@ -142,6 +171,9 @@ def _stage1_problems(state: dict, cfg: TrainConfig, data: PreparedDataset) -> li
     for key in ("dataset", "fold", "seed", "model_preset"):
         if saved.get(key) != wanted[key]:
             problems.append(f"{key}: checkpoint {saved.get(key)!r} vs now {wanted[key]!r}")
+    if saved.get("data") != wanted["data"]:  # another version of the prepared data
+        problems.append(f"trained on {describe_data(saved.get('data'))}, the data is now "
+                        f"{describe_data(wanted['data'])}")
     saved_model = saved.get("model") or {}
     for key, value in wanted["model"].items():
         if saved_model.get(key) != value:
@@ -155,8 +187,7 @@ def load_stage1_checkpoint(cfg: TrainConfig, data: PreparedDataset,
     if path is None:  # the finished stage-1 run of this config (else the default folder)
         path = (finished_run(cfg, 1) or stage1_dir(cfg)) / "final.pt"
     path = Path(path)
-    fix = ("Run stage 1 first: papermill notebooks/02_train_stage1.ipynb out.ipynb "
-           f"-p dataset {cfg.dataset} -p fold {cfg.fold} -p seed {cfg.seed}" + smoke_flag(cfg))
+    fix = f"Run stage 1 first: {notebook_command(cfg)}"
     state = load_checkpoint(path, "stage-1 checkpoint", fix)
     if state.get("stage") != 1:
         raise CheckpointError(
@@ -172,6 +203,7 @@ def train_stage2(cfg: TrainConfig, data: PreparedDataset | None = None,
                  stage1_checkpoint: str | Path | None = None) -> RunResult:
     """Stage 2: the full model (variant ``cfg.variant``) from the stage-1 weights, Eq. 7."""
     setup_distributed()
+    check_outputs(cfg)
     data = data or load_data(cfg)
     if 2 not in variants.VARIANTS[cfg.variant].stages:
         raise ValueError(f"variant {cfg.variant!r} has no stage 2; evaluate its stage-1 model "
@@ -182,13 +214,17 @@ def train_stage2(cfg: TrainConfig, data: PreparedDataset | None = None,
         return RunResult(run_dir, run_dir / "final.pt", skipped=True)
     state = load_stage1_checkpoint(cfg, data, stage1_checkpoint)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    model = _build(cfg, data, cfg.variant, device, backbone_weights=False)
-    model.load_stage1(state["model"])
-    model.set_stage(2)
-    train_rows, _ = data.split(cfg.fold)
-    fit_stage(wrap(model, device), 2, cfg, data, train_rows, run_dir, device)
-    return RunResult(run_dir, _finish(model, 2, cfg, data, run_dir))
+    with run_lock(run_dir, enabled=is_main()):
+        if done := _already_done(run_dir, 2):
+            return done
+        _start(run_dir, cfg, 2)
+        device = resolve_device(cfg.device)
+        model = _build(cfg, data, cfg.variant, device, backbone_weights=False)
+        model.load_stage1(state["model"])
+        model.set_stage(2)
+        train_rows, _ = data.split(cfg.fold)
+        fit_stage(wrap(model, device), 2, cfg, data, train_rows, run_dir, device)
+        return RunResult(run_dir, _finish(model, 2, cfg, data, run_dir))
 
 
 def run_variant(cfg: TrainConfig, data: PreparedDataset | None = None,
@@ -199,6 +235,7 @@ def run_variant(cfg: TrainConfig, data: PreparedDataset | None = None,
     if cfg.variant not in variants.VARIANTS:
         raise ValueError(f"unknown variant {cfg.variant!r}; "
                          f"choose one of {list(variants.VARIANTS)}")
+    check_outputs(cfg)
     data = data or load_data(cfg)
     result = train_stage1(dataclasses.replace(cfg, if_exists=stage1_if_exists or cfg.if_exists),
                           data)

@@ -23,7 +23,10 @@ order (:func:`output_columns`):
   meaning), zero-padded;
 * ``AU01_c, AU02_c, ...``: presence, 1 where the (rounded) probability >= ``threshold``
   (OpenFace's occurrence columns), the threshold recorded in the run's JSON;
-* ``source``: the file, relative to the folder given.
+* ``source``: the file, relative to the folder given;
+* ``error``: empty for a frame that was read; for an image that cannot be read (corrupt, not
+  an image, no permission) the reason, on a row with ``success`` 0: the folder's other images
+  are still scored, and the end of the run names the skipped files.
 
 There are no ``_r`` (intensity) columns: the model is trained on occurrence labels only (the
 paper's F1 task), so it has no intensity to report, and a probability is not an intensity.
@@ -63,7 +66,8 @@ def au_column(au: int) -> str:
 def output_columns(au_ids: Iterable[int]) -> list[str]:
     """The CSV's columns, in their fixed order (module docstring)."""
     probs = [au_column(a) for a in au_ids]
-    return [*OPENFACE_COLUMNS, *BOX_COLUMNS, *probs, *(f"{c}_c" for c in probs), "source"]
+    return [*OPENFACE_COLUMNS, *BOX_COLUMNS, *probs, *(f"{c}_c" for c in probs), "source",
+            "error"]
 
 
 @dataclass
@@ -71,7 +75,8 @@ class Frame:
     source: str  # the file, relative to the folder given (POSIX separators)
     frame: int  # from 1
     timestamp: float  # seconds
-    image: np.ndarray = field(repr=False)  # RGB uint8
+    image: np.ndarray | None = field(repr=False)  # RGB uint8; None: unreadable
+    error: str = ""  # why the image could not be read
 
 
 # ----------------------------------------------------------------------------- reading inputs
@@ -111,11 +116,13 @@ def _image_frames(files: list[Path], root: Path, every: int) -> Iterator[Frame]:
     for i, path in enumerate(files):
         if i % every:
             continue
+        name = path.relative_to(root).as_posix()
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise InferenceError(f"{path}: unreadable image (corrupt or not an image)")
-        yield Frame(path.relative_to(root).as_posix(), 1, 0.0,
-                    cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        if bgr is None:  # one bad file must not stop a folder: a flagged row instead
+            yield Frame(name, 1, 0.0, None, "unreadable image (corrupt, not an image, or "
+                                            "no permission)")
+            continue
+        yield Frame(name, 1, 0.0, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
 def _video_frames(path: Path, root: Path, every: int) -> Iterator[Frame]:
@@ -216,6 +223,8 @@ def _rows(frame: Frame, faces: list, probs: np.ndarray, au_ids: tuple[int, ...],
           threshold: float) -> list[dict]:
     """The CSV rows of one frame: one per face, or one with success=0 when none was found."""
     base = dict(frame=frame.frame, timestamp=round(frame.timestamp, 6), source=frame.source)
+    if frame.error:
+        return [dict(base, face_id=0, success=0, error=frame.error)]
     if not faces:
         return [dict(base, face_id=0, success=0)]
     rows = []
@@ -269,7 +278,9 @@ def _predict(run: _Run, crops: list[np.ndarray]) -> tuple[np.ndarray, torch.Tens
 
 def _score_batch(run: _Run, batch: list[Frame]) -> list[dict]:
     """Detect, align and score every face of a batch of frames; returns its CSV rows."""
-    found = run.aligner.faces([f.image for f in batch], run.keep)
+    readable = [f for f in batch if f.image is not None]
+    faces_of = iter(run.aligner.faces([f.image for f in readable], run.keep) if readable else [])
+    found = [next(faces_of) if f.image is not None else [] for f in batch]
     crops = [run.aligner.crop(frame.image, face.landmarks)
              for frame, faces in zip(batch, found, strict=True) for face in faces]
     probs, x = _predict(run, crops)
@@ -425,11 +436,17 @@ def infer(checkpoint: str | Path, source: str | Path | list, out: str | Path,
             rows += _score_batch(run, batch)
             shown.update(len(batch))
     table = rows_to_table(rows, model.au_ids)
-    options = dict(align=run.aligner.mode, faces_kept=faces, threshold=threshold, every=every,
+    skipped = sorted({src for src, err in zip(table.source, table.error, strict=True)
+                      if isinstance(err, str) and err})
+    options = dict(unreadable=skipped,
+                   align=run.aligner.mode, faces_kept=faces, threshold=threshold, every=every,
                    max_frames=max_frames)
     atomic_write_text(table.to_csv(index=False), paths.csv)
     atomic_write_json(_record(Path(checkpoint), source, paths, table, options, model.au_ids),
                       paths.record)
     table.attrs.update(csv=str(paths.csv), overlays=str(paths.overlays),
                        record=str(paths.record), out_dir=str(paths.csv.parent))
+    if skipped:
+        print(f"{len(skipped)} unreadable file(s) skipped (rows with an 'error' in "
+              f"{paths.csv}): {', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}")
     return table

@@ -81,12 +81,16 @@ def collect_results(results_root: str | Path, dataset: str) -> pd.DataFrame:
                        fold=int(m["fold"]), run=folder.name, n_test=m.get("n_test"),
                        mean_f1=float(m["mean_f1"]),
                        **{k: float(m["f1"][k]) for k in keys},
-                       checkpoint=m.get("checkpoint"), path=str(path))
+                       checkpoint=m.get("checkpoint"), path=str(path),
+                       data_fingerprint=m.get("data_fingerprint"))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise ReportError(f"{path}: malformed metrics file ({type(err).__name__}: {err}). "
                               "Delete the run folder and rerun it.") from None
         rows.append(row)
-    return pd.DataFrame(rows).sort_values(["variant", "seed", "fold"]).reset_index(drop=True)
+    table = pd.DataFrame(rows).sort_values(["variant", "seed", "fold"]).reset_index(drop=True)
+    layout.check_one_data_version(list(zip(table.path, table.data_fingerprint, strict=True)),
+                                  f"{base}: the report", ReportError)
+    return table
 
 
 # ----------------------------------------------------------------------------- summarise

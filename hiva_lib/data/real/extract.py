@@ -23,6 +23,10 @@ from hiva_lib.data.real.face_align import FaceAligner
 if TYPE_CHECKING:
     from tqdm import tqdm
 
+# frames a decoder may legitimately fall short of the container's count (a last frame that
+# some containers count but hold no picture for)
+VIDEO_COUNT_TOLERANCE = 1
+
 
 def read_frames(seq: RawSequence, only: set[int] | None = None
                 ) -> Iterator[tuple[int, np.ndarray]]:
@@ -57,9 +61,11 @@ def _read_video(seq: RawSequence, only: set[int] | None) -> Iterator[tuple[int, 
     if not cap.isOpened():
         raise DatasetError(f"{seq.video}: unreadable video (OpenCV cannot open it). Restore it, "
                            "or install an OpenCV build with its codec.")
+    reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))  # the container's own count
+    to_end = only is None  # a full pass reads to the end: a cut video decodes short
     pos = 0
     try:
-        while (whole or pos <= last) and cap.grab():
+        while (to_end or pos <= last) and cap.grab():
             if pos in rows:
                 ok, frame = cap.retrieve()
                 if not ok or frame is None:
@@ -73,6 +79,18 @@ def _read_video(seq: RawSequence, only: set[int] | None) -> Iterator[tuple[int, 
         seq.unlabelled_tail = check_video_length(seq, pos)
     elif pos <= last:
         raise _count_error(seq, pos, last + 1)
+    if to_end:
+        check_decoded_count(seq, pos, reported)
+
+
+def check_decoded_count(seq: RawSequence, decoded: int, reported: int) -> None:
+    """Refuse a video that decodes to fewer frames than its container reports (a file cut
+    short, or corrupt past some point), even where its labels are covered (smoke subsets)."""
+    if reported > 0 and decoded < reported - VIDEO_COUNT_TOLERANCE:
+        raise DatasetError(
+            f"{seq.video}: only {decoded} of the {reported} frames its container reports could "
+            f"be decoded (of {seq.subject}/{seq.sequence}); the file is cut short or corrupt. "
+            "Restore the video from your licensed copy.")
 
 
 def check_video_length(seq: RawSequence, n_frames: int) -> int:
