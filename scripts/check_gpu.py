@@ -155,10 +155,12 @@ def _autocast(dev: torch.device, amp: bool):
     return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp)
 
 
-def train_step(model, opt, x, y, amp: bool, step: int = 0) -> torch.Tensor:
-    """One stage-2 step as the engine takes it: Eq. 7 with the paper's lambda."""
+def train_step(model, opt, x, y, amp: bool, step: int = 0,
+               forward_context: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
+    """One stage-2 step as the engine takes it: Eq. 7 with the paper's lambda.
+    ``forward_context`` wraps the forward pass only (not the backward's recomputation)."""
     cfg = TrainConfig()
-    with _autocast(x.device, amp):
+    with forward_context or contextlib.nullcontext(), _autocast(x.device, amp):
         out = model(x, step=step)
     loss = total_loss(au_loss(out.logits.float(), y, reduction=cfg.au_loss_reduction),
                       out.l_diff, cfg.lambda_diff)
@@ -227,20 +229,21 @@ def parity_rows(base, dev: torch.device, size: Size) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- memory
-@contextlib.contextmanager
-def saved_for_backward(params: set[int]) -> Iterator[dict[int, int]]:
-    """Storages autograd saves for backward (data pointer -> bytes), parameters excluded."""
-    seen: dict[int, int] = {}
+class saved_for_backward(torch.autograd.graph.saved_tensors_hooks):  # noqa: N801
+    """Within it, the storages autograd saves for backward are recorded in ``seen`` (data
+    pointer -> bytes; a storage saved twice counts once), parameters (``params``) excluded."""
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
+    def __init__(self, params: set[int]) -> None:
+        self.seen: dict[int, int] = {}
+        super().__init__(self._pack, lambda t: t)
+        self.params = params
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
         with contextlib.suppress(RuntimeError, NotImplementedError):  # sparse, meta tensors
             storage = t.untyped_storage()
-            if storage.data_ptr() not in params:
-                seen[storage.data_ptr()] = storage.nbytes()
+            if storage.data_ptr() not in self.params:
+                self.seen[storage.data_ptr()] = storage.nbytes()
         return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        yield seen
 
 
 def _state_bytes(model) -> int:
@@ -258,9 +261,9 @@ def memory_of_step(model, n: int, dev: torch.device, amp: bool) -> tuple[float |
     _free(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    with saved_for_backward(params) as seen:
-        train_step(model, opt, x, y, amp)
-        saved = sum(seen.values())
+    counter = saved_for_backward(params)
+    train_step(model, opt, x, y, amp, forward_context=counter)
+    saved = sum(counter.seen.values())
     _sync(dev)
     peak = torch.cuda.max_memory_allocated(dev) / GIB if dev.type == "cuda" else None
     model.zero_grad(set_to_none=True)
@@ -268,7 +271,27 @@ def memory_of_step(model, n: int, dev: torch.device, amp: bool) -> tuple[float |
     return peak, saved / GIB
 
 
+@contextlib.contextmanager
+def reentrant_checkpoints() -> Iterator[None]:
+    """timm's re-entrant checkpointing: it keeps each block's input with save_for_backward,
+    where the count sees it (the default, non-re-entrant one keeps it out of autograd's sight;
+    both keep the same tensors)."""
+    from timm.layers.config import set_reentrant_ckpt, use_reentrant_ckpt
+
+    before = use_reentrant_ckpt()
+    set_reentrant_ckpt(True)
+    try:
+        yield
+    finally:
+        set_reentrant_ckpt(before)
+
+
 def memory_rows(base, dev: torch.device, size: Size, amp: bool) -> list[dict]:
+    with reentrant_checkpoints():
+        return _memory_rows(base, dev, size, amp)
+
+
+def _memory_rows(base, dev: torch.device, size: Size, amp: bool) -> list[dict]:
     model = copy.deepcopy(base).to(dev).train()
     state = _state_bytes(model) / GIB
     out = []
