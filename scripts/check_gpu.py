@@ -69,12 +69,17 @@ class Size:
     batch: int  # throughput, latency, parity
     loss_batch: int  # the SynthFACS batch of the learning check
     lr: float  # of the learning check (from scratch, so larger than the paper's 1e-6)
-    reps: int
+    reps: int  # timed repetitions (median), after ``warmup`` untimed ones
+    warmup: int
     steps: int = 20
 
 
-FULL = Size("paper", (32, 64, 128), 32, 32, 1e-4, 10)
-SMOKE = Size("test-tiny", (2, 4, 8), 4, 8, 1e-3, 3)
+FULL = Size("paper", (32, 64, 128), 32, 32, 1e-4, 10, 2)
+SMOKE = Size("test-tiny", (2, 4, 8), 4, 8, 1e-3, 2, 1)
+
+
+def _sig(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}g}")
 
 
 def row(check: str, setting: str, value, unit: str = "", paper=None, status: str = "",
@@ -306,13 +311,13 @@ def _memory_rows(base, dev: torch.device, size: Size, amp: bool) -> list[dict]:
                 _free(dev)
                 out.append(row("memory", setting, "OOM", "GiB", status="does not fit"))
                 continue
-            note = (f"saved activations {acts:.2f} GiB + parameters, gradients, AdamW "
-                    f"{state:.2f} GiB = {acts + state:.2f} GiB")
+            note = (f"saved activations {acts:.4g} GiB + parameters, gradients, AdamW "
+                    f"{state:.4g} GiB = {acts + state:.4g} GiB")
             if peak is None:
-                out.append(row("memory", setting, round(acts + state, 3), "GiB (counted)",
+                out.append(row("memory", setting, _sig(acts + state), "GiB (counted)",
                                status="counted", note=note + "; no CUDA: no peak to measure"))
             else:
-                out.append(row("memory", setting, round(peak, 2), "GiB peak",
+                out.append(row("memory", setting, _sig(peak), "GiB peak",
                                status="measured", note=note))
     model.backbone.body.set_grad_checkpointing(False)
     del model
@@ -321,9 +326,9 @@ def _memory_rows(base, dev: torch.device, size: Size, amp: bool) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- speed
-def _median_ms(fn, dev: torch.device, reps: int) -> float:
-    fn()  # warm-up: kernels, allocator, autotuning
-    fn()
+def _median_ms(fn, dev: torch.device, reps: int, warmup: int) -> float:
+    for _ in range(warmup):  # kernels, allocator, autotuning
+        fn()
     times = []
     for _ in range(reps):
         _sync(dev)
@@ -338,19 +343,19 @@ def speed_rows(base, dev: torch.device, size: Size, amp: bool) -> list[dict]:
     model = copy.deepcopy(base).to(dev).train()
     x, y = batch(model, size.batch, dev)
     opt = optimizer(model)
-    ms = _median_ms(lambda: train_step(model, opt, x, y, amp), dev, size.reps)
+    ms = _median_ms(lambda: train_step(model, opt, x, y, amp), dev, size.reps, size.warmup)
     precision = "bf16 autocast" if amp else "fp32"
     out = [row("speed", f"training throughput, stage 2, batch {size.batch}, {precision}",
-               round(size.batch / ms * 1000, 1), "images/s",
+               _sig(size.batch / ms * 1000), "images/s",
                status="measured", note=f"{ms:.1f} ms per step, median of {size.reps}")]
     opt.state.clear()  # the AdamW moments are not needed for inference
     model.eval()
     comparable = dev.type == "cuda" and size.batch == 32
     for use_amp in (False, True):
         with torch.no_grad(), _autocast(dev, use_amp):
-            ms = _median_ms(lambda: model(x), dev, size.reps)
+            ms = _median_ms(lambda: model(x), dev, size.reps, size.warmup)
         out.append(row("speed", f"inference, batch {size.batch}, text path run, "
-                       f"{'bf16 autocast' if use_amp else 'fp32'}", round(ms, 1), "ms per batch",
+                       f"{'bf16 autocast' if use_amp else 'fp32'}", _sig(ms), "ms per batch",
                        PAPER["gpu_ms_per_batch32"], "measured" if comparable else
                        "not comparable", note="paper: RTX 3090, batch 32, one forward pass"))
     return out
@@ -525,7 +530,7 @@ def main(argv: list[str] | None = None) -> Path:
     path = free_version(out)
     atomic_write_text(table.to_csv(index=False), path)
     with pd.option_context("display.max_colwidth", 90, "display.width", 250):
-        print(table.to_string(index=False))
+        print(table.to_string(index=False, na_rep=""))
     print(f"\n{'smoke size (' + size.preset + ')' if smoke else size.preset}: written to {path}")
     return path
 
