@@ -44,7 +44,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -348,7 +347,8 @@ def speed_rows(base, dev: torch.device, size: Size, amp: bool) -> list[dict]:
     out = [row("speed", f"training throughput, stage 2, batch {size.batch}, {precision}",
                _sig(size.batch / ms * 1000), "images/s",
                status="measured", note=f"{ms:.1f} ms per step, median of {size.reps}")]
-    opt.state.clear()  # the AdamW moments are not needed for inference
+    opt.state.clear()  # the AdamW moments and the gradients are not needed for inference
+    model.zero_grad(set_to_none=True)
     model.eval()
     comparable = dev.type == "cuda" and size.batch == 32
     for use_amp in (False, True):
@@ -536,5 +536,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()
