@@ -23,7 +23,7 @@ from real_fixtures import (
 
 from hiva_lib.data.au import au_keys, dataset_aus
 from hiva_lib.data.prepare import prepare_dataset
-from hiva_lib.data.prepared import DatasetError, load_prepared
+from hiva_lib.data.prepared import JPEG_QUALITY, DatasetError, load_prepared
 from hiva_lib.data.real.disfa import DISFA_MAX_UNLABELLED_TAIL
 from hiva_lib.data.real.face_align import (
     align_face,
@@ -469,7 +469,8 @@ def test_list_folder_round_trip_is_byte_identical(tmp_path, dataset, list_format
     """A list folder as ME-GraphAU's tool scripts write it (MDHR: as its lists lie) imports
     to the expected rows, and exports to the same bytes: paths (DISFA SN001/0.png or
     SN001/SN001_0.png), labels, weights, AU relations (train = the other parts, ME-GraphAU's
-    order) or MDHR's sub labels; the exported image folder holds every listed image."""
+    order) or MDHR's sub labels; the exported image folder holds every listed image (BP4D's
+    JPEGs byte for byte, DISFA's PNGs stored as JPEG on import)."""
     list_dir, expected = make_megraphau(tmp_path / "given", dataset, list_format)
     data = _import(list_dir, dataset, tmp_path / "prepared")
     aus = au_keys(dataset_aus(dataset))
@@ -491,8 +492,14 @@ def test_list_folder_round_trip_is_byte_identical(tmp_path, dataset, list_format
     listed = [p for k in (1, 2, 3) for p in
               (list_dir / f"{dataset.upper()}_test_{word}_fold{k}.txt").read_text().split()]
     assert len(listed) == len(expected)
-    for p in listed:
-        assert (ours / p).is_symlink() and (ours / p).read_bytes() == (image_dir / p).read_bytes()
+    for p in listed:  # BP4D's JPEGs as they are; DISFA's PNGs were stored as JPEG
+        assert (ours / p).is_symlink()
+        if p.endswith(".jpg"):
+            assert (ours / p).read_bytes() == (image_dir / p).read_bytes()
+        else:
+            ok, enc = cv2.imencode(".jpg", cv2.imread(str(image_dir / p)),
+                                   [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            assert ok and (ours / p).read_bytes() == enc.tobytes()
 
 
 def test_mdhr_path_lists_with_crlf_and_no_final_newline_import(tmp_path):
@@ -503,7 +510,7 @@ def test_mdhr_path_lists_with_crlf_and_no_final_newline_import(tmp_path):
         path.write_bytes(b"\r\n".join(path.read_bytes().split()))
     data = _import(list_dir, "disfa", tmp_path / "prepared")
     assert len(data.index) == len(expected)
-    assert data.index["image"].iat[0] == "images/SN023/SN023_0.png"  # fold 1 = part 3 first
+    assert data.index["image"].iat[0] == "images/SN023/SN023_0.jpg"  # fold 1 = part 3 first
 
 
 def test_published_label_samples_are_named_as_such(tmp_path):

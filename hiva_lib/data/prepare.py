@@ -12,7 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from hiva_lib.data.au import DATASET_AUS, REAL_DATASETS
-from hiva_lib.data.prepared import DatasetError, PreparedDataset, check_apart, load_prepared
+from hiva_lib.data.prepared import (
+    REAL_IMAGE_SIZE,
+    DatasetError,
+    PreparedDataset,
+    check_apart,
+    load_prepared,
+)
 from hiva_lib.data.real.raw import EXPECTED, prepare_real, raw_root_error
 from hiva_lib.presets import SMOKE_SYNTH
 
@@ -37,8 +43,9 @@ def _reuse(root: Path, wanted: dict, section: str | None = "preparation") -> Pre
 
 def prepare_dataset(dataset: str, data_root: str | Path = "data/prepared",
                     raw_root: str | Path | None = None, align: str = "auto",
-                    image_size: int | None = 224, overwrite: bool = False, smoke: bool = False,
-                    progress: bool = True, *, split_file: str | Path | None = None,
+                    image_size: int | None = REAL_IMAGE_SIZE, overwrite: bool = False,
+                    smoke: bool = False, progress: bool = True, *,
+                    split_file: str | Path | None = None,
                     first_frame: int | None = None, frames_dir: str | None = None,
                     labels_dir: str | None = None, videos_dir: str | None = None,
                     megraphau_list_dir: str | Path | None = None,
@@ -51,7 +58,10 @@ def prepare_dataset(dataset: str, data_root: str | Path = "data/prepared",
     align: ``auto`` (MTCNN when facenet-pytorch is installed), ``mtcnn``, or ``skip`` for
         frames that are already face crops. Ignored for SynthFACS (rendered aligned) and for
         ME-GraphAU imports (their images are aligned already).
-    image_size: crop side; for ME-GraphAU imports None keeps their images as they are.
+    image_size: side of the stored face crops, 256 by default: the loader's resize size for
+        the paper's 224 crop (:func:`hiva_lib.data.loader.load_size_for`), so nothing is
+        resized at load; for ME-GraphAU imports None keeps their size (their images are 256).
+        Real images are stored as JPEG (quality :data:`~hiva_lib.data.prepared.JPEG_QUALITY`).
     smoke: a tiny version (SynthFACS: 6 subjects x 8 frames; real: 2 sequences x 8 frames
         per subject) to check the pipeline end to end in seconds.
     split_file, first_frame: GFT's train/test split (default ``raw_root/split.csv``) and the

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from hiva_lib.data.prepared import DatasetError, make_dirs, remove_dirs
+from hiva_lib.data.prepared import JPEG_QUALITY, DatasetError, make_dirs, remove_dirs
 from hiva_lib.data.real.common import RawSequence
 from hiva_lib.data.real.face_align import FaceAligner
 
@@ -197,7 +197,7 @@ class _SequenceCrops:
         crop = self.aligner.crop(img, lm)
         path = self.writes.will_write(self.folder / f"{self.frames[i]}.jpg")
         cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 95])
+                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
 
     def _flush(self, chunk: list[tuple[int, np.ndarray]], bar: tqdm) -> None:
         skip = self.aligner.mode == "skip"

@@ -1,7 +1,8 @@
 """Face detection, 5-landmark similarity alignment and cropping for BP4D / DISFA / GFT frames.
 
 The AU literature feeds aligned face crops to the backbone (the paper's Sec. IV-A works on
-224 x 224 face images). We detect five landmarks (eye centres, nose tip, mouth corners) with
+224 x 224 face images; crops are stored at 256 px and the loader takes 224 from them, as
+ME-GraphAU does). We detect five landmarks (eye centres, nose tip, mouth corners) with
 the MTCNN whose weights ship inside the ``facenet-pytorch`` wheel (so it works offline), fit
 the least-squares similarity transform (rotation, uniform scale, translation; Umeyama 1991)
 that maps them onto a fixed template, and warp the frame with it.

@@ -18,6 +18,8 @@ from PIL import Image
 
 from hiva_lib.data.au import au_keys, dataset_aus
 from hiva_lib.data.prepared import (
+    JPEG_QUALITY,
+    JPEG_SUFFIXES,
     DatasetError,
     PreparedDataset,
     check_output_dir,
@@ -222,22 +224,38 @@ def _meta(dataset: str, test_folds: list[int], list_dir: Path, image_root: Path,
             "megraphau_weights": weights}
 
 
+def _store_image(src: Path, dst: Path, image_size: int | None) -> None:
+    """A JPEG that needs no resize is linked as it is (no second lossy encoding); any other
+    image (DISFA's PNG, or one to resize) is written as JPEG, like the raw route's crops."""
+    if src.suffix.lower() in JPEG_SUFFIXES:
+        with Image.open(src) as im:
+            size = im.size
+        if image_size is None or size == (image_size, image_size):
+            link_or_copy(src, dst)
+            return
+    img = cv2.imread(str(src), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if img is None:
+        raise DatasetError(f"{src}: unreadable image. Restore it.")
+    if image_size is not None:
+        img = square_resize(img, image_size)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(dst), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+
+
+def stored_name(path: str) -> str:
+    """The prepared image name of a listed image: JPEG keeps its name, others become .jpg."""
+    return path if Path(path).suffix.lower() in JPEG_SUFFIXES else str(
+        Path(path).with_suffix(".jpg"))
+
+
 def _write(out_root: Path, overwrite: bool, list_dir: Path, image_root: Path,
            index: pd.DataFrame, meta: dict, image_size: int | None, progress: bool) -> None:
-    """Images linked (or copied) as they are, or re-encoded as square crops of image_size."""
+    """Images stored as JPEG (:func:`_store_image`), then index.csv and meta.json."""
     with prepared_dir_writer(out_root, overwrite, sources=[list_dir, image_root]) as tmp:
         for src, rel in progress_bar(zip(index["source"], index["image"], strict=True),
                                      total=len(index), desc=f"import {meta['dataset']}",
                                      disable=not progress):
-            if image_size is None:
-                link_or_copy(image_root / src, tmp / rel)
-                continue
-            img = cv2.imread(str(image_root / src), cv2.IMREAD_COLOR)
-            if img is None:
-                raise DatasetError(f"{image_root / src}: unreadable image. Restore it.")
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(tmp / rel), square_resize(img, image_size),
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            _store_image(image_root / src, tmp / rel, image_size)
         write_index(tmp, meta, index.drop(columns="source"))
 
 
@@ -249,8 +267,10 @@ def import_megraphau_lists(list_dir: str | Path, image_root: str | Path | None, 
 
     list_dir: ME-GraphAU's ``data/<DS>/list`` or MDHR's ``data/<DS>_dataset``. image_root None
     is ``<list_dir>/../img`` (ME-GraphAU's layout) or MDHR's ``img`` / ``img_o`` in list_dir
-    (:func:`megraphau_image_root`). image_size None links (or copies) the
-    images as they are; an int re-encodes them as centre-square crops of that size.
+    (:func:`megraphau_image_root`). image_size None keeps the
+    images' size, an int makes centre-square crops of that size; either way a JPEG that needs no
+    resize is linked (or copied) as it is, and every other image (DISFA's PNG) is stored as JPEG
+    at :data:`~hiva_lib.data.prepared.JPEG_QUALITY`, as the raw route stores BP4D, DISFA, GFT.
     Mismatched row counts (e.g. ME-GraphAU's published 5-row label samples), a train list that
     is not the other folds' test lists (e.g. subject leakage), a subject in two test folds, or
     a weight file that does not match the fold's train labels raise :class:`DatasetError`;
@@ -269,9 +289,7 @@ def import_megraphau_lists(list_dir: str | Path, image_root: str | Path | None, 
     _check_images(index, image_root)
     weights = {str(k): w for k, (labels, source) in train.items()
                if (w := _checked_weights(list_dir, dataset, k, labels, source)) is not None}
-    suffix = ".jpg" if image_size else None
-    index["image"] = ["images/" + (str(Path(p).with_suffix(suffix)) if suffix else p)
-                      for p in index["source"]]
+    index["image"] = ["images/" + stored_name(p) for p in index["source"]]
     meta = _meta(dataset, test_folds, list_dir, image_root, image_size,
                  image_root / index["source"].iat[0], weights)
     _write(out_root, overwrite, list_dir, image_root, index, meta, image_size, progress)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from hiva_lib.data.au import au_keys, dataset_aus
 from hiva_lib.data.prepared import (
+    REAL_IMAGE_SIZE,
     DatasetError,
     PreparedDataset,
     check_apart,
@@ -187,7 +188,7 @@ def _write(out_root: Path, overwrite: bool, raw_root: Path, cache: Path, index: 
 
 
 def prepare_real(dataset: str, raw_root: str | Path, out_root: str | Path, align: str = "auto",
-                 image_size: int = 224, overwrite: bool = False, smoke: bool = False,
+                 image_size: int = REAL_IMAGE_SIZE, overwrite: bool = False, smoke: bool = False,
                  progress: bool = True, cache_dir: str | Path | None = None,
                  device: str | None = None, folds: dict[str, int] | None = None,
                  split_file: str | Path | None = None, **layout_kw) -> PreparedDataset:
