@@ -1,0 +1,67 @@
+"""Adopting the data version of results saved before data fingerprints (hiva_lib.engine.adopt)."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pandas as pd
+import pytest
+
+from hiva_lib.data.prepared import data_fingerprint
+from hiva_lib.data.synthfacs import generate
+from hiva_lib.engine.adopt import adopt_data_version
+
+META_KEYS = ("dataset", "source", "seed", "image_size", "n_subjects", "frames_per_subject")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    generate("synth-disfa", root / "synth-disfa", n_subjects=6, frames_per_subject=8,
+             image_size=64, progress=False)
+    return root
+
+
+def _old_result(results, runs, data, fold=1, **change):
+    """A result and its run as saved before fingerprints: no data version anywhere."""
+    meta = json.loads((data / "synth-disfa" / "meta.json").read_text())
+    n_test = int((pd.read_csv(data / "synth-disfa" / "index.csv")["fold"] == fold).sum())
+    run = runs / f"full{len(list(runs.glob('*')))}" / "seed0" / f"fold{fold}"
+    run.mkdir(parents=True)
+    (run / "final.pt").write_bytes(b"weights")
+    (run / "signature.json").write_text(json.dumps(
+        {"fold": fold, "model": {"stage1": {"fold": fold}}}))
+    metrics = dict(fold=fold, n_test=n_test, checkpoint=str(run / "final.pt"),
+                   checkpoint_sha256=hashlib.sha256(b"weights").hexdigest(),
+                   provenance={"data": {k: meta[k] for k in META_KEYS}})
+    metrics.update(change)
+    out = results / "synth-disfa" / run.parts[-3] / "seed0" / f"fold{fold}"
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    return out, run
+
+
+def test_matching_result_gets_the_version_in_metrics_and_both_signatures(data, tmp_path):
+    out, run = _old_result(tmp_path / "results", tmp_path / "runs", data)
+    [a] = adopt_data_version("synth-disfa", data, tmp_path / "results")
+    fingerprint = data_fingerprint(data / "synth-disfa")
+    assert a.adopted and json.loads((out / "metrics.json").read_text())["data_fingerprint"] \
+        == fingerprint
+    sig = json.loads((run / "signature.json").read_text())
+    assert sig["data"] == sig["model"]["stage1"]["data"] == fingerprint
+    [again] = adopt_data_version("synth-disfa", data, tmp_path / "results")
+    assert not again.adopted and again.reason == "records this data version"
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (dict(n_test=3), "n_test 3"),  # e.g. a smoke-size data set
+    (dict(provenance={"data": {"dataset": "synth-disfa", "frames_per_subject": 240}}),
+     "provenance.data"),
+    (dict(checkpoint_sha256="0" * 64), "not the checkpoint that made it"),
+])
+def test_mismatching_result_is_left_as_it_is(data, tmp_path, change, fragment):
+    out, run = _old_result(tmp_path / "results", tmp_path / "runs", data, **change)
+    before = (out / "metrics.json").read_text(), (run / "signature.json").read_text()
+    [a] = adopt_data_version("synth-disfa", data, tmp_path / "results")
+    assert not a.adopted and fragment in a.reason
+    assert ((out / "metrics.json").read_text(), (run / "signature.json").read_text()) == before
