@@ -234,7 +234,7 @@ def run_ablation(dataset: str, variant_slugs: list[str] | None = None,
     updated as each run starts and ends."""
     if isinstance(variant_slugs, str):  # -p variants full: one slug
         variant_slugs = [variant_slugs]
-    slugs = list(variant_slugs or variants.VARIANTS)
+    slugs = list(variant_slugs or variants.TABLE_ROWS)  # controls only when asked for
     base_cfg = make_config(dataset, smoke=smoke, **overrides)
     check_ablation_values(dataset, slugs, folds, seeds, workers, base_cfg.data_root)
     # Baseline first: it is the shared stage-1 model every other variant starts from.

@@ -138,7 +138,8 @@ def train_step(fit: Fit, images: torch.Tensor, labels: torch.Tensor
         out = fit.model(x, step=fit.step)
     l_au = au_loss(out.logits.float(), y, fit.weights, fit.cfg.au_loss_reduction)
     l_diff = out.l_diff if fit.stage == 2 else None
-    loss = total_loss(l_au, l_diff, fit.cfg.lambda_diff)
+    lam = fit.cfg.lambda_diff if fit.core.cfg.lambda_diff is None else fit.core.cfg.lambda_diff
+    loss = total_loss(l_au, l_diff, lam)  # the lambda sweep sets the model's own
     fit.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     check_finite(fit, loss)  # before the step: the weights stay the last good ones
