@@ -3,10 +3,10 @@
 Runs, for synth-bp4d, synth-disfa and synth-gft, notebook 01 (data) and notebook 04 (every row
 of the table on every test fold, for the seeds of ``SEEDS``), then notebook 05 (the report),
 through scripts/run_study.py, and prints the time of each data set beside the 90-minute goal
-(which covers all three) and the total. Finished runs are reused, so only a run on fresh folders measures the full cost: by
-default everything goes to a temporary folder; ``--into-project`` writes into the project's
-data/, runs/, results/ instead (the committed miniature tables come from such a run), and
-``--root DIR`` into DIR/data, DIR/runs, DIR/results (kept).
+(which covers all three) and the total. Finished runs are reused, so only a run on fresh
+folders measures the full cost: by default everything goes to a temporary folder;
+``--into-project`` writes into the project's data/, runs/, results/ instead, and ``--root DIR``
+into DIR/data, DIR/runs, DIR/results (kept; the committed miniature came from such a run).
 
 The measurement is written to ``<results root>/bench_ablation.csv`` (one row per data set and
 a total row; an earlier measurement is kept: the new one goes to ``bench_ablation-v2.csv``,
@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_study  # noqa: E402
 
 from hiva_lib.engine.ablation import default_workers  # noqa: E402
-from hiva_lib.engine.checkpoint import atomic_write_text, free_version  # noqa: E402
+from hiva_lib.engine.checkpoint import atomic_write_text  # noqa: E402
+from hiva_lib.engine.runs import free_version  # noqa: E402
 
 DATASETS = ("synth-bp4d", "synth-disfa", "synth-gft")
 GOAL_MIN = 90.0  # the whole miniature (all three tables, the seeds below), issue 17

@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from hiva_lib.data.prepare import prepare_dataset  # noqa: E402
 from hiva_lib.engine import train  # noqa: E402
-from hiva_lib.engine.checkpoint import atomic_write_text, free_version  # noqa: E402
+from hiva_lib.engine.checkpoint import atomic_write_text  # noqa: E402
 from hiva_lib.engine.config import TrainConfig, make_config  # noqa: E402
+from hiva_lib.engine.runs import free_version  # noqa: E402
 
 GOAL_STD = 1.0  # F1 points, seed to seed, on each data set
 
@@ -88,6 +89,15 @@ def summary(rows: pd.DataFrame, threads: int) -> tuple[list[str], bool]:
     return lines, met
 
 
+def save(rows: list[dict], path: Path) -> pd.DataFrame:
+    """Write the runs so far to ``path`` (one row per run) and return them as a table."""
+    table = pd.DataFrame(rows).drop(columns="checkpoint")  # temporary folders, gone at the end
+    table["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    table["cpus"] = os.cpu_count()
+    atomic_write_text(table.to_csv(index=False), path)
+    return table
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--datasets", nargs="*", default=["synth-bp4d", "synth-disfa"])
@@ -105,7 +115,8 @@ def main() -> int:
         ap.error("--seeds: give at least 2 seeds (the goal is on their std)")
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs; this measures the machine as it "
           "is (other processes slow the times, not the F1)", flush=True)
-    rows = []
+    rows: list[dict] = []
+    path = free_version(ROOT / "results" / "bench_noise.csv")
     with tempfile.TemporaryDirectory() as tmp:
         for ds in args.datasets:
             data = prepare_dataset(ds, args.data_root, progress=False)
@@ -117,23 +128,21 @@ def main() -> int:
             for seed, threads in runs:
                 cfg = make_config(ds, args.preset, variant="baseline", seed=seed, **base)
                 rows.append(one_run(cfg, threads, data))
+                save(rows, path)  # after every run: a stopped measurement keeps what it has
                 print(f"{ds} seed {seed}, {threads} thread(s): Baseline mean F1 "
                       f"{rows[-1]['mean_f1']:.2f} ({rows[-1]['train_s']:.0f} s)", flush=True)
             if args.stage2:
                 cfg = make_config(ds, args.preset, variant="full", seed=args.seeds[0], **base)
                 first = next(r["checkpoint"] for r in rows if r["dataset"] == ds)
                 rows.append(one_run(cfg, args.threads, data, Path(first)))
-    table = pd.DataFrame(rows).drop(columns="checkpoint")  # temporary folders, gone now
+                save(rows, path)
+    table = save(rows, path)
     lines, met = summary(table, args.threads)
     print("\n".join(lines))
     goal_sets = {"synth-bp4d", "synth-disfa"}
     if goal_sets <= set(args.datasets):
         print(f"goal (seed std <= {GOAL_STD} F1 point on synth-bp4d and synth-disfa): "
               + ("met" if met else "NOT met"))
-    table["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    table["cpus"] = os.cpu_count()
-    path = free_version(ROOT / "results" / "bench_noise.csv")
-    atomic_write_text(table.to_csv(index=False), path)
     print(f"measurement written to {path}")
     return 0
 

@@ -28,8 +28,7 @@ def step_time(preset: str, batch: int, steps: int, dataset: str) -> dict[str, li
     """Training-step times (s) of the vision-only and the full model, measured interleaved
     (one step of each in turn) so that a change of machine load hits both alike."""
     from hiva_lib.data import au
-    from hiva_lib.engine.config import make_config
-    from hiva_lib.engine.train import model_config
+    from hiva_lib.engine.config import make_config, model_config
     from hiva_lib.losses import au_loss
     from hiva_lib.model.hiva import HiVA
 

@@ -5,7 +5,8 @@
     python scripts/run_study.py --only 01_prepare_data 02_train_stage1 --smoke
 
 Notebooks run in order: data (01), stage 1 (02), stage 2 of HiVA (03), every ablation row (04,
-reusing the runs of 02/03), the report (05), figures (06), efficiency (07), inference (08).
+reusing the runs of 02/03), the report (05), figures (06), efficiency (07), inference (08),
+the paper's claims tested (09).
 Finished runs are reused, so a second call only redoes what is missing. Executed notebooks are
 written to results/notebooks/<dataset>/ so their outputs can be read.
 """
@@ -20,7 +21,7 @@ import papermill as pm
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["01_prepare_data", "02_train_stage1", "03_train_stage2", "04_ablations",
-             "05_report", "06_figures", "07_efficiency", "08_inference"]
+             "05_report", "06_figures", "07_efficiency", "08_inference", "09_claims"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,9 @@ from sklearn.metrics import f1_score
 
 from hiva_lib.data import au
 from hiva_lib.data.prepared import DatasetError, load_prepared, prepared_dir_writer, write_index
-from hiva_lib.engine.checkpoint import CheckpointError, atomic_save, resolve_run_dir
+from hiva_lib.engine.checkpoint import CheckpointError, atomic_save
 from hiva_lib.engine.config import make_config
+from hiva_lib.engine.runs import resolve_run_dir
 from hiva_lib.losses import au_loss, inverse_frequency_weights, total_loss
 from hiva_lib.metrics import all_positive_f1, f1_per_au
 from hiva_lib.study.paper_tables import PAPER_DIR
@@ -202,7 +203,7 @@ def test_make_config_presets_and_overrides(tmp_path):
     assert (paper.lr_stage1, paper.lr_stage2, paper.lambda_diff, paper.batch_size,
             paper.epochs_stage1, paper.model_preset) == (1e-5, 1e-6, 1e-5, 128, 30, "paper")
     synth = make_config("synth-disfa", lr_stage1=None, batch_size=7)
-    assert synth.model_preset == "cpu-small" and synth.batch_size == 7
+    assert synth.model_preset == "cpu-lite0" and synth.batch_size == 7
     smoke = make_config("synth-disfa", smoke=True)
     assert smoke.model_preset == "test-tiny" and smoke.results_root.endswith("results/_smoke")
     with pytest.raises(ValueError, match="unknown config keys"):

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
+import hiva_lib.engine.distributed as distributed
+import hiva_lib.engine.loop as loop
 import hiva_lib.engine.train as train
 from hiva_lib.engine.checkpoint import CheckpointError
 from hiva_lib.engine.config import make_config
@@ -24,7 +26,7 @@ def _cfg(root, tag, data_root, **kw):
 def _kill_at(monkeypatch, call: int | None) -> dict:
     """Make the n-th loss computation raise, as a killed process would stop there (None:
     never). Returns the call counter, which counts the training steps run."""
-    real, count = train.au_loss, {"n": 0}
+    real, count = loop.au_loss, {"n": 0}
 
     def dying(*a, **k):
         count["n"] += 1
@@ -32,7 +34,7 @@ def _kill_at(monkeypatch, call: int | None) -> dict:
             raise KeyboardInterrupt("killed")
         return real(*a, **k)
 
-    monkeypatch.setattr(train, "au_loss", dying)
+    monkeypatch.setattr(loop, "au_loss", dying)  # the loss the loop's step looks up
     return count
 
 
@@ -203,13 +205,13 @@ def test_ddp_shards_are_never_empty_and_disjoint(n, batch, world):
     import numpy as np
 
     order = np.random.default_rng(0).permutation(n)
-    shards = [train._shard_batches(order, batch, r, world) for r in range(world)]
+    shards = [distributed.shard_batches(order, batch, r, world) for r in range(world)]
     assert len({len(s) for s in shards}) == 1  # every rank runs the same number of steps
     for step in zip(*shards, strict=True):
         assert all(len(part) > 0 for part in step)
         joined = np.concatenate(step)
         assert len(set(joined)) == len(joined)  # no sample twice in a step
-    assert train._shard_batches(order, batch, 0, 1)[-1].size == n - batch * ((n - 1) // batch)
+    assert distributed.shard_batches(order, batch, 0, 1)[-1].size == n - batch * ((n - 1) // batch)
 
 
 def test_evaluation_needs_no_backbone_download(tmp_path, smoke_data_root, monkeypatch):
@@ -241,7 +243,7 @@ def test_bf16_autocast_training_path(tmp_path, smoke_data_root, monkeypatch):
         seen.append(enabled)
         return torch.autocast("cpu", dtype=torch.bfloat16)
 
-    monkeypatch.setattr(train, "_autocast", bf16)
+    monkeypatch.setattr(distributed, "autocast", bf16)
     cfg = _cfg(tmp_path, "b", smoke_data_root)
     res = train.run_variant(cfg)
     assert seen and all(seen)  # amp=True reached the autocast of every step and prediction

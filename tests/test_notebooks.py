@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import papermill as pm
 import pytest
 from conftest import run_notebook as run
@@ -56,3 +57,29 @@ def test_04_05_smoke_two_variants_one_fold(roots):
     mds = list(report.glob("*.md"))
     assert mds and any("HiVA (w/o DDCA)" in p.read_text() for p in mds)
     assert out.exists()
+
+
+def test_09_claims_smoke(roots):
+    r, base = roots
+    data_root = r["data_root"]
+    if not (Path(data_root) / "synth-disfa" / "index.csv").exists():
+        run("01_prepare_data", base, dataset="synth-disfa", smoke=True, data_root=data_root,
+            figures_root=str(base / "figures"))
+    run("04_ablations", base, dataset="synth-disfa", smoke=True,
+        variants=["baseline", "full", "lambda_0.1"], folds=[1], **r)
+    run("09_claims", base, dataset="synth-disfa", smoke=True, seeds=[0], max_frames=8,
+        figures_root=str(base / "figures"), **r)
+    res = Path(r["results_root"]) / "synth-disfa"
+    claims = pd.read_csv(res / "claims.csv")
+    assert list(claims["claim"]) == [f"C{i}" for i in range(1, 9)]
+    assert set(claims["verdict"]) <= {"supported", "contradicted", "not resolved"}
+    # one (seed, fold) pair: no interval, so C1 is not resolved, and says so
+    c1 = claims.set_index("claim").loc["C1"]
+    assert c1["n"] == 1 and c1["verdict"] == "not resolved" and "pairs" in c1["reason"]
+    assert (res / "claims.md").read_text().startswith("# The paper's claims on synth-disfa")
+    degrees = pd.read_csv(res / "graph_degrees.csv")
+    assert set(degrees["variant"]) == {"full", "baseline"} and len(degrees) == 16
+    balance = pd.read_csv(res / "ldiff_balance.csv").set_index("variant")
+    assert balance.loc["lambda_0.1", "lambda_diff"] == pytest.approx(0.1)
+    assert balance.loc["lambda_0.1", "ratio"] > 0
+    assert (base / "figures" / "claims_verdicts.png").read_bytes()[:4] == b"\x89PNG"

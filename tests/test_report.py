@@ -49,7 +49,7 @@ def test_every_variant_has_a_row_in_every_ablation_table():
 def test_row_names_come_from_the_variants_module():
     from hiva_lib import variants
 
-    assert PT.variant_row_names() == {s: v.row_name for s, v in variants.VARIANTS.items()}
+    assert PT.variant_row_names() == {s: v.row_name for s, v in variants.TABLE_ROWS.items()}
     assert variants.variant_from_row_name("VLU").slug == "baseline"
     assert PT.table_for("synth-disfa") == PT.table_for("disfa") == (2, 5)
 
@@ -235,22 +235,54 @@ def _three_folds(root):
 
 
 def test_paired_gains_match_hand_computation(tmp_path):
+    from scipy import stats as sps
+
     _three_folds(tmp_path)
     runs = R.collect_results(tmp_path, "synth-disfa")
     g = R.paired_gains(runs).set_index(["variant", "column"])
-    # full: gains 10, 4, -2 -> mean 4, std sqrt(((6)^2 + 0 + (-6)^2) / 2) = 6: within spread
-    assert g.loc[("full", "AVE"), "gain"] == pytest.approx(4.0)
-    assert g.loc[("full", "AVE"), "gain_std"] == pytest.approx(6.0)
-    assert g.loc[("full", "AVE"), "gain_n"] == 3
-    assert g.loc[("full", "AVE"), "resolved"].item() is False
-    # wo_ddca: gains 5.1, 5.2, 5.3 -> mean 5.2, std 0.1: resolved
+    # full: gains 10, 4, -2 -> mean 4, std sqrt(((6)^2 + 0 + (-6)^2) / 2) = 6
+    t2 = sps.t.ppf(0.975, 2)  # 4.303: the t quantile of 3 pairs
+    assert t2 == pytest.approx(4.3027, abs=1e-4)
+    full = g.loc[("full", "AVE")]
+    assert full["gain"] == pytest.approx(4.0) and full["gain_std"] == pytest.approx(6.0)
+    assert full["gain_n"] == 3 and full["method"] == "t"
+    assert (full["gain_low"], full["gain_high"]) == pytest.approx(
+        (4.0 - t2 * 6.0 / math.sqrt(3), 4.0 + t2 * 6.0 / math.sqrt(3)))
+    assert full["resolved"] is not None and not full["resolved"]  # [-10.9, 18.9] holds 0
+    # wo_ddca: gains 5.1, 5.2, 5.3 -> mean 5.2, std 0.1: [4.95, 5.45] excludes 0
     assert g.loc[("wo_ddca", "AU1"), "gain"] == pytest.approx(5.2)
-    assert g.loc[("wo_ddca", "AVE"), "gain_std"] == pytest.approx(0.1)
-    assert g.loc[("wo_ddca", "AVE"), "resolved"].item() is True
+    ddca = g.loc[("wo_ddca", "AVE")]
+    assert ddca["gain_std"] == pytest.approx(0.1)
+    assert ddca["gain_low"] == pytest.approx(5.2 - t2 * 0.1 / math.sqrt(3))
+    assert ddca["resolved"]
+    boot = R.paired_gains(runs, method="bootstrap").set_index(["variant", "column"])
+    assert boot.loc[("wo_ddca", "AVE"), "method"] == "bootstrap"
+    # 3 pairs: the bootstrap means lie between the smallest and largest difference
+    assert 5.1 - 1e-9 <= boot.loc[("wo_ddca", "AVE"), "gain_low"] < 5.2
     text = R.write_report(tmp_path, "synth-disfa")["report_md"].read_text()
-    assert "| HiVA (Ours) | 4.0 ± 6.0 | 3 | no (within spread) | 7.0 | yes |" in text
-    assert "| HiVA (w/o DDCA) | 5.2 ± 0.1 | 3 | yes | 3.9 | yes |" in text  # 64.3 - 60.4
-    assert "1 of 2 gains are resolved" in text
+    assert "| HiVA (Ours) | 4.0 | [-10.9, 18.9] | 3 | no (interval holds 0) | 7.0 | yes |" in text
+    assert "| HiVA (w/o DDCA) | 5.2 | [5.0, 5.4] | 3 | yes | 3.9 | yes |" in text  # 64.3 - 60.4
+    assert "1 of 2 gains are resolved" in text and "t-interval over the pairs" in text
+
+
+def test_controls_have_their_own_table(tmp_path):
+    _three_folds(tmp_path)
+    base = [0.4, 0.5, 0.6, 0.4, 0.5, 0.6, 0.8, 0.5]
+    for fold, shift in ((1, -0.03), (2, -0.031), (3, -0.029)):
+        _write_run(tmp_path, "shuffled_text", 0, fold, [v + shift for v in base])
+    runs = R.collect_results(tmp_path, "synth-disfa")
+    sbs = R.side_by_side(R.summarise(runs), "synth-disfa", R.paired_gains(runs))
+    assert "shuffled_text" not in set(sbs["variant"])  # not a row of the paper
+    c = R.controls_table(runs).set_index("variant").loc["shuffled_text"]
+    assert c["ave"] == pytest.approx(53.75 - 3.0) and c["runs"] == 3
+    assert c["gain_vs_baseline"] == pytest.approx(-3.0) and c["high_vs_baseline"] < 0
+    assert bool(c["resolved_vs_baseline"])
+    # vs full: -3 - (10, 4, -2) = -13, -7, -1: mean -7, interval holds 0
+    assert c["gain_vs_full"] == pytest.approx(-7.0) and not bool(c["resolved_vs_full"])
+    files = R.write_report(tmp_path, "synth-disfa")
+    text = files["report_md"].read_text()
+    assert "## Controls" in text and "Control: shuffled descriptions" in text
+    assert pd.read_csv(files["controls"])["variant"].tolist() == ["shuffled_text"]
 
 
 def test_paired_gains_pair_by_run(tmp_path):
@@ -270,9 +302,9 @@ def test_write_report_files(tree):
     text = files["report_md"].read_text()
     assert "| HiVA (Ours) | 50.0 | 60.0 |" in text  # ours, 1 run: no std
     assert "| Baseline | -3.5 |" in text  # delta table: AU1 40.0 - 43.5
-    # AVE gains 63.75-53.75 and 67.4-60.4; one run: no spread, so not resolved
-    assert "| HiVA (Ours) | 10.0 | 1 | n/a (one run) | 7.0 | yes |" in text
-    assert "spread of the gains is unknown" in text
+    # AVE gains 63.75-53.75 and 67.4-60.4; one run: no interval, so not resolved
+    assert "| HiVA (Ours) | 10.0 |  | 1 | n/a (< 3 pairs) | 7.0 | yes |" in text
+    assert "no gain is resolved" in text
     assert "MGRR-Net" in files["audit_md"].read_text()
     assert files["deltas_png"].read_bytes()[:4] == b"\x89PNG"
     assert files["deltas_pdf"].read_bytes()[:4] == b"%PDF"

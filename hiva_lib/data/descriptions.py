@@ -130,3 +130,17 @@ def sample_indices(n_per_au: list[int], seed: int, step: int, mode: str = "per_a
         return [int(rng.integers(int(n))) for n in n_per_au]
     rank = int(rng.integers(max(int(n) for n in n_per_au)))
     return [rank % int(n) for n in n_per_au]
+
+
+def derangement(n: int, seed: int = 0) -> list[int]:
+    """A fixed permutation p of 0..n-1 with p[i] != i for every i (the ``shuffled_text``
+    control: AU i gets the descriptions of AU p[i]). Uniform among derangements: shuffles drawn
+    from ``seed`` until one has no fixed point (about e = 2.7 draws on average)."""
+    if n < 2:
+        raise ValueError(f"derangement: needs at least 2 AUs, got {n} (one AU cannot be given "
+                         "another AU's descriptions)")
+    rng = np.random.default_rng(seed)
+    while True:
+        p = rng.permutation(n)
+        if not (p == np.arange(n)).any():
+            return [int(i) for i in p]

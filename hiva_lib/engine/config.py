@@ -11,7 +11,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hiva_lib.presets import SMOKE, TRAIN_PRESETS, default_preset
+from hiva_lib import variants
+from hiva_lib.model.config import ModelConfig
+from hiva_lib.presets import MODEL_PRESETS, SMOKE, TRAIN_PRESETS, default_preset
 
 
 @dataclass
@@ -41,6 +43,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: epoch ends only)
     max_steps_per_epoch: int | None = None  # smoke runs
     save_text_embeddings: bool = True  # per-epoch H/Z for Fig. 5
+    smoke: bool = False  # a smoke-size run (set by make_config(smoke=True)); not in signatures
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -55,13 +58,27 @@ def make_config(dataset: str, preset: str | None = None, smoke: bool = False,
     preset = preset or default_preset(dataset)
     if preset not in TRAIN_PRESETS:
         raise ValueError(f"unknown training preset {preset!r}; choose one of {list(TRAIN_PRESETS)}")
-    values = {**TRAIN_PRESETS[preset], **(SMOKE if smoke else {})}
+    values = {**TRAIN_PRESETS[preset], **(SMOKE if smoke else {}), "smoke": smoke}
     values.update({k: v for k, v in overrides.items() if v is not None})
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown config keys {unknown}; TrainConfig has {sorted(names)}")
     return resolve_paths(TrainConfig(dataset=dataset, **values))
+
+
+def model_config(cfg: TrainConfig, variant: str) -> ModelConfig:
+    """The model of ``variant`` under ``cfg``: its model preset, overrides, then the variant."""
+    if cfg.model_preset not in MODEL_PRESETS:
+        raise ValueError(f"unknown model preset {cfg.model_preset!r}; "
+                         f"choose one of {list(MODEL_PRESETS)}")
+    base = dataclasses.replace(MODEL_PRESETS[cfg.model_preset], **cfg.model_overrides)
+    return variants.apply_variant(base, variant)
+
+
+def smoke_flag(cfg: TrainConfig) -> str:
+    """The notebook flag that rebuilds ``cfg``'s smoke size, for hints in error messages."""
+    return " -p smoke True" if cfg.smoke else ""
 
 
 def project_root() -> Path:

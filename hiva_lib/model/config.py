@@ -12,6 +12,7 @@ from hiva_lib.model.attention import DDCA_MODES
 from hiva_lib.model.text import EVAL_MODES
 
 FUSIONS = ("concat", "add")
+TEXT_CONTROLS = ("none", "shuffled", "learned")
 # what every checkpoint saved before ModelConfig had input_mean/input_std was trained with
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,6 +41,12 @@ class ModelConfig:
     text_heads: int = 8
     text_ff_dim: int | None = None  # feed-forward width of Eq. 2's layers; None = dim
     descriptions_path: str | None = None  # None: hiva_lib/assets/au_descriptions.json
+    # controls (issue 16, hiva_lib.variants): "none"; "shuffled": every AU gets another AU's
+    # descriptions (a fixed derangement); "learned": learned per-AU token embeddings in place
+    # of the text encoder's output, no language model
+    text_control: str = "none"
+    # Eq. 7's lambda for this model (the lambda sweep); None: the training preset's lambda_diff
+    lambda_diff: float | None = None
     # (c) graph
     graph_k: int = 4  # top-K neighbours (not stated in the paper; ME-GraphAU's value)
     # ablation flags (Tables IV-VI)
@@ -62,11 +69,15 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         choices = dict(ddca_mode=DDCA_MODES, fusion_without_attention=FUSIONS,
-                       eval_descriptions=EVAL_MODES, train_sampling=SAMPLE_MODES)
+                       eval_descriptions=EVAL_MODES, train_sampling=SAMPLE_MODES,
+                       text_control=TEXT_CONTROLS)
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"ModelConfig.{key}={getattr(self, key)!r}: "
                                  f"choose one of {allowed}")
+        if self.lambda_diff is not None and not self.lambda_diff >= 0:
+            raise ValueError(f"ModelConfig.lambda_diff={self.lambda_diff!r}: give a weight >= 0, "
+                             "or None for the training preset's lambda_diff")
         if self.graph_k < 1:
             raise ValueError(f"ModelConfig.graph_k={self.graph_k}: must be >= 1")
         if self.backbone_trainable is not None:

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from hiva_lib.engine.checkpoint import CheckpointError
+from hiva_lib.data.descriptions import derangement
+from hiva_lib.errors import CheckpointError
 from hiva_lib.model.attention import CDCA, DDCA
 from hiva_lib.model.au_graph import AUBranches, DynamicGraph, PerAULinear, topk_adjacency
 from hiva_lib.model.backbone import Backbone
 from hiva_lib.model.config import ModelConfig
-from hiva_lib.model.text import TextEncoder, l_diff
+from hiva_lib.model.text import LearnedText, TextEncoder, l_diff
 
 STAGE1_PREFIXES = ("backbone.", "branches.", "graph.", "stage1_head.")
 
@@ -61,9 +62,15 @@ class HiVA(nn.Module):
                                  f"{self.au_ids}")
             if not cfg.use_aug:  # w/o AUG: the base descriptions only, in training too
                 descriptions = [d[:1] for d in descriptions]
-            self.text = TextEncoder(cfg.text_model, descriptions, c, cfg.text_trainable_layers,
-                                    cfg.text_layers, cfg.text_heads, cfg.text_ff_dim,
-                                    cfg.train_sampling, cfg.eval_descriptions, cfg.sampling_seed)
+            if cfg.text_control == "shuffled":  # AU i gets all descriptions of AU p[i] != i
+                descriptions = [descriptions[j] for j in derangement(n)]
+            if cfg.text_control == "learned":
+                self.text = LearnedText(n, c, cfg.text_layers, cfg.text_heads, cfg.text_ff_dim)
+            else:
+                self.text = TextEncoder(cfg.text_model, descriptions, c,
+                                        cfg.text_trainable_layers, cfg.text_layers,
+                                        cfg.text_heads, cfg.text_ff_dim, cfg.train_sampling,
+                                        cfg.eval_descriptions, cfg.sampling_seed)
             if cfg.use_ddca:
                 self.ddca = DDCA(c, cfg.attn_heads, cfg.ddca_mode)
             if cfg.use_cdca:

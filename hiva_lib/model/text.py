@@ -34,6 +34,7 @@ from hiva_lib.data.descriptions import SAMPLE_MODES, sample_indices
 from hiva_lib.model.pretrained import load_text_model
 
 EVAL_MODES = ("base", "mean")
+LEARNED_TOKENS = 16  # token states per AU of the no_language control (a description: ~10-20)
 
 
 def l_diff(h: torch.Tensor) -> torch.Tensor:
@@ -215,3 +216,37 @@ def cached_text(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         model.text = real
+
+
+class _TokenTable(nn.Module):
+    """Learned token states (N, T, width), in the place of the trainable language-model layers
+    (so HiVA's stage 2 trains them like those layers)."""
+
+    def __init__(self, n: int, tokens: int, width: int) -> None:
+        super().__init__()
+        self.states = nn.Parameter(torch.randn(n, tokens, width) * 0.02)
+
+
+class LearnedText(nn.Module):
+    """The ``no_language`` control (issue 16): :class:`TextEncoder`'s outputs with no language
+    model and no descriptions. Each AU has ``tokens`` learned token states (width ``dim``);
+    H_i is their mean, and W_p and the Transformer of Eq. 2 are as in TextEncoder, so Z, the
+    DDCA keys and L_diff (Eq. 1, on H) keep their shapes and roles. What is removed is exactly
+    what the language gives: the descriptions' meaning."""
+
+    def __init__(self, n: int, dim: int, layers: int = 3, heads: int = 8,
+                 ff_dim: int | None = None, tokens: int = LEARNED_TOKENS) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([_TokenTable(n, tokens, dim)])
+        self.proj = nn.Linear(dim, dim)
+        block = nn.TransformerEncoderLayer(dim, heads, ff_dim or dim, dropout=0.1,
+                                           batch_first=True)
+        self.context = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+
+    def forward(self, step: int | None = None) -> TextOutput:
+        """``step`` is accepted for TextEncoder's signature; nothing is drawn."""
+        states = self.layers[0].states  # (N, T, dim)
+        h = states.mean(1)
+        z = self.context(self.proj(h).unsqueeze(0)).squeeze(0)
+        mask = torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
+        return TextOutput(h=h, z=z, tokens=self.proj(states), token_mask=mask)

@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from hiva_lib.data.prepared import DatasetError
-    from hiva_lib.engine.checkpoint import CheckpointError
+    from hiva_lib.errors import CheckpointError
     from hiva_lib.model.pretrained import PretrainedUnavailableError
     from hiva_lib.study.inference import InferenceError, infer
 

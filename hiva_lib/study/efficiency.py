@@ -258,7 +258,7 @@ def latency_ms(model: nn.Module, batch: int, device: torch.device, reps: int = 5
 def measure(preset: str, dataset: str = "bp4d", device: str = "auto", batch_size: int = 32,
             reps: int = 3, cpu_reps: int = 5, hub: bool = False) -> dict:
     """One row of the efficiency table for ``preset`` (see the module docstring)."""
-    from hiva_lib.engine.train import resolve_device
+    from hiva_lib.engine.distributed import resolve_device
 
     dev = resolve_device(device)
     model, record = build_model(preset, dataset, hub=hub)
@@ -305,7 +305,8 @@ def efficiency_table(presets: list[str] | tuple[str, ...] = ("paper", "cpu-small
     table = pd.DataFrame(rows)
     if out_csv is None:
         return table, None
-    from hiva_lib.engine.checkpoint import atomic_write_text, free_version
+    from hiva_lib.engine.checkpoint import atomic_write_text
+    from hiva_lib.engine.runs import free_version
 
     path = free_version(out_csv)
     atomic_write_text(table.to_csv(index=False, float_format="%.4g"), path)

@@ -41,7 +41,8 @@ import pandas as pd
 import torch
 
 from hiva_lib.data.loader import load_size_for, prepare_batch
-from hiva_lib.engine.checkpoint import atomic_write_json, atomic_write_text, free_version
+from hiva_lib.engine.checkpoint import atomic_write_json, atomic_write_text
+from hiva_lib.engine.runs import free_version
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -399,7 +400,8 @@ def infer(checkpoint: str | Path, source: str | Path | list, out: str | Path,
     ``out_dir``: the folder of the CSV).
     """
     from hiva_lib.data.real.face_align import FaceAligner
-    from hiva_lib.engine.train import load_trained, resolve_device
+    from hiva_lib.engine.distributed import resolve_device
+    from hiva_lib.engine.evaluate import load_trained
     from hiva_lib.model.text import cached_text
     from hiva_lib.progress import progress as bar
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from hiva_lib.data.au import au_keys, dataset_aus, real_counterpart
-from hiva_lib.variants import VARIANTS
+from hiva_lib.variants import TABLE_ROWS, VARIANTS
 
 PAPER_DIR = Path(__file__).parents[1] / "assets" / "paper"
 OURS = "HiVA (Ours)"
@@ -105,7 +105,7 @@ def load_tables(paper_dir: str | Path | None = None) -> dict[int, pd.DataFrame]:
 
 def variant_row_names() -> dict[str, str]:
     """Variant slug -> ablation row name (Tables V-VI spelling), from hiva_lib.variants."""
-    return {slug: v.row_name for slug, v in VARIANTS.items()}
+    return {slug: v.row_name for slug, v in TABLE_ROWS.items()}
 
 
 def row_name(slug: str, table: int) -> str:

@@ -9,6 +9,10 @@ The training engine writes one folder per finished run::
 F1 there is a fraction; everything here is in % like the paper (F1 x 100, Sec. IV-A).
 AVE is the mean over AUs of the per-AU F1 of a run, then averaged over runs, which is the
 paper's protocol (per-AU F1 averaged over the 3 folds, AVE their mean).
+Gains over the Baseline are paired per (seed, fold) run, with a 95% interval over the pairs
+(:mod:`hiva_lib.study.stats`, t-interval by default); a gain is resolved only when its interval
+excludes 0. The controls of issue 16 (:data:`hiva_lib.variants.CONTROLS`) are not rows of the
+paper's tables: they get their own table (``controls.csv``).
 :func:`write_report` writes ``results/<dataset>/report/``.
 """
 from __future__ import annotations
@@ -26,8 +30,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from hiva_lib.data.au import au_keys, dataset_aus
-from hiva_lib.engine.checkpoint import latest_versions, run_version
+from hiva_lib.engine import runs as layout  # the results folder layout
 from hiva_lib.study import paper_tables as PT
+from hiva_lib.study import stats
+from hiva_lib.variants import CONTROLS
 
 
 class ReportError(FileNotFoundError):
@@ -41,26 +47,19 @@ def _run_hint(dataset: str) -> str:
 
 
 # ----------------------------------------------------------------------------- collect
-def _fold_of(folder_name: str) -> int | None:
-    """``fold3`` / ``fold3-v2`` -> 3; None for a folder that is not a fold run."""
-    digits = run_version(folder_name)[0].removeprefix("fold")
-    return int(digits) if digits.isdigit() and folder_name.startswith("fold") else None
-
-
 def collect_results(results_root: str | Path, dataset: str) -> pd.DataFrame:
     """One row per finished run: dataset, variant, seed, fold, run, n_test, mean_f1, one
     column per AU (fractions 0-1), checkpoint, path. Of several versions of one
     (variant, seed, fold) run (``fold1``, ``fold1-v2``, ``fold1-v10``) the newest by version
-    number is kept (:func:`hiva_lib.engine.checkpoint.latest_versions`)."""
-    base = Path(results_root) / dataset
-    found = [p.parent for p in base.glob("*/seed*/fold*/metrics.json")
-             if _fold_of(p.parent.name) is not None]
+    number is kept (:func:`hiva_lib.engine.runs.latest_versions`)."""
+    base = layout.dataset_results(results_root, dataset)
+    found = layout.finished_results(results_root, dataset)
     if not found:
         raise ReportError(f"{base}: no results (no <variant>/seed<s>/fold<k>/metrics.json). "
                           + _run_hint(dataset))
     keys = au_keys(dataset_aus(dataset))
     rows = []
-    for folder in latest_versions(found):
+    for folder in layout.latest_versions(found):
         path = folder / "metrics.json"
         try:
             m = json.loads(path.read_text())
@@ -68,14 +67,16 @@ def collect_results(results_root: str | Path, dataset: str) -> pd.DataFrame:
                     dataset_aus(dataset)):
                 raise ReportError(f"{path}: results of {m['dataset']} / AUs {m['au_ids']} filed "
                                   f"under {dataset}. Move the folder to "
-                                  f"{Path(results_root) / str(m['dataset'])}/.")
+                                  f"{layout.dataset_results(results_root, m['dataset'])}/.")
             # a metrics file copied into another run's folder would be counted twice
-            where = (folder.parent.parent.name, folder.parent.name, _fold_of(folder.name))
-            says = (m["variant"], f"seed{int(m['seed'])}", int(m["fold"]))
+            where = (folder.parent.parent.name, folder.parent.name, layout.fold_of(folder.name))
+            says = (m["variant"], layout.seed_name(int(m["seed"])), int(m["fold"]))
             if where != says:
-                raise ReportError(f"{path}: results of {says[0]}/{says[1]}/fold{says[2]} filed "
+                home = layout.fold_results(results_root, dataset, says[0], int(m["seed"]), says[2])
+                raise ReportError(f"{path}: results of {says[0]}/{says[1]}/"
+                                  f"{layout.fold_name(says[2])} filed "
                                   f"under {'/'.join(map(str, where))}. Move the folder to "
-                                  f"{base}/{says[0]}/{says[1]}/fold{says[2]}.")
+                                  f"{home}.")
             row = dict(dataset=m["dataset"], variant=m["variant"], seed=int(m["seed"]),
                        fold=int(m["fold"]), run=folder.name, n_test=m.get("n_test"),
                        mean_f1=float(m["mean_f1"]),
@@ -111,31 +112,33 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
             .reset_index(drop=True))
 
 
-def paired_gains(runs: pd.DataFrame, reference: str = "baseline") -> pd.DataFrame:
-    """Per variant and column (each AU, then AVE): the gain over ``reference`` in F1 points,
-    paired by (seed, fold) run: mean, sample std (ddof=1; NaN for one pair) and number of
-    pairs. ``resolved`` is True when |mean| > std (the gain stands out of its own
-    run-to-run spread), False when it does not, None with a single pair (no spread known)."""
+def runs_in_points(runs: pd.DataFrame) -> pd.DataFrame:
+    """variant, seed, fold and each AU's F1 in %, plus AVE (the mean over AUs of a run)."""
     cols = _au_columns(runs)
-    columns = ["variant", "column", "gain", "gain_std", "gain_n", "resolved"]
-    f1 = runs.set_index(["variant", "seed", "fold"])[cols] * 100.0
-    f1["AVE"] = f1[cols].mean(axis=1)
-    if reference not in set(runs["variant"]):
-        return pd.DataFrame(columns=columns)
-    ref = f1.xs(reference, level="variant")
-    rows = []
-    for variant, part in f1.groupby(level="variant", sort=False):
-        part = part.droplevel("variant")
-        pairs = part.index.intersection(ref.index)
-        if not len(pairs):
-            continue
-        diff = part.loc[pairs] - ref.loc[pairs]
-        for col in diff.columns:
-            mean, std = float(diff[col].mean()), float(diff[col].std())
-            rows.append(dict(variant=variant, column=col, gain=mean, gain_std=std,
-                             gain_n=len(pairs),
-                             resolved=None if len(pairs) < 2 else bool(abs(mean) > std)))
-    return pd.DataFrame(rows, columns=columns)
+    out = runs[["variant", "seed", "fold"]].copy()
+    out[cols] = runs[cols] * 100.0
+    out["AVE"] = out[cols].mean(axis=1)
+    return out
+
+
+GAIN_COLUMNS = ["variant", "column", "gain", "gain_std", "gain_n", "gain_low", "gain_high",
+                "method", "resolved"]
+
+
+def paired_gains(runs: pd.DataFrame, reference: str = "baseline", method: str = "t"
+                 ) -> pd.DataFrame:
+    """Per variant and column (each AU, then AVE): the gain over ``reference`` in F1 points,
+    paired by (seed, fold) run: mean, sample std of the differences (NaN for one pair),
+    number of pairs, the 95% interval of the mean (``method``: "t" or "bootstrap",
+    :func:`hiva_lib.study.stats.mean_interval`) and ``resolved``: True when the interval
+    excludes 0, False when it holds 0, None with fewer than
+    :data:`~hiva_lib.study.stats.MIN_PAIRS` pairs (no interval)."""
+    points = runs_in_points(runs)
+    table = stats.gain_table(points, [*_au_columns(runs), "AVE"], reference, method)
+    out = table.rename(columns={"n": "gain_n", "low": "gain_low", "high": "gain_high"})
+    out["resolved"] = [None if n < stats.MIN_PAIRS else bool(r)
+                       for n, r in zip(out["gain_n"], out["resolved"], strict=True)]
+    return out.reindex(columns=GAIN_COLUMNS)
 
 
 # ----------------------------------------------------------------------------- compare
@@ -147,10 +150,13 @@ def side_by_side(summary: pd.DataFrame, dataset: str,
     is also compared with "HiVA (Ours)" of the comparison table (I-III). ``delta`` =
     ours - paper, in F1 percentage points. ``ours_gain`` / ``paper_gain``: the gain over the
     vision-only Baseline; with ``gains`` (:func:`paired_gains`) ours is the paired mean with
-    its spread (``gain_std``, ``gain_n``, ``resolved``), else the difference of the means.
+    its spread and 95% interval (``gain_std``, ``gain_n``, ``gain_low``, ``gain_high``,
+    ``method``, ``resolved``), else the difference of the means. Controls are left out
+    (:func:`controls_table`).
     """
     sota_n, abl_n = PT.table_for(dataset)
     names = PT.variant_row_names()
+    summary = summary[~summary["variant"].isin(list(CONTROLS))]  # their own table
     rows = []
     for (variant, table_n) in [(v, abl_n) for v in summary["variant"].unique()] + \
             ([("full", sota_n)] if "full" in set(summary["variant"]) else []):
@@ -170,6 +176,8 @@ def side_by_side(summary: pd.DataFrame, dataset: str,
     # gains over the vision-only Baseline (the paper's Fig. 4 view): on SynthFACS the
     # absolute F1 differs from the paper, but the sign and size of the gains can be compared
     out["ours_gain"] = out["paper_gain"] = out["gain_std"] = out["gain_n"] = np.nan
+    out["gain_low"] = out["gain_high"] = np.nan
+    out["method"] = ""
     out["resolved"] = None
     if "baseline" in set(out["variant"]):
         abl_rows = out["table"] == PT.ROMAN[abl_n]
@@ -181,7 +189,9 @@ def side_by_side(summary: pd.DataFrame, dataset: str,
             keys = pd.MultiIndex.from_arrays([out.loc[abl_rows, "variant"],
                                               out.loc[abl_rows, "column"]])
             for col, src in (("ours_gain", "gain"), ("gain_std", "gain_std"),
-                             ("gain_n", "gain_n"), ("resolved", "resolved")):
+                             ("gain_n", "gain_n"), ("gain_low", "gain_low"),
+                             ("gain_high", "gain_high"), ("method", "method"),
+                             ("resolved", "resolved")):
                 out.loc[abl_rows, col] = paired[src].reindex(keys).to_numpy()
     # paper row order (the order of the ablation table), the comparison-table row last
     abl_order = list(PT.load_table(abl_n).index)
@@ -208,37 +218,97 @@ def _spread_known(resolved: object) -> bool:
 
 def _resolved_text(resolved: object) -> str:
     if not _spread_known(resolved):
-        return "n/a (one run)"
-    return "yes" if resolved else "no (within spread)"
+        return f"n/a (< {stats.MIN_PAIRS} pairs)"
+    return "yes" if resolved else "no (interval holds 0)"
 
 
-def _gain_lines(ours: pd.DataFrame, abl: str) -> list[str]:
-    """The AVE gain of each variant over the Baseline, ours (paired mean ± std over the
-    (seed, fold) runs) beside the paper's, and whether ours stands out of its spread."""
+def _interval_text(low: float, high: float) -> str:
+    return "" if not np.isfinite(low) else f"[{low:.1f}, {high:.1f}]"
+
+
+METHOD_NAMES = {"t": "t-interval over the pairs",
+                "bootstrap": "percentile bootstrap over the pairs"}
+
+
+def _gain_lines(ours: pd.DataFrame, abl: str, method: str) -> list[str]:
+    """The AVE gain of each variant over the Baseline, ours (paired mean with its 95%
+    interval over the (seed, fold) runs) beside the paper's, and whether ours is resolved."""
     gains = ours[(ours["column"] == "AVE") & (ours["variant"] != "baseline")]
     table = pd.DataFrame({
         "row": gains["paper_row"],
-        "ours gain": [_cell(m, s) for m, s in zip(gains["ours_gain"], gains["gain_std"],
-                                                   strict=True)],
-        "runs": [str(int(n)) if n == n else "" for n in gains["gain_n"]],
+        "ours gain": [f"{m:.1f}" for m in gains["ours_gain"]],
+        "95% CI": [_interval_text(lo, hi) for lo, hi in zip(gains["gain_low"],
+                                                            gains["gain_high"], strict=True)],
+        "pairs": [str(int(n)) if n == n else "" for n in gains["gain_n"]],
         "resolved": [_resolved_text(r) for r in gains["resolved"]],
         "paper gain": gains["paper_gain"].round(1) + 0.0,
         "same sign": np.where(np.sign(gains["ours_gain"]) == np.sign(gains["paper_gain"]),
                               "yes", "no")})
     known = [r for r in gains["resolved"] if _spread_known(r)]
     n_res = sum(bool(r) for r in known)
-    note = (f"{n_res} of {len(gains)} gains are resolved (|mean| > std of the paired gains)."
-            if known else "One run per variant: the spread of the gains is unknown, so none "
-            "is resolved; run more folds or seeds.")
+    note = (f"{n_res} of {len(gains)} gains are resolved (95% interval excludes 0)."
+            if known else f"Fewer than {stats.MIN_PAIRS} (seed, fold) pairs per variant: no "
+            "interval, so no gain is resolved; run more folds or seeds.")
     return [f"## AVE gain over the vision-only Baseline (F1 points), Table {abl}", "",
-            "Ours: the gain paired per (seed, fold) run, mean ± sample std. A gain within its "
-            "spread (|mean| <= std) is not resolved: its sign, and its agreement in sign with "
-            "the paper, may be chance. " + note, "",
+            "Ours: the gain paired per (seed, fold) run, its mean and 95% interval "
+            f"({METHOD_NAMES[method]}). A gain whose interval holds 0 is not resolved: its "
+            "sign, and its agreement in sign with the paper, may be chance. " + note, "",
             PT.markdown_table(table), ""]
 
 
+def controls_table(runs: pd.DataFrame, method: str = "t",
+                   balance: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The controls of issue 16 (one row each, those with results): AVE mean ± std over runs,
+    and their AVE gains paired per (seed, fold) over the Baseline and over HiVA (full), each
+    with its 95% interval and ``resolved``; for the lambda sweep, the mean measured gradient
+    ratio ||grad(lambda L_diff)|| / ||grad L_au|| of ``balance`` (ldiff_balance.csv)."""
+    points = runs_in_points(runs)
+    rows = []
+    for slug, variant in CONTROLS.items():
+        part = points[points["variant"] == slug]
+        if part.empty:
+            continue
+        row = dict(variant=slug, control=variant.row_name, runs=len(part),
+                   ave=float(part["AVE"].mean()), ave_std=float(part["AVE"].std()))
+        for ref in ("baseline", "full"):
+            est = stats.paired_gain(points, slug, ref, "AVE", method)
+            row.update({f"gain_vs_{ref}": est.value, f"low_vs_{ref}": est.low,
+                        f"high_vs_{ref}": est.high, f"pairs_vs_{ref}": est.n,
+                        f"resolved_vs_{ref}": est.resolved})
+        row["method"] = method
+        if balance is not None and len(balance):
+            ratio = balance.loc[balance["variant"] == slug, "ratio"]
+            row["grad_ratio"] = float(ratio.mean()) if len(ratio) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _controls_lines(controls: pd.DataFrame, method: str) -> list[str]:
+    if controls.empty:
+        return []
+    table = pd.DataFrame({
+        "control": controls["control"],
+        "AVE": [_cell(m, s) for m, s in zip(controls["ave"], controls["ave_std"],
+                                             strict=True)],
+        "runs": controls["runs"]})
+    for ref, name in (("baseline", "Baseline"), ("full", "HiVA")):
+        table[f"gain vs {name} [95% CI]"] = [
+            f"{g:.1f} {_interval_text(lo, hi)}".strip() if g == g else ""
+            for g, lo, hi in zip(controls[f"gain_vs_{ref}"], controls[f"low_vs_{ref}"],
+                                 controls[f"high_vs_{ref}"], strict=True)]
+        table[f"resolved vs {name}"] = np.where(controls[f"resolved_vs_{ref}"], "yes", "no")
+    if "grad_ratio" in controls:
+        table["grad ratio"] = [f"{r:.2g}" if r == r else "" for r in controls["grad_ratio"]]
+    return ["## Controls (issue 16; not rows of the paper)", "",
+            "shuffled_text: every AU gets another AU's descriptions; no_language: learned "
+            "per-AU tokens, no language model; lambda_<v>: HiVA with Eq. 7's lambda = v. "
+            f"Gains paired per (seed, fold), 95% {METHOD_NAMES[method]}; grad ratio: "
+            "||grad(lambda L_diff)|| / ||grad L_au|| on the text layers "
+            "(hiva_lib.study.ldiff_balance).", "", PT.markdown_table(table), ""]
+
+
 def _markdown(dataset: str, runs: pd.DataFrame, sbs: pd.DataFrame, audit: pd.DataFrame,
-              plot_name: str) -> str:
+              plot_name: str, controls: pd.DataFrame | None = None, method: str = "t") -> str:
     sota_n, abl_n = PT.table_for(dataset)
     abl, sota = PT.ROMAN[abl_n], PT.ROMAN[sota_n]
     lines = [f"# Report: {dataset}", ""]
@@ -255,7 +325,7 @@ def _markdown(dataset: str, runs: pd.DataFrame, sbs: pd.DataFrame, audit: pd.Dat
     cells = ours.assign(cell=[_cell(m, s) for m, s in zip(ours["ours"], ours["ours_std"],
                                                           strict=True)])
     wide = _wide(cells, "cell", abl)
-    lines += [f"## Ours (F1 %, mean ± std over folds and seeds), rows of Table {abl}", "",
+    lines += [f"## Ours (F1 %, mean ± std over seeds x folds), rows of Table {abl}", "",
               PT.markdown_table(wide.reset_index()), "",
               f"## Paper, Table {abl}", "",
               PT.markdown_table(_wide(ours, "paper", abl).reset_index()), "",
@@ -270,7 +340,9 @@ def _markdown(dataset: str, runs: pd.DataFrame, sbs: pd.DataFrame, audit: pd.Dat
                   "less than their run-to-run spread can swap ranks by chance: read it with "
                   "the resolved gains below.", ""]
     if ours["ours_gain"].notna().any():
-        lines += _gain_lines(ours, abl)
+        lines += _gain_lines(ours, abl, method)
+    if controls is not None:
+        lines += _controls_lines(controls, method)
     full = sbs[sbs["table"] == sota]
     if len(full):
         comp = pd.DataFrame({"ours": full.set_index("column")["ours"],
@@ -285,7 +357,7 @@ def _markdown(dataset: str, runs: pd.DataFrame, sbs: pd.DataFrame, audit: pd.Dat
 # ----------------------------------------------------------------------------- plot
 def render_deltas(sbs: pd.DataFrame, dataset: str) -> Figure:
     """Left: heatmap of ours - paper per variant (rows) and AU (columns). Right: each
-    variant's AVE gain over the vision-only Baseline, ours (paired mean ± std) beside the
+    variant's AVE gain over the vision-only Baseline, ours (paired mean, 95% CI) beside the
     paper's: absolute F1 on SynthFACS says nothing about the paper, the gains can."""
     import matplotlib
 
@@ -319,8 +391,9 @@ def render_deltas(sbs: pd.DataFrame, dataset: str) -> Figure:
     ave = ave.reindex(delta.index)
     y = np.arange(n_rows)
     gx.axvline(0, color="grey", lw=0.8)
-    gx.barh(y - 0.2, ave["ours_gain"], 0.4, xerr=ave["gain_std"].fillna(0.0), capsize=3,
-            color="tab:blue", label="ours (paired mean ± std)")
+    err = np.vstack([ave["ours_gain"] - ave["gain_low"], ave["gain_high"] - ave["ours_gain"]])
+    gx.barh(y - 0.2, ave["ours_gain"], 0.4, xerr=np.nan_to_num(err.astype(float)), capsize=3,
+            color="tab:blue", label="ours (paired mean, 95% CI)")
     gx.barh(y + 0.2, ave["paper_gain"], 0.4, color="tab:orange", label=f"paper (Table {abl})")
     for i, variant in enumerate(ave["variant"]):
         if variant == "baseline":
@@ -370,7 +443,7 @@ def _write_all(contents: dict[str, str | bytes], out: Path) -> None:
 
 
 def write_report(results_root: str | Path, dataset: str,
-                 out_dir: str | Path | None = None) -> dict[str, Path]:
+                 out_dir: str | Path | None = None, method: str = "t") -> dict[str, Path]:
     """Collect, summarise, compare, audit and plot; returns {name: path} of what it wrote.
 
     Everything, the plot included, is computed and rendered before the first file is
@@ -382,10 +455,13 @@ def write_report(results_root: str | Path, dataset: str,
 
     runs = collect_results(results_root, dataset)
     summary = summarise(runs.drop(columns=["checkpoint", "path"]))
-    gains = paired_gains(runs)
+    gains = paired_gains(runs, method=method)
     sbs = side_by_side(summary, dataset, gains)
+    balance_csv = Path(results_root) / dataset / "ldiff_balance.csv"
+    controls = controls_table(runs, method, pd.read_csv(balance_csv)
+                              if balance_csv.exists() else None)
     audit = PT.audit_tables()
-    text = _markdown(dataset, runs, sbs, audit, "deltas.png")
+    text = _markdown(dataset, runs, sbs, audit, "deltas.png", controls, method)
     fig = render_deltas(sbs, dataset)
     try:
         png, pdf = _figure_bytes(fig, "png"), _figure_bytes(fig, "pdf")
@@ -394,13 +470,15 @@ def write_report(results_root: str | Path, dataset: str,
     contents: dict[str, str | bytes] = {
         "runs.csv": runs.to_csv(index=False), "summary.csv": summary.to_csv(index=False),
         "side_by_side.csv": sbs.to_csv(index=False), "audit.csv": audit.to_csv(index=False),
+        "gains.csv": gains.to_csv(index=False), "controls.csv": controls.to_csv(index=False),
         "audit.md": PT.audit_markdown(audit), "report.md": text,
         "deltas.png": png, "deltas.pdf": pdf}
-    out = Path(out_dir) if out_dir is not None else Path(results_root) / dataset / "report"
+    out = Path(out_dir) if out_dir is not None else layout.report_dir(results_root, dataset)
     if (out / "report.md").exists():
         print(f"{out}: replacing the previous report with one of {len(runs)} runs")
     _write_all(contents, out)
     names = {"runs": "runs.csv", "summary": "summary.csv", "side_by_side": "side_by_side.csv",
+             "gains": "gains.csv", "controls": "controls.csv",
              "audit": "audit.csv", "audit_md": "audit.md", "report_md": "report.md",
              "deltas_png": "deltas.png", "deltas_pdf": "deltas.pdf"}
     return {key: out / name for key, name in names.items()}

@@ -17,8 +17,14 @@ import torch
 from matplotlib.figure import Figure
 
 from hiva_lib.data.prepared import PreparedDataset
-from hiva_lib.engine.checkpoint import latest_versions, run_version
-from hiva_lib.engine.config import TrainConfig, default_figures_root, make_config, project_root
+from hiva_lib.engine import runs
+from hiva_lib.engine.config import (
+    TrainConfig,
+    default_figures_root,
+    make_config,
+    project_root,
+    smoke_flag,
+)
 
 
 class FigureError(FileNotFoundError):
@@ -61,7 +67,7 @@ class Study:
         return self.figures_root / self.dataset
 
     def _train_hint(self, variant: str) -> str:
-        smoke = " -p smoke True" if self.cfg.model_preset == "test-tiny" else ""
+        smoke = smoke_flag(self.cfg)
         return (f"Train it first: papermill notebooks/03_train_stage2.ipynb out.ipynb -p dataset "
                 f"{self.dataset} -p variant {variant} -p fold {self.cfg.fold} -p seed "
                 f"{self.cfg.seed}{smoke} (Baseline: notebooks/02_train_stage1.ipynb), or pass "
@@ -70,22 +76,18 @@ class Study:
     def checkpoint(self, variant: str) -> Path:
         """The final.pt evaluated for ``variant`` (its metrics.json names it), or the run's."""
         from hiva_lib import variants
-        from hiva_lib.engine import train
 
-        base = Path(self.cfg.results_root) / self.dataset / variant / f"seed{self.cfg.seed}"
         # this fold's versions only (fold1, fold1-v2; not fold10), the newest by number
-        runs = [p.parent for p in base.glob("fold*/metrics.json")
-                if run_version(p.parent.name)[0] == f"fold{self.cfg.fold}"]
-        for run in latest_versions(runs):
+        for run in runs.newest_fold_results(self.cfg.results_root, self.dataset, variant,
+                                            self.cfg.seed, self.cfg.fold):
             ckpt = json.loads((run / "metrics.json").read_text()).get("checkpoint")
             ckpt = ckpt and project_root() / ckpt  # relative to the project (or absolute)
             if ckpt and ckpt.exists():
                 return ckpt
         cfg = dataclasses.replace(self.cfg, variant=variant)
         stage = 2 if 2 in variants.VARIANTS[variant].stages else 1
-        run = train.finished_run(cfg, stage)  # trained with this study's settings
-        path = (run or (train.stage2_dir(cfg) if stage == 2 else train.stage1_dir(cfg))
-                ) / "final.pt"
+        run = runs.finished_run(cfg, stage)  # trained with this study's settings
+        path = (run or runs.run_dir(cfg, stage)) / "final.pt"
         if not path.exists():
             raise FigureError(f"{path}: no trained {variant!r} model for {self.dataset}, fold "
                               f"{self.cfg.fold}, seed {self.cfg.seed}. "
@@ -94,7 +96,7 @@ class Study:
 
     def model(self, variant: str) -> torch.nn.Module:
         if variant not in self._models:
-            from hiva_lib.engine.train import load_trained
+            from hiva_lib.engine.evaluate import load_trained
 
             self._models[variant] = load_trained(self.checkpoint(variant), self.cfg.device)
         return self._models[variant]

@@ -1,0 +1,136 @@
+"""Evaluation: AU probabilities of a trained model on the test fold, per-AU F1 written to
+results/ with the config and provenance that made them, and the mean over folds."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from hiva_lib import variants
+from hiva_lib.data.au import au_keys
+from hiva_lib.data.loader import FrameDataset, load_size_for, prepare_batch
+from hiva_lib.data.prepared import PreparedDataset
+from hiva_lib.engine import distributed, runs
+from hiva_lib.engine.checkpoint import atomic_write_json, file_sha256, load_checkpoint
+from hiva_lib.engine.config import TrainConfig
+from hiva_lib.engine.fold_guard import check_held_out
+from hiva_lib.engine.provenance import portable_config, portable_path, provenance
+from hiva_lib.metrics import all_positive_f1, f1_per_au
+from hiva_lib.model import hiva
+from hiva_lib.model.config import config_from_dict
+from hiva_lib.progress import progress
+
+TRAIN_FIRST = "Train the model first (notebooks 02/03)."
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data: PreparedDataset, rows: np.ndarray, cfg: TrainConfig,
+            device: torch.device) -> np.ndarray:
+    """AU probabilities (n, N) for ``rows``: centre crop, eval descriptions."""
+    core = distributed.unwrap(model)
+    core.eval()
+    crop = core.cfg.img_size
+    ds = FrameDataset(data, rows, load_size_for(crop), cache=cfg.num_workers == 0)
+    loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    out = []
+    for images, _, _ in progress(loader, desc="evaluating"):
+        x = prepare_batch(images.to(device), crop, train=False)
+        with distributed.autocast(device, cfg.amp):
+            out.append(torch.sigmoid(core(x).logits.float()).cpu())
+    return torch.cat(out).numpy()
+
+
+def load_trained(checkpoint: str | Path, device: str = "cpu", state: dict | None = None
+                 ) -> hiva.HiVA:
+    """A trained model from a ``final.pt`` (stage 1 or 2; or its loaded ``state``), in eval
+    mode. The backbone is built without its ImageNet weights: the checkpoint's replace them."""
+    if state is None:
+        state = load_checkpoint(checkpoint, "checkpoint", TRAIN_FIRST)
+    cfg = dataclasses.replace(config_from_dict(state["model_config"]), pretrained=False)
+    model = hiva.HiVA(cfg, tuple(state["au_ids"]))
+    model.set_stage(state["stage"])
+    model.load_state_dict(state["model"])
+    return model.to(distributed.resolve_device(device)).eval()
+
+
+def reused_results(base: Path, sha: str) -> tuple[dict, Path] | None:
+    """Results already in a version of ``base`` from the checkpoint with SHA-256 ``sha``."""
+    for done in runs.finished_versions(base, "metrics.json"):
+        metrics = json.loads((done / "metrics.json").read_text())
+        if metrics.get("checkpoint_sha256") == sha:
+            return metrics, done
+    return None
+
+
+def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
+                 data: PreparedDataset | None = None) -> tuple[dict, Path]:
+    """Per-AU F1 on the test fold, written to results/ beside the config that made it.
+
+    Results already there from the same checkpoint (same SHA-256) are reused. Results of
+    another checkpoint (the committed reference results on a fresh clone, or an earlier run)
+    are kept: this evaluation goes to the first free versioned sibling (fold1-v2, -v3...)."""
+    if data is None:  # train.py holds the entry points, load_data among them
+        from hiva_lib.engine.train import load_data
+
+        data = load_data(cfg)
+    state = load_checkpoint(checkpoint, "checkpoint", TRAIN_FIRST)
+    check_held_out(state.get("trained_on"), data, cfg.fold, checkpoint)  # before any reuse
+    base = runs.results_dir(cfg, run_dir)
+    sha = file_sha256(checkpoint)
+    reused = reused_results(base, sha)
+    if reused:
+        return reused
+    out_dir = runs.first_free(base, "metrics.json")
+    if out_dir != base:
+        print(f"{base} holds results of another checkpoint (kept); these go to {out_dir}")
+    device = distributed.resolve_device(cfg.device)
+    model = load_trained(checkpoint, str(device), state)
+    _, test_rows = data.split(cfg.fold)
+    probs = predict(model, data, test_rows, cfg, device)
+    labels = data.labels(test_rows)
+    trained_with = portable_config(state["train_config"])  # the config that made the checkpoint
+    metrics = _metrics(cfg, data, probs, labels, checkpoint, sha, trained_with)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out_dir / "predictions.npz", probs=probs, labels=labels, rows=test_rows)
+    pd.DataFrame([metrics["f1"]]).assign(mean=metrics["mean_f1"]).to_csv(
+        out_dir / "f1.csv", index=False)
+    atomic_write_json(trained_with, out_dir / "config.json")
+    atomic_write_json(metrics, out_dir / "metrics.json")  # last: its presence means complete
+    return metrics, out_dir
+
+
+def _metrics(cfg: TrainConfig, data: PreparedDataset, probs: np.ndarray, labels: np.ndarray,
+             checkpoint: Path, sha: str, trained_with: dict) -> dict:
+    """metrics.json: per-AU F1, its mean, the all-positive reference, and what made them."""
+    f1 = f1_per_au(probs, labels)
+    keys = au_keys(data.au_ids)
+    return dict(dataset=cfg.dataset, variant=cfg.variant,
+                row_name=variants.VARIANTS[cfg.variant].row_name, seed=cfg.seed,
+                fold=cfg.fold, au_ids=list(data.au_ids),
+                f1={k: float(v) for k, v in zip(keys, f1, strict=True)},
+                mean_f1=float(f1.mean()),
+                all_positive_mean_f1=float(all_positive_f1(labels).mean()),
+                n_test=int(len(labels)), checkpoint=portable_path(checkpoint),
+                checkpoint_sha256=sha, config=trained_with,
+                provenance=provenance(data.meta))
+
+
+def aggregate_folds(results_root: str | Path, dataset: str, variant: str, seed: int) -> dict:
+    """Mean per-AU F1 over the folds found for (dataset, variant, seed), written beside them."""
+    folds = runs.newest_fold_results(results_root, dataset, variant, seed)
+    if not folds:
+        raise FileNotFoundError(f"{runs.seed_results(results_root, dataset, variant, seed)}: "
+                                "no fold results; run notebooks 02/03 first")
+    per_fold = [json.loads((d / "metrics.json").read_text()) for d in folds]
+    keys = list(per_fold[0]["f1"])
+    f1 = {k: float(np.mean([m["f1"][k] for m in per_fold])) for k in keys}
+    summary = dict(dataset=dataset, variant=variant, seed=seed,
+                   folds=[m["fold"] for m in per_fold], f1=f1,
+                   mean_f1=float(np.mean(list(f1.values()))))
+    atomic_write_json(summary, runs.aggregate_path(results_root, dataset, variant, seed))
+    return summary

@@ -1,0 +1,55 @@
+"""What a result depends on besides its config: the code commit (git), library versions, the
+data set's version; and folders written relative to the project root (results are committed
+and read on other machines)."""
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from hiva_lib.engine.config import project_root
+
+
+def portable_path(path: str | Path) -> str:
+    """``path`` relative to the project root when it lies inside it, else as it is."""
+    path, root = Path(path), project_root()
+    return str(path.relative_to(root)) if path.is_absolute() and path.is_relative_to(root) \
+        else str(path)
+
+
+def portable_config(config: dict) -> dict:
+    """A config with its folders relative to the project root when they lie inside it."""
+    out = dict(config)
+    for key in ("data_root", "runs_root", "results_root"):
+        out[key] = portable_path(out[key])
+    return out
+
+
+def git(*args: str) -> str | None:
+    """The output of ``git args`` in the project root, or None where git cannot tell."""
+    try:
+        out = subprocess.run(["git", *args], cwd=project_root(), capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance(data_meta: dict) -> dict:
+    """What else a result depends on: code commit, library versions, the data set's version."""
+    import timm
+    import transformers
+
+    from hiva_lib import __version__
+
+    status = git("status", "--porcelain", "--untracked-files=no", "--", "hiva_lib")
+    return dict(hiva_lib=__version__, git_commit=git("rev-parse", "HEAD"),
+                hiva_lib_modified=None if status is None else bool(status),
+                python=platform.python_version(), torch=torch.__version__,
+                torch_threads=torch.get_num_threads(),
+                timm=timm.__version__, transformers=transformers.__version__,
+                data={k: data_meta[k] for k in ("dataset", "source", "seed", "image_size",
+                                                 "n_subjects", "frames_per_subject")
+                      if k in data_meta})

@@ -1,0 +1,280 @@
+"""Where runs and results live: every runs/ and results/ path, run versions and signatures.
+
+Folders (``cfg.runs_root`` / ``cfg.results_root``)::
+
+    runs/<dataset>/<model_preset>/stage1/seed<s>/fold<k>/         final.pt, last.pt, log.csv, DONE
+    runs/<dataset>/<model_preset>/<variant>/seed<s>/fold<k>/      the same, + text_emb/epochNNN.pt
+    results/<dataset>/<variant>/seed<s>/fold<k>/                  metrics.json, f1.csv,
+                                                                  predictions.npz, config.json
+    results/<dataset>/<variant>/seed<s>/aggregate.json            mean over the folds
+    results/<dataset>/ablation_status.csv, results/<dataset>/report/
+
+A run that is done again never overwrites a finished one: it goes to a versioned sibling
+(``fold1-v2``, ``fold1-v3``...; files: ``name-v2.csv``). A finished run is reused only when
+its signature (the config values that define it) equals the one asked for.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from hiva_lib.engine.checkpoint import CheckpointError, load_checkpoint
+from hiva_lib.engine.config import TrainConfig, model_config
+
+
+# ----------------------------------------------------------------------------- paths
+def data_dir(cfg: TrainConfig) -> Path:
+    """data/prepared/<dataset>/: the prepared data set of ``cfg``."""
+    return Path(cfg.data_root) / cfg.dataset
+
+
+def fold_name(fold: int) -> str:
+    return f"fold{fold}"
+
+
+def seed_name(seed: int) -> str:
+    return f"seed{seed}"
+
+
+def stage1_dir(cfg: TrainConfig) -> Path:
+    """The stage-1 run of ``cfg`` (shared by every variant of its data set, preset, seed, fold)."""
+    return (Path(cfg.runs_root) / cfg.dataset / cfg.model_preset / "stage1"
+            / seed_name(cfg.seed) / fold_name(cfg.fold))
+
+
+def stage2_dir(cfg: TrainConfig) -> Path:
+    return (Path(cfg.runs_root) / cfg.dataset / cfg.model_preset / cfg.variant
+            / seed_name(cfg.seed) / fold_name(cfg.fold))
+
+
+def run_dir(cfg: TrainConfig, stage: int) -> Path:
+    return stage1_dir(cfg) if stage == 1 else stage2_dir(cfg)
+
+
+def dataset_results(results_root: str | Path, dataset: str) -> Path:
+    """results/<dataset>/: every variant's results of one data set."""
+    return Path(results_root) / dataset
+
+
+def seed_results(results_root: str | Path, dataset: str, variant: str, seed: int) -> Path:
+    """results/<dataset>/<variant>/seed<s>/: the fold folders and aggregate.json."""
+    return dataset_results(results_root, dataset) / variant / seed_name(seed)
+
+
+def fold_results(results_root: str | Path, dataset: str, variant: str, seed: int,
+                 fold: int) -> Path:
+    """results/<dataset>/<variant>/seed<s>/fold<k>/ (unversioned)."""
+    return seed_results(results_root, dataset, variant, seed) / fold_name(fold)
+
+
+def results_dir(cfg: TrainConfig, run: Path) -> Path:
+    """The results folder of ``run``: a versioned run (fold1-v2) gets a versioned results
+    folder of the same name."""
+    return seed_results(cfg.results_root, cfg.dataset, cfg.variant, cfg.seed) / run.name
+
+
+def aggregate_path(results_root: str | Path, dataset: str, variant: str, seed: int) -> Path:
+    return seed_results(results_root, dataset, variant, seed) / "aggregate.json"
+
+
+def ablation_status_path(results_root: str | Path, dataset: str) -> Path:
+    return dataset_results(results_root, dataset) / "ablation_status.csv"
+
+
+def report_dir(results_root: str | Path, dataset: str) -> Path:
+    return dataset_results(results_root, dataset) / "report"
+
+
+def fold_of(folder_name: str) -> int | None:
+    """``fold3`` / ``fold3-v2`` -> 3; None for a folder that is not a fold run."""
+    digits = run_version(folder_name)[0].removeprefix("fold")
+    return int(digits) if digits.isdigit() and folder_name.startswith("fold") else None
+
+
+def finished_results(results_root: str | Path, dataset: str) -> list[Path]:
+    """Every results folder of ``dataset`` holding metrics.json (every version), any
+    variant/seed/fold."""
+    base = dataset_results(results_root, dataset)
+    return [p.parent for p in base.glob("*/seed*/fold*/metrics.json")
+            if fold_of(p.parent.name) is not None]
+
+
+def newest_fold_results(results_root: str | Path, dataset: str, variant: str, seed: int,
+                        fold: int | None = None) -> list[Path]:
+    """The newest version of each fold's results of (dataset, variant, seed) that holds
+    metrics.json; of ``fold`` only (fold1, fold1-v2; not fold10) when given."""
+    base = seed_results(results_root, dataset, variant, seed)
+    runs = [p.parent for p in base.glob("fold*/metrics.json")
+            if fold is None or run_version(p.parent.name)[0] == fold_name(fold)]
+    return latest_versions(runs)
+
+
+# ----------------------------------------------------------------------------- versions
+def _versions(base: Path) -> list[Path]:
+    """``base``, ``base-v2``, ``base-v3``... up to the first that does not exist (at least base)."""
+    out, k = [base], 2
+    while (base.parent / f"{base.name}-v{k}").exists():
+        out.append(base.parent / f"{base.name}-v{k}")
+        k += 1
+    return out
+
+
+def finished_versions(base: Path, marker: str = "DONE") -> list[Path]:
+    """The versions of ``base`` (``base``, ``base-v2``...) that hold ``marker``, oldest first."""
+    return [v for v in _versions(base) if (v / marker).exists()]
+
+
+def first_free(base: Path, marker: str) -> Path:
+    """The first of ``base``, ``base-v2``... without ``marker`` (a file that says the folder
+    holds a finished run or result), or the next new version after them."""
+    versions = _versions(base)
+    free = [v for v in versions if not (v / marker).exists()]
+    return free[0] if free else base.parent / f"{base.name}-v{len(versions) + 1}"
+
+
+_VERSIONED = re.compile(r"^(?P<base>.+?)(?:-v(?P<version>\d+))?$")
+
+
+def run_version(name: str) -> tuple[str, int]:
+    """``"fold1-v3"`` -> ``("fold1", 3)``; an unversioned ``"fold1"`` is version 1."""
+    m = _VERSIONED.match(name)
+    return m["base"], int(m["version"] or 1)
+
+
+def latest_versions(folders: Iterable[Path]) -> list[Path]:
+    """Of the versions of one run among ``folders`` (``fold1``, ``fold1-v2``...), the newest
+    only (by version number, not by string order), sorted by path."""
+    newest: dict[tuple[Path, str], tuple[int, Path]] = {}
+    for folder in folders:
+        base, version = run_version(folder.name)
+        key = (folder.parent, base)
+        if key not in newest or version > newest[key][0]:
+            newest[key] = (version, folder)
+    return sorted(folder for _, folder in newest.values())
+
+
+def file_versions(path: Path) -> list[tuple[int, Path]]:
+    """(version, file) of ``path`` and its siblings ``<stem>-v2<suffix>``, ``-v3``... that
+    exist (the versioning of :func:`run_version`, applied to the stem)."""
+    out = []
+    for p in path.parent.glob(f"{path.stem}*{path.suffix}"):
+        base, version = run_version(p.name.removesuffix(path.suffix))
+        if base == path.stem:
+            out.append((version, p))
+    return sorted(out)
+
+
+def free_version(path: str | Path) -> Path:
+    """``path`` if it does not exist, else the next ``<stem>-v<k><suffix>`` after the newest
+    version: a finished measurement or saved input is never overwritten."""
+    path = Path(path)
+    versions = file_versions(path)
+    return path if not versions else path.with_name(
+        f"{path.stem}-v{versions[-1][0] + 1}{path.suffix}")
+
+
+def newest_version(path: str | Path) -> Path | None:
+    """The newest existing version of ``path`` (by version number), or None."""
+    versions = file_versions(Path(path))
+    return versions[-1][1] if versions else None
+
+
+# ----------------------------------------------------------------------------- signatures
+# The model fields that define the stage-1 model (a)+(c): a stage-2-only switch (ddca_mode,
+# fusion, descriptions...) reuses the same stage-1 checkpoint.
+STAGE1_MODEL_FIELDS = ("backbone", "backbone_kwargs", "pretrained", "img_size", "input_mean",
+                       "input_std", "backbone_trainable", "dim", "graph_k")
+
+# The TrainConfig fields that define a run. Anything else (smoke, devices, workers, folders,
+# speed options) leaves a finished run reusable, and adding such a field to TrainConfig keeps
+# the signatures of every earlier run.
+SIGNATURE_FIELDS = ("dataset", "fold", "seed", "model_preset", "batch_size",
+                    "au_loss_reduction", "weight_decay", "schedule", "max_steps_per_epoch")
+STAGE_FIELDS = {1: ("epochs_stage1", "lr_stage1"),
+                2: ("variant", "epochs_stage2", "lr_stage2", "lambda_diff")}
+# Model fields added after finished runs were saved: at these values they are left out of the
+# signature, so runs saved before the field existed are still found; any other value is part
+# of the run's identity.
+LATER_MODEL_DEFAULTS: dict[str, Any] = {"text_control": "none", "lambda_diff": None}
+
+
+def _model_signature(model: dict) -> dict:
+    return {k: v for k, v in model.items()
+            if k not in LATER_MODEL_DEFAULTS or v != LATER_MODEL_DEFAULTS[k]}
+
+
+def signature(cfg: TrainConfig, stage: int) -> dict:
+    """The config values that must match for a checkpoint to be resumed or reused."""
+    d = cfg.to_dict()
+    sig = {k: d[k] for k in (*SIGNATURE_FIELDS, *STAGE_FIELDS[stage])}
+    model = _model_signature(
+        dataclasses.asdict(model_config(cfg, "baseline" if stage == 1 else cfg.variant)))
+    sig["model"] = ({k: model[k] for k in STAGE1_MODEL_FIELDS} if stage == 1
+                    else {**model, "stage1": signature(cfg, 1)})
+    return json.loads(json.dumps(sig))  # as saved: tuples become lists
+
+
+def mismatch(saved: dict, wanted: dict) -> list[str]:
+    """``key: checkpoint X vs now Y`` for each value of ``wanted`` that ``saved`` differs in."""
+    return [f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in wanted.items()
+            if saved.get(k) != v]
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def run_signature(run: Path) -> dict | None:
+    """The signature (the config values that define the run) a finished run was saved with."""
+    path = run / "signature.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    final = run / "final.pt"  # runs finished before signature.json existed
+    if final.exists():
+        return load_checkpoint(final, "checkpoint", "Delete the run folder.").get("signature")
+    return None
+
+
+def find_finished(base: Path, wanted: dict | None = None) -> Path | None:
+    """The newest finished version of ``base`` saved with signature ``wanted`` (any if None)."""
+    same = [v for v in finished_versions(base) if wanted is None
+            or _canonical(run_signature(v)) == _canonical(wanted)]
+    return same[-1] if same else None
+
+
+def finished_run(cfg: TrainConfig, stage: int) -> Path | None:
+    """The finished run of ``cfg`` (stage 1, or the stage 2 of ``cfg.variant``) that
+    ``if_exists="skip"`` reuses: the newest version saved with the same settings."""
+    return find_finished(run_dir(cfg, stage), signature(cfg, stage))
+
+
+def resolve_run_dir(base: Path, if_exists: str, wanted: dict | None = None
+                    ) -> tuple[Path, bool]:
+    """Pick the folder of a run among ``base``, ``base-v2``, ``base-v3``... Returns
+    (folder, finished).
+
+    A finished run (``DONE`` marker present) whose saved signature equals ``wanted`` (any
+    finished run if ``wanted`` is None) is reused with ``if_exists="skip"``, refused with
+    ``"error"``; ``"version"`` runs it again into the next free versioned sibling. A finished
+    run with another signature is never reused nor overwritten: the run goes to the first
+    unfinished version (resumed if it was started). Nothing is deleted.
+    """
+    if if_exists not in ("skip", "version", "error"):
+        raise ValueError(f"if_exists must be 'skip', 'version' or 'error', not {if_exists!r}")
+    reuse = find_finished(base, wanted)
+    if reuse and if_exists == "skip":
+        return reuse, True
+    if reuse and if_exists == "error":
+        raise CheckpointError(
+            f"{reuse}: this run already finished. Pass if_exists='skip' to reuse it or "
+            "'version' to run it again into a new folder.")
+    folder = first_free(base, "DONE")
+    done = finished_versions(base)
+    if done and not reuse:
+        print(f"{done[-1]} holds a finished run with other settings (kept); this run goes to "
+              f"{folder}")
+    return folder, False

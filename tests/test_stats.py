@@ -1,0 +1,131 @@
+"""hiva_lib.study.stats against independent computations on planted data."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from hiva_lib.study import stats as S
+
+
+def _runs(gains: dict[str, list[float]], base: list[float]) -> pd.DataFrame:
+    """Per-run AVE of a Baseline and of variants planted as base + gain, 3 seeds x 3 folds."""
+    keys = [(s, f) for s in range(3) for f in (1, 2, 3)]
+    rows = [dict(variant="baseline", seed=s, fold=f, AVE=b)
+            for (s, f), b in zip(keys, base, strict=True)]
+    for name, g in gains.items():
+        rows += [dict(variant=name, seed=s, fold=f, AVE=b + d)
+                 for (s, f), b, d in zip(keys, base, g, strict=True)]
+    return pd.DataFrame(rows)
+
+
+BASE = [60.0, 55.0, 70.0, 62.0, 58.0, 66.0, 61.0, 57.0, 69.0]  # large run-to-run spread
+
+
+def test_t_interval_matches_hand_computation():
+    d = np.array([1.2, 0.4, 2.5, -0.3, 1.9])
+    est = S.mean_interval(d, "t")
+    n, m = len(d), d.sum() / len(d)
+    s = math.sqrt(((d - m) ** 2).sum() / (n - 1))
+    half = sps.t.ppf(0.975, n - 1) * s / math.sqrt(n)
+    assert est.value == pytest.approx(m)
+    assert (est.low, est.high) == pytest.approx((m - half, m + half))
+    assert est.method == "t" and est.n == 5
+    # the quantile itself, not just the code's own call: t_{0.975, 4} = 2.7764
+    assert sps.t.ppf(0.975, 4) == pytest.approx(2.7764, abs=1e-4)
+
+
+def test_bootstrap_interval_brackets_mean_and_is_near_t():
+    rng = np.random.default_rng(1)
+    d = rng.normal(2.0, 1.0, 40)
+    boot, t = S.mean_interval(d, "bootstrap"), S.mean_interval(d, "t")
+    assert boot.method == "bootstrap"
+    assert boot.low < d.mean() < boot.high
+    # with 40 normal pairs the percentile bootstrap is close to the t-interval
+    assert boot.low == pytest.approx(t.low, abs=0.15)
+    assert boot.high == pytest.approx(t.high, abs=0.15)
+    assert S.mean_interval(d, "bootstrap") == boot  # fixed seed: reproducible
+
+
+def test_too_few_pairs_give_no_interval():
+    est = S.mean_interval([5.0, 6.0], "t")
+    assert math.isnan(est.low) and not est.resolved and est.n == 2
+    assert S.verdict(est.low, est.high) == S.NOT_RESOLVED
+    with pytest.raises(ValueError, match="interval method"):
+        S.mean_interval([1.0, 2.0, 3.0], "wald")
+
+
+def test_paired_differences_pair_by_seed_and_fold():
+    runs = _runs({"full": [1.0] * 9}, BASE)
+    runs = runs.drop(index=runs[(runs.variant == "full") & (runs.seed == 2)
+                                & (runs.fold == 3)].index)
+    d = S.paired_differences(runs, "full")
+    assert len(d) == 8 and np.allclose(d, 1.0)  # the unpaired run is left out
+    assert S.paired_differences(runs, "nope").empty
+
+
+def test_verdicts_on_planted_gains():
+    noise = [0.3, -0.2, 0.1, -0.3, 0.2, 0.0, -0.1, 0.25, -0.15]
+    runs = _runs({"gain": [3.0 + e for e in noise],
+                  "loss": [-3.0 + e for e in noise],
+                  # a gain far smaller than its pair-to-pair spread
+                  "noise": [0.2 + 4 * e for e in noise]}, BASE)
+    out = {}
+    for name in ("gain", "loss", "noise"):
+        est = S.paired_gain(runs, name)
+        out[name] = S.verdict(est.low, est.high)
+        # the t-interval by hand on the planted differences
+        d = np.array(runs[runs.variant == name].AVE) - np.array(BASE)
+        half = sps.t.ppf(0.975, 8) * d.std(ddof=1) / 3.0
+        assert (est.low, est.high) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert out == {"gain": S.SUPPORTED, "loss": S.CONTRADICTED, "noise": S.NOT_RESOLVED}
+    # unpaired, the same gain of 3 points is within the Baseline's run-to-run spread (std 5):
+    # pairing is what resolves it
+    assert np.std(BASE, ddof=1) > 4
+
+
+def test_verdict_threshold_and_direction():
+    assert S.verdict(0.5, 2.0) == S.SUPPORTED
+    assert S.verdict(0.5, 2.0, threshold=1.0) == S.NOT_RESOLVED
+    assert S.verdict(0.2, 0.8, threshold=1.0) == S.CONTRADICTED
+    assert S.verdict(-0.8, -0.2, direction="less") == S.SUPPORTED
+    assert S.verdict(0.2, 0.8, direction="less") == S.CONTRADICTED
+    assert S.verdict(-0.1, 0.8, direction="less") == S.NOT_RESOLVED
+    assert S.verdict(float("nan"), float("nan")) == S.NOT_RESOLVED
+    assert S.combine([S.SUPPORTED, S.SUPPORTED]) == S.SUPPORTED
+    assert S.combine([S.SUPPORTED, S.NOT_RESOLVED]) == S.NOT_RESOLVED
+    assert S.combine([S.SUPPORTED, S.CONTRADICTED, S.NOT_RESOLVED]) == S.CONTRADICTED
+    assert S.combine([]) == S.NOT_RESOLVED
+
+
+def test_spearman_against_scipy_and_the_rank_formula():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=12)
+    y = -x + rng.normal(scale=0.3, size=12)
+    est = S.spearman(x, y)
+    assert est.value == pytest.approx(sps.spearmanr(x, y).statistic)
+    # no ties: rho = 1 - 6 sum d^2 / (n (n^2 - 1))
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    n = len(x)
+    assert est.value == pytest.approx(1 - 6 * ((rx - ry) ** 2).sum() / (n * (n * n - 1)))
+    assert est.high < 0 and S.verdict(est.low, est.high, direction="less") == S.SUPPORTED
+    # ties: average ranks, as scipy
+    xt = np.array([1, 2, 2, 3, 4, 4, 5.0])
+    yt = np.array([2, 1, 3, 3, 5, 4, 6.0])
+    assert S.spearman(xt, yt).value == pytest.approx(sps.spearmanr(xt, yt).statistic)
+    # unrelated data: the interval holds 0
+    noise = S.spearman(rng.normal(size=10), rng.normal(size=10))
+    assert noise.low < 0 < noise.high and not noise.resolved
+
+
+def test_gain_table_columns_and_resolved():
+    runs = _runs({"gain": [3.0, 3.1, 2.9, 3.2, 2.8, 3.0, 3.05, 2.95, 3.0]}, BASE)
+    table = S.gain_table(runs, ["AVE"])
+    row = table.iloc[0]
+    assert (row.variant, row.column, row.n, row.method) == ("gain", "AVE", 9, "t")
+    assert row.resolved and row.low > 2.8 and row.high < 3.2
+    assert row.gain_std == pytest.approx(np.std(np.array(
+        [3.0, 3.1, 2.9, 3.2, 2.8, 3.0, 3.05, 2.95, 3.0]), ddof=1))
