@@ -41,12 +41,17 @@ def test_03_on_unprepared_real_data_says_how_to_prepare(roots):
     assert not (Path(r["runs_root"]) / "disfa").exists()
 
 
-def test_04_05_smoke_two_variants_one_fold(roots):
-    r, base = roots
+def _ensure_smoke_data(r, base):
+    """synth-disfa at smoke size in the shared data root (rendered once)."""
     data_root = r["data_root"]
     if not (Path(data_root) / "synth-disfa" / "index.csv").exists():
         run("01_prepare_data", base, dataset="synth-disfa", smoke=True, data_root=data_root,
             figures_root=str(base / "figures"))
+
+
+def test_04_05_smoke_two_variants_one_fold(roots):
+    r, base = roots
+    _ensure_smoke_data(r, base)
     run("04_ablations", base, dataset="synth-disfa", smoke=True, variants=["baseline", "wo_ddca"],
         folds=[1], **r)
     status = (Path(r["results_root"]) / "synth-disfa" / "ablation_status.csv").read_text()
@@ -61,10 +66,7 @@ def test_04_05_smoke_two_variants_one_fold(roots):
 
 def test_09_claims_smoke(roots):
     r, base = roots
-    data_root = r["data_root"]
-    if not (Path(data_root) / "synth-disfa" / "index.csv").exists():
-        run("01_prepare_data", base, dataset="synth-disfa", smoke=True, data_root=data_root,
-            figures_root=str(base / "figures"))
+    _ensure_smoke_data(r, base)
     run("04_ablations", base, dataset="synth-disfa", smoke=True,
         variants=["baseline", "full", "lambda_0.1"], folds=[1], **r)
     run("09_claims", base, dataset="synth-disfa", smoke=True, seeds=[0], max_frames=8,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from hiva_lib.data.descriptions import derangement
-from hiva_lib.errors import CheckpointError
+from hiva_lib.errors import CheckpointError, key_problems
 from hiva_lib.model.attention import CDCA, DDCA
 from hiva_lib.model.au_graph import AUBranches, DynamicGraph, PerAULinear, topk_adjacency
 from hiva_lib.model.backbone import Backbone
@@ -132,11 +132,7 @@ class HiVA(nn.Module):
         unexpected = sorted(set(state_dict) - set(own))
         shapes = [f"{k}: {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
                   for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
-        for label, items in (("missing", missing), ("unexpected", unexpected),
-                             ("shape mismatch", shapes)):
-            if items:
-                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-                problems.append(f"{label}: {', '.join(items[:5])}{more}")
+        problems += key_problems(missing, unexpected, shapes)
         if problems:
             raise CheckpointError(
                 "stage-1 weights do not fit this model: " + "; ".join(problems)

@@ -20,6 +20,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from hiva_lib.errors import key_problems
+
 MINILM = "minilm"  # alias of the offline MiniLM-L6 folder, portable across machines
 LITE0 = "efficientnet-lite0"  # alias of the offline EfficientNet-Lite0 ImageNet weights
 LITE0_TIMM = "tf_efficientnet_lite0"  # the timm model those weights map onto
@@ -195,12 +197,7 @@ def map_lite0_state_dict(source: dict, model, origin: str = "state dict") -> dic
         else:
             mapped[name] = value
     missing = [k for k in own if k not in mapped and k not in misfit]
-    problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected),
-                         ("shape mismatch", shapes)):
-        if items:
-            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-            problems.append(f"{label}: {', '.join(items[:5])}{more}")
+    problems = key_problems(missing, unexpected, shapes)
     if problems:
         raise WeightMappingError(
             f"{origin}: the EfficientNet-Lite0 weights do not map one to one onto timm's "
