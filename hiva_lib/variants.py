@@ -58,7 +58,7 @@ TABLE_ROWS: dict[str, Variant] = {v.slug: v for v in _ROWS}
 
 # the lambda sweep: 0, the paper's 1e-5, and up to where lambda*L_diff dominates L_au
 # (the measured gradient-norm ratio: hiva_lib.study.ldiff_balance)
-LAMBDA_SWEEP = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+LAMBDA_SWEEP = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 
 def lambda_slug(value: float) -> str:
