@@ -65,3 +65,12 @@ def test_mismatching_result_is_left_as_it_is(data, tmp_path, change, fragment):
     [a] = adopt_data_version("synth-disfa", data, tmp_path / "results")
     assert not a.adopted and fragment in a.reason
     assert ((out / "metrics.json").read_text(), (run / "signature.json").read_text()) == before
+
+
+def test_stage2_reads_an_adopted_stage1_data_version_from_the_run_record(tmp_path):
+    from hiva_lib.engine.train import _checkpoint_data_version
+    final = tmp_path / "final.pt"
+    assert _checkpoint_data_version({"signature": {}}, final) is None
+    (tmp_path / "signature.json").write_text(json.dumps({"data": "abc"}))
+    assert _checkpoint_data_version({"signature": {}}, final) == "abc"  # adopted
+    assert _checkpoint_data_version({"signature": {"data": "own"}}, final) == "own"

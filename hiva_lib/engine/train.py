@@ -15,6 +15,7 @@ public names are re-exported here for notebooks and scripts.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +163,18 @@ def train_stage1(cfg: TrainConfig, data: PreparedDataset | None = None) -> RunRe
         return RunResult(run_dir, _finish(model, 1, cfg, data, run_dir))
 
 
-def _stage1_problems(state: dict, cfg: TrainConfig, data: PreparedDataset) -> list[str]:
+def _checkpoint_data_version(state: dict, path: Path) -> str | None:
+    """The data version a checkpoint was trained on: its own record, else its run folder's
+    ``signature.json`` (where ``engine.adopt`` records it, after checks, for runs saved
+    before data fingerprints; the checkpoint file itself is never rewritten)."""
+    if state["signature"].get("data"):
+        return state["signature"]["data"]
+    record = path.parent / "signature.json"
+    return json.loads(record.read_text()).get("data") if record.exists() else None
+
+
+def _stage1_problems(state: dict, cfg: TrainConfig, data: PreparedDataset,
+                     path: Path) -> list[str]:
     """How a stage-1 checkpoint differs from what ``cfg`` and ``data`` need."""
     problems = []
     if list(state["au_ids"]) != list(data.au_ids):
@@ -171,8 +183,9 @@ def _stage1_problems(state: dict, cfg: TrainConfig, data: PreparedDataset) -> li
     for key in ("dataset", "fold", "seed", "model_preset"):
         if saved.get(key) != wanted[key]:
             problems.append(f"{key}: checkpoint {saved.get(key)!r} vs now {wanted[key]!r}")
-    if saved.get("data") != wanted["data"]:  # another version of the prepared data
-        problems.append(f"trained on {describe_data(saved.get('data'))}, the data is now "
+    trained_on = _checkpoint_data_version(state, path)
+    if trained_on != wanted["data"]:  # another version of the prepared data
+        problems.append(f"trained on {describe_data(trained_on)}, the data is now "
                         f"{describe_data(wanted['data'])}")
     saved_model = saved.get("model") or {}
     for key, value in wanted["model"].items():
@@ -192,7 +205,7 @@ def load_stage1_checkpoint(cfg: TrainConfig, data: PreparedDataset,
     if state.get("stage") != 1:
         raise CheckpointError(
             f"{path}: not a stage-1 checkpoint (stage={state.get('stage')}). {fix}")
-    problems = _stage1_problems(state, cfg, data)
+    problems = _stage1_problems(state, cfg, data, path)
     if problems:
         raise CheckpointError(f"{path}: stage-1 checkpoint does not match this run: "
                               + "; ".join(problems) + f". {fix}")
