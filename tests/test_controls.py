@@ -50,7 +50,8 @@ def test_derangement_has_no_fixed_point(n):
 def test_controls_change_exactly_what_their_name_says():
     assert set(variants.CONTROLS) == {"shuffled_text", "no_language", "lambda_0",
                                       "lambda_1e-05", "lambda_0.0001", "lambda_0.001",
-                                      "lambda_0.01", "lambda_0.1", "lambda_1"}
+                                      "lambda_0.01", "lambda_0.1", "lambda_1", "lambda_10",
+                                      "lambda_100"}
     assert _changed_fields("shuffled_text") == {"text_control": "shuffled"}
     assert _changed_fields("no_language") == {"text_control": "learned"}
     for lam in variants.LAMBDA_SWEEP:
