@@ -74,3 +74,18 @@ def test_stage2_reads_an_adopted_stage1_data_version_from_the_run_record(tmp_pat
     (tmp_path / "signature.json").write_text(json.dumps({"data": "abc"}))
     assert _checkpoint_data_version({"signature": {}}, final) == "abc"  # adopted
     assert _checkpoint_data_version({"signature": {"data": "own"}}, final) == "own"
+
+
+def test_figures_refuse_a_model_of_another_data_version(data, tmp_path):
+    from hiva_lib.study.study import FigureError, Study
+    out, run = _old_result(tmp_path / "results", tmp_path / "runs", data)
+    metrics = json.loads((out / "metrics.json").read_text())
+    study = Study.open("synth-disfa", data_root=str(data), runs_root=str(tmp_path / "runs"),
+                       results_root=str(tmp_path / "results"))
+    variant = out.parts[-3]
+    (out / "metrics.json").write_text(json.dumps({**metrics, "data_fingerprint": "0" * 64}))
+    with pytest.raises(FigureError, match="another|prepared data is now"):
+        study.checkpoint(variant)
+    (out / "metrics.json").write_text(json.dumps(
+        {**metrics, "data_fingerprint": data_fingerprint(data / "synth-disfa")}))
+    assert study.checkpoint(variant) == run / "final.pt"

@@ -80,9 +80,11 @@ class Study:
         # this fold's versions only (fold1, fold1-v2; not fold10), the newest by number
         for run in runs.newest_fold_results(self.cfg.results_root, self.dataset, variant,
                                             self.cfg.seed, self.cfg.fold):
-            ckpt = json.loads((run / "metrics.json").read_text()).get("checkpoint")
+            metrics = json.loads((run / "metrics.json").read_text())
+            ckpt = metrics.get("checkpoint")
             ckpt = ckpt and project_root() / ckpt  # relative to the project (or absolute)
             if ckpt and ckpt.exists():
+                self._check_data_version(run, metrics.get("data_fingerprint"))
                 return ckpt
         cfg = dataclasses.replace(self.cfg, variant=variant)
         stage = 2 if 2 in variants.VARIANTS[variant].stages else 1
@@ -93,6 +95,16 @@ class Study:
                               f"{self.cfg.fold}, seed {self.cfg.seed}. "
                               + self._train_hint(variant))
         return path
+
+    def _check_data_version(self, run: Path, fingerprint: str | None) -> None:
+        """Refuse a model of another version of the prepared data (issue 13): a figure must
+        not show it beside this data's frames and regions."""
+        current = self.data.fingerprint
+        if fingerprint and fingerprint != current:
+            raise FigureError(
+                f"{run}: its model was evaluated on {runs.describe_data(fingerprint)}, but the "
+                f"prepared data is now {runs.describe_data(current)}. Train it again on this "
+                "data, or point data_root at the data it was trained on.")
 
     def model(self, variant: str) -> torch.nn.Module:
         if variant not in self._models:
