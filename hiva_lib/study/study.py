@@ -99,8 +99,8 @@ class Study:
     def _check_data_version(self, run: Path, fingerprint: str | None) -> None:
         """Refuse a model of another version of the prepared data (issue 13): a figure must
         not show it beside this data's frames and regions."""
-        current = self.data.fingerprint
-        if fingerprint and fingerprint != current:
+        current = runs.data_version(self.cfg)  # None while the data is not prepared here
+        if fingerprint and current and fingerprint != current:
             raise FigureError(
                 f"{run}: its model was evaluated on {runs.describe_data(fingerprint)}, but the "
                 f"prepared data is now {runs.describe_data(current)}. Train it again on this "
