@@ -15,7 +15,6 @@ public names are re-exported here for notebooks and scripts.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +58,7 @@ from hiva_lib.engine.runs import (  # noqa: F401  (re-exported)
     resolve_run_dir,
     results_dir,
     run_lock,
+    run_signature,
     signature,
     stage1_dir,
     stage2_dir,
@@ -169,8 +169,7 @@ def _checkpoint_data_version(state: dict, path: Path) -> str | None:
     before data fingerprints; the checkpoint file itself is never rewritten)."""
     if state["signature"].get("data"):
         return state["signature"]["data"]
-    record = path.parent / "signature.json"
-    return json.loads(record.read_text()).get("data") if record.exists() else None
+    return (run_signature(path.parent) or {}).get("data")
 
 
 def _stage1_problems(state: dict, cfg: TrainConfig, data: PreparedDataset,
