@@ -9,7 +9,8 @@ zero outside their support (the AU's region):
 * ``APPEARANCE``: after the features are drawn, an AU darkens or lightens its own windows
   (forehead, glabella, nose and crow's-feet wrinkles, furrows, dimples, bulges).
 
-Levels are 0..1 (intensity / 5). The effect sizes are those of renderer v1.1 (docs/synthfacs.md).
+Levels are 0..1 (intensity / 5). The effect sizes are those of renderer v1.1, with AU23 and
+AU14 strengthened in v1.3 (docs/synthfacs.md).
 Order matters for bit-identical renders: the tables are applied in their insertion order, the
 bilateral windows side by side (image right, then left), then the midline ones.
 """
@@ -190,9 +191,11 @@ def _lips_window(canvas: Canvas, au: int, face: Identity, flat: float,
 
 
 def _lip_tightener(canvas: Canvas, face: Identity, fields: AUFields, level: float) -> None:
-    """AU23: lips tightened (thinner)."""
+    """AU23: lips tightened (thinner) and narrowed, the corners drawn towards the midline."""
     crop, w = _lips_window(canvas, 23, face, flat=0.75)
     add_to_field(fields.lip_thin, crop, w, 0.55 * level)
+    if w is not None:  # v1.3: the narrowing, so AU23 reads at 80 px without AU24 beside it
+        canvas.push(crop, w * -np.sign(canvas.U[crop]), 0.1 * level, 0.0)
     fields.look(23, crop, w)
 
 
@@ -313,7 +316,7 @@ def _dimples(d: Drawn, face: Identity, crop: Crop, w: np.ndarray, k: float) -> N
     u, v = d.u[crop], d.v[crop]
     dimple = np.exp(-(((np.abs(u) - face.mouth_w - 0.035) / 0.012) ** 2
                       + ((v - face.mouth_y) / 0.03) ** 2))
-    shade(d.img, crop, 0.7 * k * w * dimple)
+    shade(d.img, crop, 1.2 * k * w * dimple)  # v1.3: 0.7 -> 1.2
 
 
 def _corner_folds(d: Drawn, face: Identity, crop: Crop, w: np.ndarray, k: float) -> None:
@@ -334,8 +337,8 @@ def _chin_texture(d: Drawn, face: Identity, crop: Crop, w: np.ndarray, k: float)
 
 
 def _dark_lip_border(d: Drawn, face: Identity, crop: Crop, w: np.ndarray, k: float) -> None:
-    """AU23: tightened, darker lips."""
-    shade(d.img, crop, 0.3 * k * w * d.lip_area[crop])
+    """AU23: tightened, darker lips (v1.3: 0.3 -> 0.8)."""
+    shade(d.img, crop, 0.8 * k * w * d.lip_area[crop])
 
 
 def _lip_bulges(d: Drawn, face: Identity, crop: Crop, w: np.ndarray, k: float) -> None:

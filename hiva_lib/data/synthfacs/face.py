@@ -46,7 +46,8 @@ from hiva_lib.data.synthfacs.canvas import (
     smooth,
 )
 
-VERSION = "1.2"  # 1.1: AU effects ~1.5x (learnable at 80 px); 1.2: twice the frames (less noise)
+VERSION = "1.3"  # 1.1: AU effects ~1.5x (learnable at 80 px); 1.2: twice the frames (less noise);
+# 1.3: AU23 narrows the lips and darkens them more, AU14 deeper dimples (both read at 80 px)
 MASK_MARGIN_PX = 3  # support dilation: blur kernel radius (2) + 1
 
 
