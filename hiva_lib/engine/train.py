@@ -204,8 +204,7 @@ def run_variant(cfg: TrainConfig, data: PreparedDataset | None = None,
                           data)
     if 2 in variants.VARIANTS[cfg.variant].stages:  # from the stage-1 run just made or reused
         result = train_stage2(cfg, data, stage1_checkpoint=result.checkpoint)
-    if is_main():
-        result.metrics, result.results_dir = evaluate_run(cfg, result.checkpoint,
-                                                          result.run_dir, data)
-    barrier()
+    # every rank predicts its share of the test fold; rank 0 writes the results
+    result.metrics, result.results_dir = evaluate_run(cfg, result.checkpoint, result.run_dir,
+                                                      data)
     return result
