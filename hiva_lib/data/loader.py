@@ -72,18 +72,28 @@ class FrameDataset(Dataset):
         return image, self.labels[i], i
 
 
+def draw_augmentation(batch: int, size: int, crop: int,
+                      generator: torch.Generator | None = None) -> tuple[list[int], torch.Tensor]:
+    """The random crop offset (one per batch) and horizontal flips (one per image), drawn on
+    the host (no device sync): the draws of :func:`prepare_batch` in training, in its order."""
+    off = torch.randint(0, size - crop + 1, (2,), generator=generator).tolist()
+    return off, torch.rand(batch, generator=generator) < 0.5
+
+
+def apply_augmentation(images: torch.Tensor, crop: int, off: list[int], flip: torch.Tensor
+                       ) -> torch.Tensor:
+    """uint8 (B,3,S,S) -> float (B,3,crop,crop) in [0, 1], cropped at ``off`` and flipped
+    where ``flip`` (a host tensor, copied without blocking)."""
+    x = images.float().div_(255)[:, :, off[0]:off[0] + crop, off[1]:off[1] + crop]
+    return torch.where(flip.to(x.device, non_blocking=True)[:, None, None, None], x.flip(-1), x)
+
+
 def prepare_batch(images: torch.Tensor, crop: int, train: bool,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """uint8 (B,3,S,S) -> float (B,3,crop,crop) in [0, 1]: random or centre crop, flips.
     The model normalises its input itself (the backbone's mean/std)."""
     b, _, s, _ = images.shape
-    x = images.float().div_(255)
     if train:
-        off = torch.randint(0, s - crop + 1, (2,), generator=generator).tolist()
-        x = x[:, :, off[0]:off[0] + crop, off[1]:off[1] + crop]
-        flip = torch.rand(b, generator=generator) < 0.5
-        x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
-    else:
-        o = (s - crop) // 2
-        x = x[:, :, o:o + crop, o:o + crop]
-    return x
+        return apply_augmentation(images, crop, *draw_augmentation(b, s, crop, generator))
+    o = (s - crop) // 2
+    return images.float().div_(255)[:, :, o:o + crop, o:o + crop]

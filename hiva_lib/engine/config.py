@@ -33,7 +33,7 @@ class TrainConfig:
     au_loss_reduction: str = "sum"  # Eq. 4 sums over AUs (ambiguity 4)
     weight_decay: float = 5e-4  # unstated in the paper; ME-GraphAU's AdamW value
     schedule: str = "cosine"  # unstated in the paper: "cosine" or "constant"
-    num_workers: int = 4
+    num_workers: int | str = 4  # loader processes per rank; "auto": the cores per rank - 1
     device: str = "auto"  # "auto" -> cuda if available, else cpu
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     data_root: str = "data/prepared"
@@ -44,6 +44,15 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # smoke runs
     save_text_embeddings: bool = True  # per-epoch H/Z for Fig. 5
     smoke: bool = False  # a smoke-size run (set by make_config(smoke=True)); not in signatures
+    # GPU memory and speed (docs/training.md); none is part of a run's signature
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (the same update, less memory)
+    micro_batch: int | str | None = None  # images per micro-batch; "auto": from free GPU memory
+    grad_checkpointing: bool = False  # recompute the backbone's activations in the backward
+    compile: bool = False  # torch.compile the backbone (changes the last digits)
+    tf32: bool = False  # TF32 matmuls and convolutions on Ampere+ GPUs (changes numerics)
+    cudnn_benchmark: bool = False  # let cuDNN pick its fastest kernels (not bit-reproducible)
+    prefetch_factor: int = 2  # batches each loader worker prepares ahead (num_workers > 0)
+    log_every: int = 20  # steps between reads of the losses from the GPU (the progress bar)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

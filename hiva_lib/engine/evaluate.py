@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from hiva_lib import variants
 from hiva_lib.data.au import au_keys
 from hiva_lib.data.loader import FrameDataset, load_size_for, prepare_batch
 from hiva_lib.data.prepared import PreparedDataset
-from hiva_lib.engine import distributed, runs
+from hiva_lib.engine import distributed, performance, runs
 from hiva_lib.engine.checkpoint import atomic_write_json, file_sha256, load_checkpoint
 from hiva_lib.engine.config import TrainConfig
 from hiva_lib.engine.fold_guard import check_held_out
@@ -23,26 +24,43 @@ from hiva_lib.engine.provenance import portable_config, portable_path, provenanc
 from hiva_lib.metrics import all_positive_f1, f1_per_au
 from hiva_lib.model import hiva
 from hiva_lib.model.config import config_from_dict
+from hiva_lib.model.text import cached_text
 from hiva_lib.progress import progress
 
 TRAIN_FIRST = "Train the model first (notebooks 02/03)."
 
 
-@torch.no_grad()
 def predict(model: torch.nn.Module, data: PreparedDataset, rows: np.ndarray, cfg: TrainConfig,
             device: torch.device) -> np.ndarray:
-    """AU probabilities (n, N) for ``rows``: centre crop, eval descriptions."""
+    """AU probabilities (n, N) for ``rows``: centre crop, eval descriptions (their text
+    branch computed once: :func:`hiva_lib.model.text.cached_text`), under inference_mode.
+
+    Under DDP each rank predicts every world-th batch (the same batches as one process) and
+    every rank gathers them all, in order (a few KB per frame set)."""
     core = distributed.unwrap(model)
     core.eval()
     crop = core.cfg.img_size
-    ds = FrameDataset(data, rows, load_size_for(crop), cache=cfg.num_workers == 0)
-    loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    rank, world = distributed.rank_world()
+    batches = [np.arange(i, min(i + cfg.batch_size, len(rows)))
+               for i in range(0, len(rows), cfg.batch_size)][rank::world]
+    workers = performance.loader_workers(cfg)
+    ds = FrameDataset(data, rows, load_size_for(crop), cache=workers == 0)
+    loader = DataLoader(ds, batch_sampler=batches, num_workers=workers,
+                        pin_memory=device.type == "cuda")
     out = []
-    for images, _, _ in progress(loader, desc="evaluating"):
-        x = prepare_batch(images.to(device), crop, train=False)
-        with distributed.autocast(device, cfg.amp):
-            out.append(torch.sigmoid(core(x).logits.float()).cpu())
-    return torch.cat(out).numpy()
+    with (torch.inference_mode(), distributed.autocast(device, cfg.amp),
+          cached_text(core) as cached):
+        for images, _, _ in progress(loader, desc="evaluating"):
+            x = prepare_batch(images.to(device, non_blocking=True), crop, train=False)
+            out.append(torch.sigmoid(cached(x).logits.float()).cpu())
+    mine = [t.numpy() for t in out]
+    if world == 1:
+        return np.concatenate(mine)
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, mine)
+    # batch j was predicted by rank j % world, as its (j // world)-th
+    return np.concatenate([gathered[j % world][j // world]
+                           for j in range(sum(len(g) for g in gathered))])
 
 
 def load_trained(checkpoint: str | Path, device: str = "cpu", state: dict | None = None
@@ -84,6 +102,8 @@ def check_data_version(state: dict, fingerprint: str, checkpoint: Path) -> None:
 def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
                  data: PreparedDataset | None = None) -> tuple[dict, Path]:
     """Per-AU F1 on the test fold, written to results/ beside the config that made it.
+    Under DDP every rank calls it and predicts its share; rank 0 writes and returns the
+    metrics (the other ranks: an empty dict).
 
     Results already there from the same checkpoint (same SHA-256) are reused. Results of
     another checkpoint (the committed reference results on a fresh clone, or an earlier run)
@@ -99,20 +119,24 @@ def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
     base = runs.results_dir(cfg, run_dir)
     sha = file_sha256(checkpoint)
     reused = reused_results(base, sha, fingerprint)
+    distributed.barrier()  # every rank has decided before rank 0 may write
     if reused:
         return reused
     out_dir = runs.first_free(base, "metrics.json")
-    if out_dir != base:
+    if out_dir != base and distributed.is_main():
         print(f"{base} holds results of another checkpoint or data version (kept); these go "
               f"to {out_dir}")
     device = distributed.resolve_device(cfg.device)
     model = load_trained(checkpoint, str(device), state)
     _, test_rows = data.split(cfg.fold)
-    probs = predict(model, data, test_rows, cfg, device)
-    if not np.isfinite(probs).all():
+    probs = predict(model, data, test_rows, cfg, device)  # every rank its share, gathered
+    if not np.isfinite(probs).all():  # every rank holds them all: all stop together
         raise FloatingPointError(
             f"{checkpoint}: the model gives non-finite probabilities on {cfg.dataset} fold "
             f"{cfg.fold} (diverged weights); no results written. Train again with a lower lr.")
+    if not distributed.is_main():
+        distributed.barrier()  # rank 0 writes the results
+        return {}, out_dir
     labels = data.labels(test_rows)
     trained_with = portable_config(state["train_config"])  # the config that made the checkpoint
     metrics = _metrics(cfg, data, probs, labels, checkpoint, sha, trained_with)
@@ -122,6 +146,7 @@ def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
         out_dir / "f1.csv", index=False)
     atomic_write_json(trained_with, out_dir / "config.json")
     atomic_write_json(metrics, out_dir / "metrics.json")  # last: its presence means complete
+    distributed.barrier()
     return metrics, out_dir
 
 
@@ -138,7 +163,7 @@ def _metrics(cfg: TrainConfig, data: PreparedDataset, probs: np.ndarray, labels:
                 all_positive_mean_f1=float(all_positive_f1(labels).mean()),
                 n_test=int(len(labels)), checkpoint=portable_path(checkpoint),
                 checkpoint_sha256=sha, data_fingerprint=data.fingerprint,
-                config=trained_with, provenance=provenance(data.meta))
+                config=trained_with, provenance=provenance(data.meta, trained_with))
 
 
 def aggregate_folds(results_root: str | Path, dataset: str, variant: str, seed: int) -> dict:

@@ -37,8 +37,15 @@ def git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def provenance(data_meta: dict) -> dict:
-    """What else a result depends on: code commit, library versions, the data set's version."""
+# training options that leave a run's meaning (and signature) alone but change the last digits
+# of its numbers on a GPU: recorded with each result (issue 15; docs/training.md)
+NUMERICS_FIELDS = ("amp", "tf32", "compile", "cudnn_benchmark", "grad_accum_steps",
+                   "micro_batch", "grad_checkpointing")
+
+
+def provenance(data_meta: dict, train_config: dict | None = None) -> dict:
+    """What else a result depends on: code commit, library versions, the data set's version,
+    and (given the config that trained it) the options that change its last digits."""
     import timm
     import transformers
 
@@ -52,4 +59,6 @@ def provenance(data_meta: dict) -> dict:
                 timm=timm.__version__, transformers=transformers.__version__,
                 data={k: data_meta[k] for k in ("dataset", "source", "seed", "image_size",
                                                  "n_subjects", "frames_per_subject")
-                      if k in data_meta})
+                      if k in data_meta},
+                **({} if train_config is None else {"numerics": {
+                    k: train_config.get(k) for k in NUMERICS_FIELDS}}))

@@ -23,6 +23,7 @@ import torch
 
 from hiva_lib import variants
 from hiva_lib.data.prepared import DatasetError, PreparedDataset, load_prepared, prepare_hint
+from hiva_lib.engine import performance
 from hiva_lib.engine.checkpoint import (
     CheckpointError,
     atomic_save,
@@ -99,7 +100,11 @@ def _build(cfg: TrainConfig, data: PreparedDataset, variant: str, device: torch.
     mcfg = model_config(cfg, variant)
     if not backbone_weights:
         mcfg = dataclasses.replace(mcfg, pretrained=False)
-    return hiva.HiVA(mcfg, data.au_ids).to(device)
+    model = hiva.HiVA(mcfg, data.au_ids).to(device)
+    # grad_checkpointing / compile / tf32 / cudnn_benchmark, before any DDP wrapping
+    performance.set_backend_flags(cfg, device)
+    performance.prepare_model(model, cfg)
+    return model
 
 
 def _finish(model: hiva.HiVA, stage: int, cfg: TrainConfig, data: PreparedDataset,
@@ -253,8 +258,7 @@ def run_variant(cfg: TrainConfig, data: PreparedDataset | None = None,
                           data)
     if 2 in variants.VARIANTS[cfg.variant].stages:  # from the stage-1 run just made or reused
         result = train_stage2(cfg, data, stage1_checkpoint=result.checkpoint)
-    if is_main():
-        result.metrics, result.results_dir = evaluate_run(cfg, result.checkpoint,
-                                                          result.run_dir, data)
-    barrier()
+    # every rank predicts its share of the test fold; rank 0 writes the results
+    result.metrics, result.results_dir = evaluate_run(cfg, result.checkpoint, result.run_dir,
+                                                      data)
     return result

@@ -33,11 +33,13 @@ CHOICES = {
     "au_loss_reduction": ("sum", "mean"),
     "if_exists": ("skip", "version", "error"),
 }
-POSITIVE_INTS = ("epochs_stage1", "epochs_stage2", "batch_size")
-NONNEGATIVE_INTS = ("seed", "num_workers", "checkpoint_every")
+POSITIVE_INTS = ("epochs_stage1", "epochs_stage2", "batch_size", "grad_accum_steps",
+                 "prefetch_factor")
+NONNEGATIVE_INTS = ("seed", "checkpoint_every", "log_every")
 POSITIVE_FLOATS = ("lr_stage1", "lr_stage2")
 NONNEGATIVE_FLOATS = ("lambda_diff", "weight_decay")
-BOOLS = ("amp", "save_text_embeddings", "smoke")
+BOOLS = ("amp", "save_text_embeddings", "smoke", "grad_checkpointing", "compile", "tf32",
+         "cudnn_benchmark")
 PATHS = ("data_root", "runs_root", "results_root")
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -124,6 +126,14 @@ def _check_field(name: str, value: object) -> str | None:
         return _problem(name, value, "must be a whole number >= 1", f"Pass e.g. -p {_flag(name)} 5")
     if name in NONNEGATIVE_INTS and not (_is_int(value) and value >= 0):
         return _problem(name, value, "must be a whole number >= 0", f"Pass e.g. -p {_flag(name)} 0")
+    if name == "num_workers" and not (value == "auto" or _is_int(value) and value >= 0):
+        return _problem(name, value, "must be a whole number >= 0 or 'auto' (the CPU cores "
+                        "per rank - 1)", "Pass e.g. -p num_workers 4, or -p num_workers auto")
+    if name == "micro_batch" and not (value is None or value == "auto"
+                                      or _is_int(value) and value >= 1):
+        return _problem(name, value, "must be None (whole batches), a whole number >= 1 (images "
+                        "per micro-batch) or 'auto' (the most that fit the free GPU memory)",
+                        "Pass e.g. -p micro_batch 32, or -p micro_batch auto")
     if name == "max_steps_per_epoch" and value is not None and not (_is_int(value) and value >= 1):
         return _problem(name, value, "must be None or a whole number >= 1", "Pass None or e.g. 2")
     if name in POSITIVE_FLOATS and not (_is_real(value) and math.isfinite(value) and value > 0):

@@ -26,6 +26,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -87,6 +88,10 @@ class TextEncoder(nn.Module):
                       for i in range(0, len(flat), 64)]
         self.register_buffer("frozen_states", torch.cat(states), persistent=False)
         self.register_buffer("frozen_mask", enc["attention_mask"].bool(), persistent=False)
+        # host copies: which rows and tokens a step needs is worked out on the CPU, so the
+        # step never waits for the GPU to answer (no .item()/.nonzero() after the backbone)
+        self.mask_host = enc["attention_mask"].bool().numpy()
+        self.first_host = np.cumsum([0, *counts[:-1]])
         self.layers = nn.ModuleList(bert.encoder.layer[total - trainable_layers:])
         del bert  # embeddings and frozen layers are not needed any more
 
@@ -97,27 +102,40 @@ class TextEncoder(nn.Module):
         self.context = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
 
     # ------------------------------------------------------------------ descriptions
-    def select(self, step: int | None) -> torch.Tensor:
-        """Rows of the description table per AU, (N, S); -1 pads. S = 1 unless 'mean'."""
+    def select_host(self, step: int | None) -> np.ndarray:
+        """Rows of the description table per AU, (N, S) int64 on the host; -1 pads.
+        S = 1 unless eval_descriptions='mean'."""
         if step is not None:
             idx = sample_indices(self.counts, self.seed, step, self.sampling)
-            return (self.first + torch.tensor(idx, device=self.first.device))[:, None]
+            return (self.first_host + np.asarray(idx, dtype=np.int64))[:, None]
         if self.eval_mode == "base":
-            return self.first[:, None]
+            return self.first_host[:, None].astype(np.int64)
         s = max(self.counts)
-        rows = self.first[:, None] + torch.arange(s, device=self.first.device)
-        valid = torch.arange(s, device=rows.device) < torch.tensor(self.counts,
-                                                                   device=rows.device)[:, None]
-        return rows.masked_fill(~valid, -1)
+        rows = self.first_host[:, None] + np.arange(s)
+        valid = np.arange(s) < np.asarray(self.counts)[:, None]
+        return np.where(valid, rows, -1).astype(np.int64)
 
-    def run_trainable(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Trainable BERT layers on description rows (R,): last-layer states (R, T, d'),
-        zero on padding, and the mask (R, T)."""
-        mask = self.frozen_mask[rows]
-        length = int(mask.sum(1).max())  # trim padding that no selected description needs
-        mask = mask[:, :length]
-        real = mask.flatten().nonzero().squeeze(1)  # positions of real tokens in (R * T)
-        h = self.frozen_states[rows, :length].flatten(0, 1)[real]  # packed (P, d')
+    def select(self, step: int | None) -> torch.Tensor:
+        """:meth:`select_host` as a tensor on the model's device."""
+        return self._to_device(self.select_host(step))
+
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        # a host-to-device copy does not wait for queued GPU work
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.first.device, non_blocking=True)
+
+    def plan(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """Index tensors of the descriptions in ``rows`` (R,), all worked out on the host:
+        their rows, token mask (R, T) trimmed to the longest, the real tokens' positions."""
+        mask = self.mask_host[rows]
+        mask = mask[:, :int(mask.sum(1).max())]  # trim padding no selected description needs
+        return dict(rows=self._to_device(rows), mask=self._to_device(mask),
+                    real=self._to_device(np.flatnonzero(mask)))
+
+    def run_trainable(self, plan: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trainable BERT layers on the descriptions of ``plan`` (:meth:`plan`): last-layer
+        states (R, T, d'), zero on padding, and the mask (R, T)."""
+        rows, mask, real = plan["rows"], plan["mask"], plan["real"]
+        h = self.frozen_states[rows, :mask.shape[1]].flatten(0, 1)[real]  # packed (P, d')
         for layer in self.layers:
             h = bert_layer_packed(layer, h, real, mask)
         out = h.new_zeros(mask.numel(), h.shape[-1]).index_copy(0, real, h)
@@ -127,23 +145,23 @@ class TextEncoder(nn.Module):
     def forward(self, step: int | None = None) -> TextOutput:
         """Eq. 2: H (N, d') as the mean of each AU's encoded descriptions, then
         Z = Trans(W_p H) (N, d); also the projected token states DDCA attends to."""
-        rows = self.select(step)  # (N, S)
+        rows = self.select_host(step)  # (N, S)
         n, s = rows.shape
         valid = rows >= 0
-        states, mask = self.run_trainable(rows[valid])  # (R, T, d'), (R, T)
+        slots = self._to_device(np.flatnonzero(valid))  # of the (N * S) (AU, slot) pairs
+        per_au = self._to_device(valid.sum(1, keepdims=True))
+        states, mask = self.run_trainable(self.plan(rows[valid]))  # (R, T, d'), (R, T)
         m = mask.unsqueeze(-1).to(states.dtype)
         h_desc = (states * m).sum(1) / m.sum(1)  # mask-aware token mean per description
-        t = states.shape[1]
-        h_all = states.new_zeros(n, s, h_desc.shape[-1])
-        h_all[valid] = h_desc
-        h = h_all.sum(1) / valid.sum(1, keepdim=True)  # mean over the AU's descriptions
-        tok = states.new_zeros(n, s, t, states.shape[-1])
-        tok[valid] = states
-        tok_mask = torch.zeros(n, s, t, dtype=torch.bool, device=rows.device)
-        tok_mask[valid] = mask
+        t, width = states.shape[1], states.shape[-1]
+        h_all = states.new_zeros(n * s, h_desc.shape[-1]).index_copy(0, slots, h_desc)
+        h = h_all.view(n, s, -1).sum(1) / per_au  # mean over the AU's descriptions
+        tok = states.new_zeros(n * s, t, width).index_copy(0, slots, states)
+        tok_mask = torch.zeros(n * s, t, dtype=torch.bool, device=states.device).index_copy(
+            0, slots, mask)
         z = self.context(self.proj(h).unsqueeze(0)).squeeze(0)
-        return TextOutput(h=h, z=z, tokens=self.proj(tok.reshape(n, s * t, -1)),
-                          token_mask=tok_mask.reshape(n, s * t))
+        return TextOutput(h=h, z=z, tokens=self.proj(tok.view(n, s * t, -1)),
+                          token_mask=tok_mask.view(n, s * t))
 
     # ------------------------------------------------------------------ checkpoints
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
