@@ -111,6 +111,104 @@ def test_grad_checkpointing_gives_the_same_gradients(monkeypatch):
                                    msg=name)
 
 
+def test_stage1_run_with_grad_checkpointing_trains_the_same_weights(tmp_path, smoke_data_root,
+                                                                     monkeypatch):
+    """The option as a run takes it (train_stage1 -> model building -> prepare_model): the
+    checkpointed backbone runs, and the trained weights equal those of the plain run."""
+    import timm.models.swin_transformer as swin
+
+    from hiva_lib.engine import train
+
+    calls = {"n": 0}
+    real = swin.checkpoint_seq
+
+    def counted(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(swin, "checkpoint_seq", counted)
+    weights = {}
+    for ckpt in (False, True):
+        cfg = make_config("synth-disfa", smoke=True, data_root=str(smoke_data_root),
+                          runs_root=str(tmp_path / f"runs{ckpt}"), grad_checkpointing=ckpt,
+                          results_root=str(tmp_path / "res"), batch_size=4, num_workers=0)
+        n_before = calls["n"]
+        run = train.train_stage1(cfg)
+        assert (calls["n"] > n_before) == ckpt  # checkpointing acts only when asked
+        weights[ckpt] = torch.load(run.checkpoint, weights_only=False)
+    assert weights[True]["signature"] == weights[False]["signature"]  # not part of a run's id
+    a, b = weights[False]["model"], weights[True]["model"]
+    assert a.keys() == b.keys()
+    moved = 0
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+        moved += a[name].is_floating_point()
+    assert moved > 10
+
+
+def test_compile_keeps_the_parameter_names():
+    """compile=True compiles the backbone in place: checkpoints keep the plain names."""
+    cfg = make_config("synth-disfa", smoke=True)
+    model = HiVA(model_config(cfg, "baseline"), dataset_aus(cfg.dataset))
+    names = list(model.state_dict())
+    performance.prepare_model(model, dataclasses.replace(cfg, compile=True))
+    assert list(model.state_dict()) == names
+    assert model.backbone.body._compiled_call_impl is not None
+
+
+def test_speed_options_are_validated_in_one_error():
+    from hiva_lib.engine.validate import ParameterError
+
+    with pytest.raises(ParameterError) as err:
+        make_config("synth-disfa", smoke=True, grad_accum_steps=0, micro_batch="big",
+                    grad_checkpointing="yes", compile=1, tf32="False", cudnn_benchmark=2,
+                    num_workers="many", prefetch_factor=0, log_every=-1)
+    text = str(err.value)
+    for name in ("grad_accum_steps=0", "micro_batch='big'", "grad_checkpointing='yes'",
+                 "compile=1", "tf32='False'", "cudnn_benchmark=2", "num_workers='many'",
+                 "prefetch_factor=0", "log_every=-1"):
+        assert name in text, name
+    assert "-p micro_batch auto" in text and "nothing was written" in text
+    cfg = make_config("synth-disfa", smoke=True, micro_batch="auto", num_workers="auto",
+                      grad_accum_steps=4, tf32=True)
+    assert (cfg.micro_batch, cfg.num_workers, cfg.grad_accum_steps) == ("auto", "auto", 4)
+
+
+def test_speed_options_leave_the_signature_and_enter_the_provenance():
+    from hiva_lib.engine.provenance import provenance
+    from hiva_lib.engine.runs import signature
+
+    cfg = make_config("synth-disfa", smoke=True)
+    fast = dataclasses.replace(cfg, grad_accum_steps=4, micro_batch="auto", tf32=True,
+                               compile=True, cudnn_benchmark=True, grad_checkpointing=True,
+                               num_workers="auto", prefetch_factor=4, log_every=5)
+    for stage in (1, 2):
+        assert signature(fast, stage) == signature(cfg, stage)
+    numerics = provenance({}, fast.to_dict())["numerics"]
+    assert numerics["tf32"] is True and numerics["compile"] is True
+    assert numerics["grad_accum_steps"] == 4
+
+
+def test_a_nan_step_is_withheld_on_the_device_and_reported_later():
+    """The guard of a fused-AdamW step: no sync, the bad step and the later ones not applied,
+    and the error (at the next read) names the first bad step."""
+    cfg = make_config("synth-disfa", smoke=True)
+    fit = _fit(cfg, optimizer="adamw")
+    fit.model.train()
+    images, labels, off, flip = _batch(cfg)
+    loop.device_step(fit, images, labels, off, flip)
+    before = {n: p.detach().clone() for n, p in fit.model.named_parameters()}
+    bad = labels.clone()
+    bad[0, 0] = float("nan")
+    loop.device_step(fit, images, bad, off, flip)  # step 2: NaN loss
+    loop.device_step(fit, images, labels, off, flip)  # step 3: finite, but after a bad one
+    for name, p in fit.model.named_parameters():
+        assert torch.equal(p, before[name]), name
+    with pytest.raises(loop.NonFiniteLossError, match=r"stopped at step 2 \(epoch 2, batch 1\)"
+                                                       r": loss nan"):
+        loop.raise_if_nonfinite(fit)
+
+
 # ----------------------------------------------------------------------------- sync audit
 SYNC_OPS = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal", "masked_select",
             "_unique2", "unique_dim", "unique_consecutive", "item"}
