@@ -2,11 +2,14 @@
 
     python scripts/train.py --dataset disfa --fold 1 --variant full
     torchrun --nproc_per_node 2 scripts/train.py --dataset bp4d --fold 1 --variant full
+    python scripts/train.py --dataset bp4d --set micro_batch=auto grad_checkpointing=True
 
 Runs stage 1 (shared, reused when finished), stage 2 of the variant, and the evaluation, like
 ``hiva_lib.engine.train.run_variant``. Under torchrun each rank takes its share of every batch
-(DDP);
-rank 0 writes checkpoints and results. Any TrainConfig field can be set with --set key=value.
+(DDP) and of the test fold; rank 0 writes checkpoints and results. Any TrainConfig field can be
+set with --set key=value, the memory and speed options among them (grad_accum_steps,
+micro_batch, grad_checkpointing, compile, tf32, cudnn_benchmark, num_workers=auto;
+docs/training.md).
 """
 from __future__ import annotations
 

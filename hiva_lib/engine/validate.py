@@ -277,15 +277,19 @@ def check_writable(folders: Mapping[str, str | Path]) -> None:
 
 
 # ----------------------------------------------------------------------------- hints
+SPEED_PARAMS = ("num_workers", "grad_accum_steps", "micro_batch", "grad_checkpointing", "compile",
+                "tf32", "cudnn_benchmark")  # notebooks 02-03 take them under the field's name
 NOTEBOOK_PARAMS = {  # notebook parameter -> TrainConfig field, for the commands of hints
     "02_train_stage1": dict(fold="fold", seed="seed", epochs="epochs_stage1",
                             batch_size="batch_size", lr="lr_stage1", data_root="data_root",
                             runs_root="runs_root", results_root="results_root",
-                            device="device", model_overrides="model_overrides"),
+                            device="device", model_overrides="model_overrides",
+                            **{f: f for f in SPEED_PARAMS}),
     "03_train_stage2": dict(fold="fold", seed="seed", variant="variant", epochs="epochs_stage2",
                             batch_size="batch_size", lr="lr_stage2", data_root="data_root",
                             runs_root="runs_root", results_root="results_root",
-                            device="device", model_overrides="model_overrides"),
+                            device="device", model_overrides="model_overrides",
+                            **{f: f for f in SPEED_PARAMS}),
 }
 
 
