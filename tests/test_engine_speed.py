@@ -80,11 +80,8 @@ def test_auto_micro_batch_is_the_whole_batch_on_the_cpu():
     assert performance.auto_micro_batch(lambda m: 1 / 0, 32, torch.device("cpu")) == 32
 
 
-def test_grad_checkpointing_gives_the_same_gradients(monkeypatch):
-    cfg = make_config("synth-disfa", smoke=True)
-    plain, ckpt = _fit(cfg), _fit(dataclasses.replace(cfg, grad_checkpointing=True))
-    ckpt.model.load_state_dict(plain.model.state_dict())
-    performance.prepare_model(ckpt.model, ckpt.cfg)
+def _count_checkpointed_blocks(monkeypatch) -> dict[str, int]:
+    """Count the calls of timm's checkpointed Swin path (the smoke backbone's): {"n": calls}."""
     import timm.models.swin_transformer as swin
 
     calls = {"n": 0}
@@ -95,6 +92,15 @@ def test_grad_checkpointing_gives_the_same_gradients(monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(swin, "checkpoint_seq", counted)
+    return calls
+
+
+def test_grad_checkpointing_gives_the_same_gradients(monkeypatch):
+    cfg = make_config("synth-disfa", smoke=True)
+    plain, ckpt = _fit(cfg), _fit(dataclasses.replace(cfg, grad_checkpointing=True))
+    ckpt.model.load_state_dict(plain.model.state_dict())
+    performance.prepare_model(ckpt.model, ckpt.cfg)
+    calls = _count_checkpointed_blocks(monkeypatch)
     images, labels, off, flip = _batch(cfg)
     grads = []
     for fit in (plain, ckpt):
@@ -115,18 +121,9 @@ def test_stage1_run_with_grad_checkpointing_trains_the_same_weights(tmp_path, sm
                                                                      monkeypatch):
     """The option as a run takes it (train_stage1 -> model building -> prepare_model): the
     checkpointed backbone runs, and the trained weights equal those of the plain run."""
-    import timm.models.swin_transformer as swin
-
     from hiva_lib.engine import train
 
-    calls = {"n": 0}
-    real = swin.checkpoint_seq
-
-    def counted(*a, **k):
-        calls["n"] += 1
-        return real(*a, **k)
-
-    monkeypatch.setattr(swin, "checkpoint_seq", counted)
+    calls = _count_checkpointed_blocks(monkeypatch)
     weights = {}
     for ckpt in (False, True):
         cfg = make_config("synth-disfa", smoke=True, data_root=str(smoke_data_root),
