@@ -13,6 +13,8 @@ kept: the new one goes to ``bench_noise-v2.csv``, ``-v3``...).
 
     python scripts/bench_noise.py                        # 5 seeds, fold 1, bp4d + disfa
     python scripts/bench_noise.py --seeds 0 1 2 --datasets synth-gft --stage2
+    python scripts/bench_noise.py --datasets synth-disfa --seeds 10 11 12 13 14 15 \
+        --n-subjects 9 --frames-per-subject 480 --data-root /tmp/layout --out /tmp/noise.csv
 """
 from __future__ import annotations
 
@@ -57,6 +59,12 @@ def one_run(cfg: TrainConfig, threads: int, data, stage1: Path | None = None) ->
                 min_au_f1=round(100 * min(metrics["f1"].values()), 2),
                 train_s=round(t1 - t0, 1), eval_s=round(time.time() - t1, 1),
                 **{f"f1_{k}": round(100 * v, 2) for k, v in metrics["f1"].items()})
+
+
+def layout_of(data) -> dict:
+    """The data set's subjects x frames per subject (the seed noise depends on it)."""
+    n = data.index["subject"].nunique()
+    return dict(n_subjects=n, frames_per_subject=len(data.index) // n)
 
 
 def summary(rows: pd.DataFrame, threads: int) -> tuple[list[str], bool]:
@@ -110,16 +118,23 @@ def main() -> int:
     ap.add_argument("--stage2", action="store_true", help="also time stage 2 (full) of the "
                     "first seed")
     ap.add_argument("--data-root", type=Path, default=ROOT / "data" / "prepared")
+    ap.add_argument("--n-subjects", type=int, help="SynthFACS layout other than the preset's "
+                    "(to compare layouts; give a --data-root of its own)")
+    ap.add_argument("--frames-per-subject", type=int, help="likewise")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench_noise.csv",
+                    help="where the measurement goes (an existing file is kept: -v2, -v3...)")
     args = ap.parse_args()
     if len(args.seeds) < 2:
         ap.error("--seeds: give at least 2 seeds (the goal is on their std)")
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs; this measures the machine as it "
           "is (other processes slow the times, not the F1)", flush=True)
     rows: list[dict] = []
-    path = free_version(ROOT / "results" / "bench_noise.csv")
+    path = free_version(args.out)
+    layout = {k: v for k, v in (("n_subjects", args.n_subjects),
+                                ("frames_per_subject", args.frames_per_subject)) if v}
     with tempfile.TemporaryDirectory() as tmp:
         for ds in args.datasets:
-            data = prepare_dataset(ds, args.data_root, progress=False)
+            data = prepare_dataset(ds, args.data_root, progress=False, **layout)
             base = dict(fold=args.fold, runs_root=f"{tmp}/runs", results_root=f"{tmp}/results",
                         data_root=str(args.data_root), if_exists="version")
             runs = [(s, args.threads) for s in args.seeds]
@@ -127,14 +142,14 @@ def main() -> int:
                 runs.append((args.seeds[0], args.other_threads))
             for seed, threads in runs:
                 cfg = make_config(ds, args.preset, variant="baseline", seed=seed, **base)
-                rows.append(one_run(cfg, threads, data))
+                rows.append(one_run(cfg, threads, data) | layout_of(data))
                 save(rows, path)  # after every run: a stopped measurement keeps what it has
                 print(f"{ds} seed {seed}, {threads} thread(s): Baseline mean F1 "
                       f"{rows[-1]['mean_f1']:.2f} ({rows[-1]['train_s']:.0f} s)", flush=True)
             if args.stage2:
                 cfg = make_config(ds, args.preset, variant="full", seed=args.seeds[0], **base)
                 first = next(r["checkpoint"] for r in rows if r["dataset"] == ds)
-                rows.append(one_run(cfg, args.threads, data, Path(first)))
+                rows.append(one_run(cfg, args.threads, data, Path(first)) | layout_of(data))
                 save(rows, path)
     table = save(rows, path)
     lines, met = summary(table, args.threads)
