@@ -61,17 +61,27 @@ def step_time(preset: str, batch: int, steps: int, dataset: str) -> dict[str, li
     return times
 
 
+def default_model_preset(dataset: str) -> str:
+    """The model preset that training uses for ``dataset`` (its default training preset's)."""
+    from hiva_lib.presets import TRAIN_PRESETS, default_preset
+
+    return TRAIN_PRESETS[default_preset(dataset)].get("model_preset", "paper")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--steps-only", action="store_true")
     ap.add_argument("--dataset", default="synth-disfa")
     ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--preset", help="model preset of the step times (default: the data set's, "
+                    "as training uses it)")
     args = ap.parse_args()
+    preset = args.preset or default_model_preset(args.dataset)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"device cpu", flush=True)
-    times = step_time("cpu-small", 32, args.steps, args.dataset)
+    times = step_time(preset, 32, args.steps, args.dataset)
     for k, v in times.items():
-        print(f"median step time, batch 32, cpu-small, {k}: {statistics.median(v) * 1000:.0f} ms")
+        print(f"median step time, batch 32, {preset}, {k}: {statistics.median(v) * 1000:.0f} ms")
     # the ratio of each round (one step of each model, back to back) cancels slow drifts of
     # the machine's speed; its median and quartiles say how firm the figure is
     a, b = times.values()

@@ -284,7 +284,7 @@ def measure(preset: str, dataset: str = "bp4d", device: str = "auto", batch_size
     return row
 
 
-def efficiency_table(presets: list[str] | tuple[str, ...] = ("paper", "cpu-small"),
+def efficiency_table(presets: list[str] | tuple[str, ...] = ("paper", "cpu-lite0"),
                      dataset: str = "bp4d", device: str = "auto", batch_size: int = 32,
                      reps: int = 3, cpu_reps: int = 5, out_csv: str | Path | None = None,
                      hub: bool = False, threads: int | None = None
