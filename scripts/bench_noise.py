@@ -62,9 +62,8 @@ def one_run(cfg: TrainConfig, threads: int, data, stage1: Path | None = None) ->
 
 
 def layout_of(data) -> dict:
-    """The data set's subjects x frames per subject (the seed noise depends on it)."""
-    n = data.index["subject"].nunique()
-    return dict(n_subjects=n, frames_per_subject=len(data.index) // n)
+    """The SynthFACS layout that ``generate`` recorded (the seed noise depends on it)."""
+    return {k: data.meta[k] for k in ("n_subjects", "frames_per_subject")}
 
 
 def summary(rows: pd.DataFrame, threads: int) -> tuple[list[str], bool]:

@@ -61,13 +61,6 @@ def step_time(preset: str, batch: int, steps: int, dataset: str) -> dict[str, li
     return times
 
 
-def default_model_preset(dataset: str) -> str:
-    """The model preset that training uses for ``dataset`` (its default training preset's)."""
-    from hiva_lib.presets import TRAIN_PRESETS, default_preset
-
-    return TRAIN_PRESETS[default_preset(dataset)].get("model_preset", "paper")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--steps-only", action="store_true")
@@ -76,7 +69,9 @@ def main() -> int:
     ap.add_argument("--preset", help="model preset of the step times (default: the data set's, "
                     "as training uses it)")
     args = ap.parse_args()
-    preset = args.preset or default_model_preset(args.dataset)
+    from hiva_lib.engine.config import make_config
+
+    preset = args.preset or make_config(args.dataset).model_preset  # as training resolves it
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"device cpu", flush=True)
     times = step_time(preset, 32, args.steps, args.dataset)
