@@ -134,6 +134,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for ds in args.datasets:
             data = prepare_dataset(ds, args.data_root, progress=False, **layout)
+            shape = layout_of(data)  # recorded with each run
             base = dict(fold=args.fold, runs_root=f"{tmp}/runs", results_root=f"{tmp}/results",
                         data_root=str(args.data_root), if_exists="version")
             runs = [(s, args.threads) for s in args.seeds]
@@ -141,14 +142,14 @@ def main() -> int:
                 runs.append((args.seeds[0], args.other_threads))
             for seed, threads in runs:
                 cfg = make_config(ds, args.preset, variant="baseline", seed=seed, **base)
-                rows.append(one_run(cfg, threads, data) | layout_of(data))
+                rows.append(one_run(cfg, threads, data) | shape)
                 save(rows, path)  # after every run: a stopped measurement keeps what it has
                 print(f"{ds} seed {seed}, {threads} thread(s): Baseline mean F1 "
                       f"{rows[-1]['mean_f1']:.2f} ({rows[-1]['train_s']:.0f} s)", flush=True)
             if args.stage2:
                 cfg = make_config(ds, args.preset, variant="full", seed=args.seeds[0], **base)
                 first = next(r["checkpoint"] for r in rows if r["dataset"] == ds)
-                rows.append(one_run(cfg, args.threads, data, Path(first)) | layout_of(data))
+                rows.append(one_run(cfg, args.threads, data, Path(first)) | shape)
                 save(rows, path)
     table = save(rows, path)
     lines, met = summary(table, args.threads)
