@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_study  # noqa: E402
 
 from hiva_lib.engine.ablation import default_workers  # noqa: E402
-from hiva_lib.engine.checkpoint import atomic_write_text  # noqa: E402
-from hiva_lib.engine.runs import free_version  # noqa: E402
+from hiva_lib.integrity import atomic_write_text, free_version  # noqa: E402
 
 DATASETS = ("synth-bp4d", "synth-disfa", "synth-gft")
 GOAL_MIN = 90.0  # the whole miniature (all three tables, the seeds below), issue 17

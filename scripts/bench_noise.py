@@ -34,9 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from hiva_lib.data.prepare import prepare_dataset  # noqa: E402
 from hiva_lib.engine import train  # noqa: E402
-from hiva_lib.engine.checkpoint import atomic_write_text  # noqa: E402
 from hiva_lib.engine.config import TrainConfig, make_config  # noqa: E402
-from hiva_lib.engine.runs import free_version  # noqa: E402
+from hiva_lib.integrity import atomic_write_text, free_version  # noqa: E402
 
 GOAL_STD = 1.0  # F1 points, seed to seed, on each data set
 

@@ -523,7 +523,7 @@ def main(argv: list[str] | None = None) -> Path:
         size = dataclasses.replace(size, preset=args.preset)
     data_root = Path(args.data_root) if args.data_root else ROOT / "data" / "prepared"
     table = run_checks(dev, size, args.weights, args.dataset, data_root)
-    from hiva_lib.engine.checkpoint import atomic_write_text, free_version
+    from hiva_lib.integrity import atomic_write_text, free_version
 
     out = Path(args.out) if args.out else ROOT / "results" / (
         "_smoke/gpu_check.csv" if smoke else "gpu_check.csv")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hiva_lib.data.prepared import data_fingerprint, load_prepared
-from hiva_lib.engine.checkpoint import atomic_write_json, file_sha256
+from hiva_lib.integrity import atomic_write_json, file_sha256
 
 META_FIELDS = ("dataset", "source", "seed", "image_size", "n_subjects", "frames_per_subject")
 

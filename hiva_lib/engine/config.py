@@ -14,6 +14,7 @@ from pathlib import Path
 from hiva_lib import variants
 from hiva_lib.model.config import ModelConfig
 from hiva_lib.presets import MODEL_PRESETS, SMOKE, TRAIN_PRESETS, default_preset
+from hiva_lib.project import default_figures_root, project_root  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -88,22 +89,6 @@ def model_config(cfg: TrainConfig, variant: str) -> ModelConfig:
 def smoke_flag(cfg: TrainConfig) -> str:
     """The notebook flag that rebuilds ``cfg``'s smoke size, for hints in error messages."""
     return " -p smoke True" if cfg.smoke else ""
-
-
-def project_root() -> Path:
-    """The repository root (holding pyproject.toml of hiva_lib), searched upwards from the cwd,
-    so notebooks opened in notebooks/ and papermill runs from the root share one data folder."""
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        toml = folder / "pyproject.toml"
-        if toml.exists() and 'name = "hiva_lib"' in toml.read_text():
-            return folder
-    return here
-
-
-def default_figures_root(smoke: bool = False) -> Path:
-    """figures/ of the project (smoke runs: figures/_smoke/, ignored by git)."""
-    return project_root() / ("figures/_smoke" if smoke else "figures")
 
 
 def resolve_paths(cfg: TrainConfig) -> TrainConfig:

@@ -305,8 +305,7 @@ def efficiency_table(presets: list[str] | tuple[str, ...] = ("paper", "cpu-lite0
     table = pd.DataFrame(rows)
     if out_csv is None:
         return table, None
-    from hiva_lib.engine.checkpoint import atomic_write_text
-    from hiva_lib.engine.runs import free_version
+    from hiva_lib.integrity import atomic_write_text, free_version
 
     path = free_version(out_csv)
     atomic_write_text(table.to_csv(index=False, float_format="%.4g"), path)

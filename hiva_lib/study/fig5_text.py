@@ -105,7 +105,7 @@ def save_fig5_inputs(study: Study, embs: dict[str, dict[int, dict[str, np.ndarra
     """Copy the per-epoch H and Z of each variant (``{variant: {epoch: {"H", "Z"}}}``) next to
     the results, unless the newest copy already holds exactly these arrays. Returns the file
     that holds them."""
-    from hiva_lib.engine.runs import free_version, newest_version
+    from hiva_lib.integrity import free_version, newest_version
 
     arrays: dict[str, np.ndarray] = {"dataset": np.array(study.dataset),
                                      "seed": np.array(study.cfg.seed),
@@ -135,7 +135,7 @@ def load_fig5_inputs(study: Study, variants: tuple[str, ...]
                      ) -> tuple[dict[str, dict[int, dict[str, np.ndarray]]], list[int], Path]:
     """The newest saved copy of Fig. 5's inputs: ({variant: {epoch: {"H", "Z"}}}, AU ids,
     file), or one FigureError saying what is missing."""
-    from hiva_lib.engine.runs import newest_version
+    from hiva_lib.integrity import newest_version
 
     path = newest_version(fig5_inputs_path(study))
     if path is None:

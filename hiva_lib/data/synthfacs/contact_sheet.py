@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from hiva_lib.data.prepared import PreparedDataset, load_prepared
+from hiva_lib.integrity import atomic_write, file_sha256, file_versions, free_version
+from hiva_lib.project import default_figures_root
 
 
 def contact_sheet(root_or_dataset: str | Path | PreparedDataset, path: str | Path, n: int = 24,
@@ -80,10 +81,6 @@ def write_contact_sheet(data: PreparedDataset, figures_root: str | Path | None =
     """
     from PIL import Image
 
-    from hiva_lib.engine.checkpoint import file_sha256
-    from hiva_lib.engine.config import default_figures_root
-    from hiva_lib.engine.runs import file_versions, free_version
-
     tag = f"{data.name} index.csv sha256 {file_sha256(data.root / 'index.csv')}"
     base = Path(figures_root or default_figures_root(smoke)) / data.name / CONTACT_SHEET
     if not overwrite:
@@ -92,8 +89,5 @@ def write_contact_sheet(data: PreparedDataset, figures_root: str | Path | None =
                 if im.info.get("Source") == tag:
                     return version
     path = base if overwrite else free_version(base)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    contact_sheet(data, tmp, metadata={"Source": tag})
-    os.replace(tmp, path)  # atomic: a killed run leaves no half-written sheet
-    return path
+    # atomic: a killed run leaves no half-written sheet
+    return atomic_write(path, lambda tmp: contact_sheet(data, tmp, metadata={"Source": tag}))
