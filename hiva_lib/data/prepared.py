@@ -17,7 +17,12 @@ subject id is leakage too. The hashes are cached in ``<root>/.image_sha256.csv``
 modification time), so a large data set is read once.
 
 The data version: :func:`data_fingerprint` (SHA-256 of ``index.csv`` and ``meta.json``) is
-recorded by every run and result, so nothing of another version is reused.
+recorded by every run and result, so nothing of another version is reused. The images'
+content: ``<root>/images.sha256`` (``sha256sum`` format, one line per row of index.csv),
+written at preparation; every :func:`load_prepared` checks the images against it (through
+the size/mtime cache above; :func:`verify_image_content` with ``full=True`` rereads every
+file), so an image changed after preparation is one error before anything is trained,
+evaluated, reused or drawn. Results record its SHA-256 (:func:`image_content`).
 Labels are 0/1 occurrence (DISFA: intensity >= 2 is 1).
 
 Preparers write through :func:`prepared_dir_writer`, so a failed preparation leaves
@@ -40,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from hiva_lib.data.au import au_keys
+from hiva_lib.integrity import atomic_write_text, file_sha256
 
 FORMAT_VERSION = 1
 INDEX_COLUMNS = ["subject", "sequence", "frame", "image", "fold"]
@@ -92,6 +98,11 @@ class PreparedDataset:
     def fingerprint(self) -> str:
         """The data version: :func:`data_fingerprint` of this folder."""
         return data_fingerprint(self.root)
+
+    @property
+    def content(self) -> str | None:
+        """The version of the images' content: :func:`image_content` of this folder."""
+        return image_content(self.root)
 
     def image_path(self, row: int) -> Path:
         return self.root / self.index["image"].iat[row]
@@ -171,12 +182,9 @@ def load_prepared(root: str | Path, check_images: bool = True) -> PreparedDatase
                     "Prepare the data set again; the contract is in hiva_lib/data/prepared.py.")
     if index.empty:
         raise _fail(index_path, "has no rows", prepare_hint(name))
-    labels = index[au_cols].to_numpy()
-    bad = ~np.isin(labels, (0, 1))
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise _fail(index_path, f"label {labels[r, c]!r} in row {r + 2}, column {au_cols[c]} is "
-                    "not 0/1", "Labels must be binary occurrence; prepare again.")
+    check_labels(index, au_cols, index_path)
+    check_rows(index, root, index_path)
+    check_au_set(meta, meta_path)
     folds = set(index["fold"].unique().tolist())
     if not set(meta["test_folds"]) <= folds:
         raise _fail(index_path, f"test folds {meta['test_folds']} not all present (folds found: "
@@ -188,8 +196,54 @@ def load_prepared(root: str | Path, check_images: bool = True) -> PreparedDatase
             first = index["image"][~paths].iloc[0]
             raise _fail(root / first, f"image missing ({(~paths).sum()} of {len(index)} missing)",
                         "The images folder is incomplete; prepare the data set again.")
-        check_content_disjoint(root, index)
+        sha = image_hashes(root, index["image"])
+        check_content_disjoint(root, index, sha)
+        check_image_content(root, index, sha)
     return PreparedDataset(root=root, meta=meta, index=index)
+
+
+def check_labels(index: pd.DataFrame, au_cols: list[str], index_path: Path) -> None:
+    """Every label 0 or 1; the first other value is named with its row (the line of
+    index.csv) and column, as it is written there."""
+    values = index[au_cols]
+    numbers = values.apply(pd.to_numeric, errors="coerce").to_numpy()
+    bad = ~np.isin(numbers, (0, 1))
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise _fail(index_path, f"label {values.iat[r, c]!r} in row {r + 2}, column "
+                    f"{au_cols[c]} is not 0/1",
+                    "Labels must be binary occurrence; prepare again.")
+
+
+def check_rows(index: pd.DataFrame, root: Path, index_path: Path) -> None:
+    """No row twice (the same image, or the same subject/sequence/frame) and no image path
+    outside the data set's folder (absolute, or climbing out with '..')."""
+    for cols in (["image"], ["subject", "sequence", "frame"]):
+        dup = index.duplicated(subset=cols, keep=False)
+        if dup.any():
+            rows = [int(r) + 2 for r in np.flatnonzero(dup)[:4]]
+            first = index.loc[dup, cols].iloc[0].tolist()
+            raise _fail(index_path, f"{int(dup.sum())} rows repeat one {'/'.join(cols)} "
+                        f"(e.g. {first} in rows {rows})",
+                        "Each frame must be listed once; prepare the data set again.")
+    escaping = index["image"].map(
+        lambda p: Path(p).is_absolute() or ".." in Path(p).parts or not str(p).strip())
+    if escaping.any():
+        r = int(np.flatnonzero(escaping.to_numpy())[0])
+        raise _fail(index_path, f"image path {index['image'].iat[r]!r} in row {r + 2} is not "
+                    f"inside the data set's folder {root}",
+                    "Image paths must be relative to it (images/...); prepare again.")
+
+
+def check_au_set(meta: dict, meta_path: Path) -> None:
+    """A known data set (bp4d, synth-disfa...) has its own AU set and no other."""
+    from hiva_lib.data.au import DATASET_AUS
+
+    expected = DATASET_AUS.get(str(meta.get("dataset", "")).lower())
+    if expected is not None and [int(a) for a in meta["au_ids"]] != list(expected):
+        raise _fail(meta_path, f"au_ids {meta['au_ids']} are not the AU set of "
+                    f"{meta['dataset']} {list(expected)}",
+                    "meta.json was edited or belongs to another data set; prepare again.")
 
 
 def data_fingerprint(root: str | Path) -> str:
@@ -204,15 +258,18 @@ def data_fingerprint(root: str | Path) -> str:
 HASH_CACHE = ".image_sha256.csv"
 
 
-def image_hashes(root: Path, images: pd.Series) -> pd.Series:
+def image_hashes(root: Path, images: pd.Series, full: bool = False) -> pd.Series:
     """SHA-256 of each image file (cached by path, size and mtime in ``root/.image_sha256.csv``;
-    a read-only data set is hashed without the cache)."""
+    a read-only data set is hashed without the cache). ``full``: every file is read again,
+    whatever the cache says."""
     cache_path = root / HASH_CACHE
     cache: dict[str, tuple[int, int, str]] = {}
     with contextlib.suppress(OSError, ValueError, KeyError, pd.errors.ParserError,
                              pd.errors.EmptyDataError):
-        table = pd.read_csv(cache_path, dtype={"image": str, "sha256": str})
-        cache = {r.image: (int(r.size), int(r.mtime_ns), r.sha256) for r in table.itertuples()}
+        if not full:
+            table = pd.read_csv(cache_path, dtype={"image": str, "sha256": str})
+            cache = {r.image: (int(r.size), int(r.mtime_ns), r.sha256)
+                     for r in table.itertuples()}
     out, rows, changed = [], [], False
     for rel in images:
         st = (root / rel).stat()
@@ -230,10 +287,79 @@ def image_hashes(root: Path, images: pd.Series) -> pd.Series:
     return pd.Series(out, index=images.index)
 
 
-def check_content_disjoint(root: Path, index: pd.DataFrame) -> None:
+IMAGE_MANIFEST = "images.sha256"
+
+
+def write_image_manifest(root: Path, index: pd.DataFrame, sha: pd.Series | None = None) -> Path:
+    """``root/images.sha256``: the SHA-256 of every image of index.csv, in its order
+    (``sha256sum`` format: ``cd <root> && sha256sum -c images.sha256`` checks it too)."""
+    sha = image_hashes(root, index["image"]) if sha is None else sha
+    text = "".join(f"{h}  {rel}\n" for h, rel in zip(sha, index["image"], strict=True))
+    return atomic_write_text(text, root / IMAGE_MANIFEST)
+
+
+def read_image_manifest(root: Path) -> dict[str, str] | None:
+    """{image: SHA-256} of ``root/images.sha256`` (None when there is none); a damaged file
+    is one DatasetError."""
+    path = root / IMAGE_MANIFEST
+    if not path.exists():
+        return None
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        sha, sep, rel = line.partition("  ")
+        if not sep or len(sha) != 64 or not rel:
+            raise _fail(path, f"line {n} is not '<sha256>  <image>' (truncated or damaged)",
+                        "Restore it, or prepare the data set again.")
+        out[rel] = sha
+    return out
+
+
+def image_content(root: str | Path) -> str | None:
+    """The version of the images' content: SHA-256 of ``images.sha256`` (None without one).
+    Results record it beside the data fingerprint."""
+    path = Path(root) / IMAGE_MANIFEST
+    return file_sha256(path) if path.exists() else None
+
+
+def check_image_content(root: Path, index: pd.DataFrame, sha: pd.Series) -> None:
+    """The images as they are (``sha``) against ``images.sha256``, written at preparation.
+    A data set prepared before manifests gets one now (from then on it is checked)."""
+    manifest = read_image_manifest(root)
+    if manifest is None:
+        with contextlib.suppress(OSError):  # a read-only copy stays unchecked
+            write_image_manifest(root, index, sha)
+            print(f"{root}: prepared before image manifests; the images' SHA-256 are recorded "
+                  f"now in {IMAGE_MANIFEST} and checked on every later load")
+        return
+    path = root / IMAGE_MANIFEST
+    if set(manifest) != set(index["image"]):
+        extra = sorted(set(index["image"]) ^ set(manifest))
+        raise _fail(path, f"lists other images than index.csv ({len(extra)} differ, e.g. "
+                    f"{extra[0]})", "It belongs to another preparation: prepare the data set "
+                    "again (notebook 01 with -p overwrite True).")
+    changed = [(rel, h) for rel, h in zip(index["image"], sha, strict=True) if manifest[rel] != h]
+    if changed:
+        rel, found = changed[0]
+        raise _fail(root / rel, f"{len(changed)} of {len(index)} images differ from the SHA-256 "
+                    f"recorded in {path} at preparation (e.g. this one: {manifest[rel]} "
+                    f"recorded, {found} now): the images were changed after preparation",
+                    "Restore them, or prepare the data set again (notebook 01 with -p "
+                    "overwrite True); results of the changed images are not reused.")
+
+
+def verify_image_content(root: str | Path, full: bool = False) -> None:
+    """Check every image of a prepared data set against ``images.sha256``; ``full`` rereads
+    every file instead of trusting the size/mtime cache (e.g. after a suspect copy)."""
+    root = Path(root)
+    index = load_prepared(root, check_images=False).index
+    check_image_content(root, index, image_hashes(root, index["image"], full=full))
+
+
+def check_content_disjoint(root: Path, index: pd.DataFrame, sha: pd.Series | None = None
+                           ) -> None:
     """Refuse image leakage: byte-identical images in two folds (e.g. a subject's frames
     copied under a new subject id into the test fold)."""
-    sha = image_hashes(root, index["image"])
+    sha = image_hashes(root, index["image"]) if sha is None else sha
     folds_per_hash = index.groupby(sha)["fold"].nunique()
     shared = folds_per_hash[folds_per_hash > 1].index
     if len(shared):
@@ -329,6 +455,10 @@ def prepared_dir_writer(root: str | Path, overwrite: bool = False,
     created = make_dirs(tmp)
     try:
         yield tmp
+        if is_prepared(tmp):  # the images' content, recorded beside index.csv
+            index = pd.read_csv(tmp / "index.csv", usecols=["image"], dtype={"image": str})
+            if index["image"].map(lambda p: (tmp / p).is_file()).all():  # else: its own error
+                write_image_manifest(tmp, index)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         remove_dirs(created)
