@@ -3,7 +3,6 @@ results/ with the config and provenance that made them, and the mean over folds.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,12 @@ from hiva_lib.data.au import au_keys
 from hiva_lib.data.loader import FrameDataset, load_size_for, prepare_batch
 from hiva_lib.data.prepared import PreparedDataset
 from hiva_lib.engine import distributed, performance, runs
-from hiva_lib.engine.checkpoint import atomic_write_json, file_sha256, load_checkpoint
+from hiva_lib.engine.checkpoint import load_checkpoint
 from hiva_lib.engine.config import TrainConfig
 from hiva_lib.engine.fold_guard import check_held_out
 from hiva_lib.engine.provenance import portable_config, portable_path, provenance
+from hiva_lib.errors import CheckpointError
+from hiva_lib.integrity import atomic_write_json, file_sha256, read_json
 from hiva_lib.metrics import all_positive_f1, f1_per_au
 from hiva_lib.model import hiva
 from hiva_lib.model.config import config_from_dict
@@ -69,6 +70,7 @@ def load_trained(checkpoint: str | Path, device: str = "cpu", state: dict | None
     mode. The backbone is built without its ImageNet weights: the checkpoint's replace them."""
     if state is None:
         state = load_checkpoint(checkpoint, "checkpoint", TRAIN_FIRST)
+    check_model_checkpoint(state, checkpoint)
     cfg = dataclasses.replace(config_from_dict(state["model_config"]), pretrained=False)
     model = hiva.HiVA(cfg, tuple(state["au_ids"]))
     model.set_stage(state["stage"])
@@ -76,13 +78,32 @@ def load_trained(checkpoint: str | Path, device: str = "cpu", state: dict | None
     return model.to(distributed.resolve_device(device)).eval()
 
 
-def reused_results(base: Path, sha: str, fingerprint: str) -> tuple[dict, Path] | None:
+MODEL_KEYS = ("model", "model_config", "au_ids", "stage")
+
+
+def check_model_checkpoint(state: object, checkpoint: str | Path) -> None:
+    """A trained HiVA checkpoint (final.pt of notebooks 02/03) holds :data:`MODEL_KEYS`; any
+    other torch file is one clear error."""
+    missing = [k for k in MODEL_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        what = f"keys {sorted(state)[:8]}" if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{checkpoint}: not a trained HiVA checkpoint (no {', '.join(missing)}; it holds "
+            f"{what}). Pass the final.pt of a run of notebooks 02/03 "
+            "(runs/<dataset>/<preset>/<variant>/seed<s>/fold<k>/final.pt).")
+
+
+def reused_results(base: Path, sha: str, fingerprint: str, content: str | None = None
+                   ) -> tuple[dict, Path] | None:
     """Results already in a version of ``base`` from the checkpoint with SHA-256 ``sha``,
-    computed on the data version ``fingerprint`` (results that record none are not reused)."""
+    computed on the data version ``fingerprint`` (results that record none are not reused)
+    and, where they record it, on the images' content ``content``."""
     for done in runs.finished_versions(base, "metrics.json"):
-        metrics = json.loads((done / "metrics.json").read_text())
+        metrics = read_json(done / "metrics.json", f"Restore it, or move {done} away (the "
+                            "evaluation is then made again into a new version).")
         if (metrics.get("checkpoint_sha256") == sha
-                and metrics.get("data_fingerprint") == fingerprint):
+                and metrics.get("data_fingerprint") == fingerprint
+                and metrics.get("image_content", content) == content):
             return metrics, done
     return None
 
@@ -118,7 +139,7 @@ def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
     check_data_version(state, fingerprint, checkpoint)
     base = runs.results_dir(cfg, run_dir)
     sha = file_sha256(checkpoint)
-    reused = reused_results(base, sha, fingerprint)
+    reused = reused_results(base, sha, fingerprint, data.content)
     distributed.barrier()  # every rank has decided before rank 0 may write
     if reused:
         return reused
@@ -163,6 +184,7 @@ def _metrics(cfg: TrainConfig, data: PreparedDataset, probs: np.ndarray, labels:
                 all_positive_mean_f1=float(all_positive_f1(labels).mean()),
                 n_test=int(len(labels)), checkpoint=portable_path(checkpoint),
                 checkpoint_sha256=sha, data_fingerprint=data.fingerprint,
+                image_content=data.content,
                 config=trained_with, provenance=provenance(data.meta, trained_with))
 
 
@@ -172,7 +194,8 @@ def aggregate_folds(results_root: str | Path, dataset: str, variant: str, seed: 
     if not folds:
         raise FileNotFoundError(f"{runs.seed_results(results_root, dataset, variant, seed)}: "
                                 "no fold results; run notebooks 02/03 first")
-    per_fold = [json.loads((d / "metrics.json").read_text()) for d in folds]
+    per_fold = [read_json(d / "metrics.json", f"Restore it, or move {d} away and evaluate "
+                          "that fold again (notebooks 02/03).") for d in folds]
     runs.check_one_data_version([(d, m.get("data_fingerprint")) for d, m in
                                  zip(folds, per_fold, strict=True)],
                                 f"aggregate of {dataset}/{variant}/seed{seed}")

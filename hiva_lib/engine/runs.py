@@ -21,18 +21,32 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import json
 import os
-import re
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hiva_lib.data.prepared import data_fingerprint
 from hiva_lib.engine.checkpoint import CheckpointError, load_checkpoint
 from hiva_lib.engine.config import TrainConfig, model_config
+from hiva_lib.integrity import (  # noqa: F401  (the version names, used through runs.*)
+    file_versions,
+    finished_versions,
+    first_free,
+    free_version,
+    latest_versions,
+    newest_version,
+    out_of_space,
+    read_json,
+    run_version,
+    versioned,
+    versions,
+)
 
 
 # ----------------------------------------------------------------------------- paths
@@ -122,76 +136,6 @@ def newest_fold_results(results_root: str | Path, dataset: str, variant: str, se
     return latest_versions(runs)
 
 
-# ----------------------------------------------------------------------------- versions
-def _versions(base: Path) -> list[Path]:
-    """``base``, ``base-v2``, ``base-v3``... up to the first that does not exist (at least base)."""
-    out, k = [base], 2
-    while (base.parent / f"{base.name}-v{k}").exists():
-        out.append(base.parent / f"{base.name}-v{k}")
-        k += 1
-    return out
-
-
-def finished_versions(base: Path, marker: str = "DONE") -> list[Path]:
-    """The versions of ``base`` (``base``, ``base-v2``...) that hold ``marker``, oldest first."""
-    return [v for v in _versions(base) if (v / marker).exists()]
-
-
-def first_free(base: Path, marker: str) -> Path:
-    """The first of ``base``, ``base-v2``... without ``marker`` (a file that says the folder
-    holds a finished run or result), or the next new version after them."""
-    versions = _versions(base)
-    free = [v for v in versions if not (v / marker).exists()]
-    return free[0] if free else base.parent / f"{base.name}-v{len(versions) + 1}"
-
-
-_VERSIONED = re.compile(r"^(?P<base>.+?)(?:-v(?P<version>\d+))?$")
-
-
-def run_version(name: str) -> tuple[str, int]:
-    """``"fold1-v3"`` -> ``("fold1", 3)``; an unversioned ``"fold1"`` is version 1."""
-    m = _VERSIONED.match(name)
-    return m["base"], int(m["version"] or 1)
-
-
-def latest_versions(folders: Iterable[Path]) -> list[Path]:
-    """Of the versions of one run among ``folders`` (``fold1``, ``fold1-v2``...), the newest
-    only (by version number, not by string order), sorted by path."""
-    newest: dict[tuple[Path, str], tuple[int, Path]] = {}
-    for folder in folders:
-        base, version = run_version(folder.name)
-        key = (folder.parent, base)
-        if key not in newest or version > newest[key][0]:
-            newest[key] = (version, folder)
-    return sorted(folder for _, folder in newest.values())
-
-
-def file_versions(path: Path) -> list[tuple[int, Path]]:
-    """(version, file) of ``path`` and its siblings ``<stem>-v2<suffix>``, ``-v3``... that
-    exist (the versioning of :func:`run_version`, applied to the stem)."""
-    out = []
-    for p in path.parent.glob(f"{path.stem}*{path.suffix}"):
-        base, version = run_version(p.name.removesuffix(path.suffix))
-        if base == path.stem:
-            out.append((version, p))
-    return sorted(out)
-
-
-def free_version(path: str | Path) -> Path:
-    """``path`` if it does not exist, else the next ``<stem>-v<k><suffix>`` after the newest
-    version: a finished measurement or saved input is never overwritten."""
-    path = Path(path)
-    versions = file_versions(path)
-    return path if not versions else path.with_name(
-        f"{path.stem}-v{versions[-1][0] + 1}{path.suffix}")
-
-
-def newest_version(path: str | Path) -> Path | None:
-    """The newest existing version of ``path`` (by version number), or None."""
-    versions = file_versions(Path(path))
-    return versions[-1][1] if versions else None
-
-
 # ----------------------------------------------------------------------------- signatures
 # The model fields that define the stage-1 model (a)+(c): a stage-2-only switch (ddca_mode,
 # fusion, descriptions...) reuses the same stage-1 checkpoint.
@@ -266,7 +210,8 @@ def run_signature(run: Path) -> dict | None:
     """The signature (the config values that define the run) a finished run was saved with."""
     path = run / "signature.json"
     if path.exists():
-        return json.loads(path.read_text())
+        return read_json(path, f"Restore it, or delete the run folder {run} and run again "
+                         "(or train into a new version: -p if_exists version).")
     final = run / "final.pt"  # runs finished before signature.json existed
     if final.exists():
         return load_checkpoint(final, "checkpoint", "Delete the run folder.").get("signature")
@@ -293,7 +238,7 @@ def started_signature(folder: Path) -> dict | None:
         return None
     record = folder / "signature.json"  # written when the run started
     if record.exists():
-        return json.loads(record.read_text())
+        return read_json(record, f"Restore it, or move the run folder {folder} away.")
     return load_checkpoint(folder / "last.pt", "resume checkpoint",
                            "Move the run folder away.").get("signature")
 
@@ -328,10 +273,10 @@ def resolve_run_dir(base: Path, if_exists: str, wanted: dict | None = None
         raise CheckpointError(
             f"{reuse}: this run already finished. Pass if_exists='skip' to reuse it or "
             "'version' to run it again into a new folder.")
-    versions = _versions(base)
-    versions.append(base.parent / f"{base.name}-v{len(versions) + 1}")
+    candidates = versions(base)
+    candidates.append(versioned(base, run_version(candidates[-1].name)[1] + 1))  # a new one
     kept = []
-    for folder in versions:
+    for folder in candidates:
         if (folder / "DONE").exists():
             continue
         started = started_signature(folder)
@@ -385,41 +330,133 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# an empty LOCK younger than this is being written by a process that just created it
+LOCK_WRITE_GRACE_S = 30.0
+
+
+def boot_time() -> float | None:
+    """When this machine booted (seconds since the epoch; Linux), or None where unknown."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    return None
+
+
 def _take_lock(path: Path) -> bool:
+    """Create ``path`` holding this process's pid and host, or False if it exists. A LOCK
+    that cannot be written (a full disk) is removed again: it would block every later run."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as f:
-        json.dump(dict(pid=os.getpid(), host=socket.gethostname(),
-                       started=time.strftime("%Y-%m-%d %H:%M:%S")), f)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(dict(pid=os.getpid(), host=socket.gethostname(),
+                           started=time.strftime("%Y-%m-%d %H:%M:%S")), f)
+    except BaseException as err:
+        path.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise out_of_space(path, 4096) from err
+        raise
     return True
+
+
+def _read_lock(path: Path) -> tuple[dict | None, os.stat_result | None]:
+    """(owner, stat) of a LOCK: owner None when it is empty or not JSON; stat None when the
+    LOCK is gone. A LOCK this process may not read is one clear error."""
+    try:
+        st = path.stat()
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, None
+    except OSError as err:
+        raise RunLockedError(f"{path}: this run folder's LOCK cannot be read ({err}). If no "
+                             f"run is training {path.parent}, delete {path}.") from err
+    try:
+        owner = json.loads(text)
+    except ValueError:
+        return None, st
+    return (owner if isinstance(owner, dict) else None), st
+
+
+def _stale(owner: dict | None, st: os.stat_result) -> str | None:
+    """Why a LOCK is stale (its process is gone), or None while it may be held."""
+    if owner is None:
+        age = time.time() - st.st_mtime
+        return (f"empty or unreadable LOCK, {age:.0f} s old (left by a process that could not "
+                "write it, e.g. on a full disk)") if age > LOCK_WRITE_GRACE_S else None
+    pid, host = owner.get("pid"), owner.get("host")
+    if host != socket.gethostname() or not isinstance(pid, int):
+        return None  # another machine's process: it cannot be checked from here
+    boot = boot_time()
+    if boot is not None and st.st_mtime < boot:
+        return f"lock of process {pid} from before this machine booted"
+    return None if _alive(pid) else f"stale lock of process {pid} (no longer running)"
+
+
+@contextlib.contextmanager
+def _folder_mutex(folder: Path) -> Iterator[None]:
+    """An flock held while a stale LOCK of ``folder`` is examined and taken over, so that of
+    two processes taking it over at once exactly one wins (the folder itself is locked where
+    the file system allows it, else a hidden ``.LOCK.mutex`` file)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        with contextlib.suppress(UnboundLocalError, OSError):
+            os.close(fd)
+        fd = os.open(folder / ".LOCK.mutex", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _locked(path: Path, owner: dict | None) -> RunLockedError:
+    if owner is None:
+        return RunLockedError(
+            f"{path}: another run is just starting in this folder (its LOCK is still being "
+            f"written). Run again in a minute; if it stays empty for {LOCK_WRITE_GRACE_S:.0f} "
+            "s it is taken over.")
+    return RunLockedError(
+        f"{path}: another run is training this folder (pid {owner.get('pid')} on "
+        f"{owner.get('host')}, since {owner.get('started')}). Wait for it to finish, then run "
+        "again: its result is reused. If that process is gone (e.g. another machine that "
+        f"crashed), delete {path}.")
+
+
+def _acquire(path: Path) -> None:
+    """Take ``path`` (LOCK), or take over a stale one atomically, or raise RunLockedError."""
+    while not _take_lock(path):
+        with _folder_mutex(path.parent):  # examine and replace as one step
+            owner, st = _read_lock(path)
+            if st is None:
+                continue  # released meanwhile: try again
+            reason = _stale(owner, st)
+            if reason:
+                print(f"{path}: {reason}: taken over")
+                path.unlink(missing_ok=True)
+                if _take_lock(path):
+                    return
+                continue
+        raise _locked(path, owner)
 
 
 @contextlib.contextmanager
 def run_lock(folder: Path, enabled: bool = True) -> Iterator[None]:
     """Hold ``folder/LOCK`` while training: a second identical run refuses with one clear
-    error (its result is reused once the first finishes); a lock left by a dead process of
-    this machine is taken over."""
+    error (its result is reused once the first finishes). A lock of this machine whose
+    process is gone (dead, or from before the last boot), or an empty LOCK older than
+    :data:`LOCK_WRITE_GRACE_S`, is taken over; of two processes taking it over at once
+    exactly one wins."""
     path = folder / "LOCK"
     if not enabled:
         yield
         return
-    while not _take_lock(path):
-        try:
-            owner = json.loads(path.read_text())
-        except (OSError, ValueError):
-            owner = {}
-        pid, host = owner.get("pid"), owner.get("host")
-        if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
-            print(f"{path}: stale lock of process {pid} (no longer running) removed")
-            path.unlink(missing_ok=True)
-            continue
-        raise RunLockedError(
-            f"{path}: another run is training this folder (pid {pid} on {host}, since "
-            f"{owner.get('started')}). Wait for it to finish, then run again: its result is "
-            "reused. If that process is gone (e.g. another machine that crashed), delete "
-            f"{path}.")
+    _acquire(path)
     try:
         yield
     finally:

@@ -29,7 +29,9 @@ from hiva_lib.engine.checkpoint import (
     atomic_save,
     atomic_write_json,
     atomic_write_text,
+    check_finished,
     load_checkpoint,
+    write_checksum,
 )
 from hiva_lib.engine.config import TrainConfig, model_config
 from hiva_lib.engine.distributed import (  # noqa: F401  (re-exported)
@@ -58,6 +60,7 @@ from hiva_lib.engine.runs import (  # noqa: F401  (re-exported)
     finished_run,
     resolve_run_dir,
     results_dir,
+    run_dir,
     run_lock,
     run_signature,
     signature,
@@ -66,6 +69,7 @@ from hiva_lib.engine.runs import (  # noqa: F401  (re-exported)
 )
 from hiva_lib.engine.validate import check_writable, notebook_command
 from hiva_lib.model import hiva
+from hiva_lib.model.pretrained import LITE0, PretrainedUnavailableError, lite0_weights_path
 
 __all__ = ["RunResult", "load_data", "model_config", "train_stage1", "train_stage2",
            "load_stage1_checkpoint", "run_variant", "evaluate_run", "aggregate_folds",
@@ -116,6 +120,7 @@ def _finish(model: hiva.HiVA, stage: int, cfg: TrainConfig, data: PreparedDatase
         atomic_save(dict(model=model.state_dict(), stage=stage, au_ids=list(data.au_ids),
                          model_config=dataclasses.asdict(model.cfg), train_config=cfg.to_dict(),
                          signature=sig, trained_on=trained_on(data, cfg.fold)), final)
+        write_checksum(final)  # final.pt.sha256: every later load checks it
         atomic_write_json(cfg.to_dict(), run_dir / "config.json")
         atomic_write_json(sig, run_dir / "signature.json")
         atomic_write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"), run_dir / "DONE")
@@ -130,6 +135,22 @@ def check_outputs(cfg: TrainConfig) -> None:
     check_writable(dict(runs_root=cfg.runs_root, results_root=cfg.results_root))
 
 
+def check_before_writing(cfg: TrainConfig, stage: int) -> torch.device:
+    """What would otherwise fail only after the run folder is made: the device, and (stage
+    1, which loads them) the backbone's pretrained weight file. Returns the device."""
+    device = resolve_device(cfg.device)
+    pretrained = model_config(cfg, "baseline").pretrained
+    if stage == 1 and isinstance(pretrained, str):
+        if pretrained.strip().lower() == LITE0:
+            lite0_weights_path()
+        elif not Path(pretrained).expanduser().is_file():
+            raise PretrainedUnavailableError(
+                f"{pretrained}: backbone weight file not found (model_overrides / model preset "
+                "'pretrained'); set it to an existing .safetensors/.pth file, True (download "
+                "from the hub) or False. Nothing was written.")
+    return device
+
+
 def _start(run_dir: Path, cfg: TrainConfig, stage: int) -> None:
     """The run folder with its signature.json written at the start: an interrupted run says
     which settings it resumes with (a run with other settings takes the next version)."""
@@ -138,12 +159,33 @@ def _start(run_dir: Path, cfg: TrainConfig, stage: int) -> None:
         atomic_write_json(signature(cfg, stage), run_dir / "signature.json")
 
 
-def _already_done(run_dir: Path, stage: int) -> RunResult | None:
-    """A run another process finished while this one waited to lock its folder."""
-    if (run_dir / "DONE").exists():
-        print(f"stage {stage} finished meanwhile by another process: {run_dir} (reused)")
-        return RunResult(run_dir, run_dir / "final.pt", skipped=True)
-    return None
+def _reused(run_dir: Path, stage: int, how: str) -> RunResult:
+    """A finished run, reused after its checkpoint is checked (a damaged one never is)."""
+    print(f"stage {stage} {how}: {run_dir} (reused; if_exists='version' reruns it)")
+    return RunResult(run_dir, check_finished(run_dir), skipped=True)
+
+
+def _train(cfg: TrainConfig, stage: int, data: PreparedDataset, fit) -> RunResult:
+    """Resolve the run folder of ``cfg``'s ``stage``, reuse it when finished, else lock it and
+    ``fit(run_dir, device)``. A run another process finished while this one waited for the
+    lock is reused only when its settings (signature) are these; else the folder is resolved
+    again (the run goes to the next free version)."""
+    device = check_before_writing(cfg, stage)
+    wanted = signature(cfg, stage)
+    while True:
+        folder, finished = resolve_run_dir(run_dir(cfg, stage), cfg.if_exists, wanted)
+        if finished:
+            return _reused(folder, stage, "already finished")
+        folder.mkdir(parents=True, exist_ok=True)
+        with run_lock(folder, enabled=is_main()):
+            if not (folder / "DONE").exists():
+                _start(folder, cfg, stage)
+                fit(folder, device)
+                return RunResult(folder, folder / "final.pt")
+            if run_signature(folder) == wanted:
+                return _reused(folder, stage, "finished meanwhile by another process")
+        print(f"{folder}: finished meanwhile by another process with other settings (kept); "
+              "looking for this run's folder again")
 
 
 def train_stage1(cfg: TrainConfig, data: PreparedDataset | None = None) -> RunResult:
@@ -151,21 +193,15 @@ def train_stage1(cfg: TrainConfig, data: PreparedDataset | None = None) -> RunRe
     setup_distributed()
     check_outputs(cfg)
     data = data or load_data(cfg)
-    run_dir, finished = resolve_run_dir(stage1_dir(cfg), cfg.if_exists, signature(cfg, 1))
-    if finished:
-        print(f"stage 1 already finished: {run_dir} (reused; if_exists='version' reruns it)")
-        return RunResult(run_dir, run_dir / "final.pt", skipped=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir, enabled=is_main()):
-        if done := _already_done(run_dir, 1):
-            return done
-        _start(run_dir, cfg, 1)
-        device = resolve_device(cfg.device)
+
+    def fit(folder: Path, device: torch.device) -> None:
         model = _build(cfg, data, "baseline", device)
         model.set_stage(1)
         train_rows, _ = data.split(cfg.fold)
-        fit_stage(wrap(model, device), 1, cfg, data, train_rows, run_dir, device)
-        return RunResult(run_dir, _finish(model, 1, cfg, data, run_dir))
+        fit_stage(wrap(model, device), 1, cfg, data, train_rows, folder, device)
+        _finish(model, 1, cfg, data, folder)
+
+    return _train(cfg, 1, data, fit)
 
 
 def _checkpoint_data_version(state: dict, path: Path) -> str | None:
@@ -225,23 +261,21 @@ def train_stage2(cfg: TrainConfig, data: PreparedDataset | None = None,
     if 2 not in variants.VARIANTS[cfg.variant].stages:
         raise ValueError(f"variant {cfg.variant!r} has no stage 2; evaluate its stage-1 model "
                          "with run_variant()")
-    run_dir, finished = resolve_run_dir(stage2_dir(cfg), cfg.if_exists, signature(cfg, 2))
-    if finished:
-        print(f"stage 2 already finished: {run_dir} (reused; if_exists='version' reruns it)")
-        return RunResult(run_dir, run_dir / "final.pt", skipped=True)
-    state = load_stage1_checkpoint(cfg, data, stage1_checkpoint)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir, enabled=is_main()):
-        if done := _already_done(run_dir, 2):
-            return done
-        _start(run_dir, cfg, 2)
-        device = resolve_device(cfg.device)
+    state: dict = {}
+
+    def fit(folder: Path, device: torch.device) -> None:
         model = _build(cfg, data, cfg.variant, device, backbone_weights=False)
         model.load_stage1(state["model"])
         model.set_stage(2)
         train_rows, _ = data.split(cfg.fold)
-        fit_stage(wrap(model, device), 2, cfg, data, train_rows, run_dir, device)
-        return RunResult(run_dir, _finish(model, 2, cfg, data, run_dir))
+        fit_stage(wrap(model, device), 2, cfg, data, train_rows, folder, device)
+        _finish(model, 2, cfg, data, folder)
+
+    folder, finished = resolve_run_dir(stage2_dir(cfg), cfg.if_exists, signature(cfg, 2))
+    if not finished:  # checked (and loaded) before any folder is made
+        check_before_writing(cfg, 2)
+        state.update(load_stage1_checkpoint(cfg, data, stage1_checkpoint))
+    return _train(cfg, 2, data, fit)
 
 
 def run_variant(cfg: TrainConfig, data: PreparedDataset | None = None,

@@ -106,10 +106,50 @@ def parse_model_overrides(value: object) -> tuple[dict, list[str]]:
     return dict(value), problems
 
 
+# ModelConfig's whole-number fields that may be 0 (the others must be >= 1)
+MODEL_NONNEGATIVE_INTS = ("text_trainable_layers", "sampling_seed")
+# what a value of each ModelConfig field annotation must be: (test, description)
+_MODEL_TYPES = {
+    "int": (_is_int, "a whole number"),
+    "int | None": (lambda v: v is None or _is_int(v), "None or a whole number"),
+    "float": (lambda v: _is_real(v) and math.isfinite(v), "a finite number"),
+    "float | None": (lambda v: v is None or _is_real(v) and math.isfinite(v),
+                     "None or a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "True or False"),
+    "bool | str": (lambda v: isinstance(v, bool | str), "True, False or a file path"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "str | None": (lambda v: v is None or isinstance(v, str), "None or a string"),
+    "dict": (lambda v: isinstance(v, Mapping), "a dict"),
+}
+
+
+def _override_problem(name: str, kind: str, value: object) -> str | None:
+    """The type or range problem of one ModelConfig override, or None."""
+    test, described = _MODEL_TYPES.get(kind, (lambda v: v is None or isinstance(v, list | tuple),
+                                              "None or a list"))
+    if not test(value):
+        return f"must be {described}"
+    low = 0 if name in MODEL_NONNEGATIVE_INTS else 1
+    if kind.startswith("int") and value is not None and value < low:
+        return f"must be >= {low}"
+    if kind == "float" and value <= 0:
+        return "must be > 0"
+    return None
+
+
+def _check_override_values(overrides: dict) -> list[str]:
+    kinds = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
+    return [_problem(f"model_overrides[{key!r}]", value, problem,
+                     "Fix that field (see hiva_lib/model/config.py)")
+            for key, value in overrides.items()
+            if key in kinds and (problem := _override_problem(key, kinds[key], value))]
+
+
 def _check_model(values: dict) -> list[str]:
     overrides, problems = parse_model_overrides(values.get("model_overrides"))
     values["model_overrides"] = overrides
     preset = values.get("model_preset")
+    problems = problems or _check_override_values(overrides)
     if problems or preset not in MODEL_PRESETS:
         return problems
     try:  # ModelConfig's own checks (choices, graph_k, normalisation...)

@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from hiva_lib.data.prepared import DatasetError
     from hiva_lib.errors import CheckpointError
+    from hiva_lib.integrity import OutOfSpaceError
     from hiva_lib.model.pretrained import PretrainedUnavailableError
     from hiva_lib.study.inference import InferenceError, infer
 
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                       max_frames=args.max_frames, overlays=args.overlays,
                       max_overlays=args.max_overlays, threshold=args.threshold,
                       progress=not args.no_progress)
-    except (InferenceError, CheckpointError, DatasetError, PretrainedUnavailableError) as err:
+    except (InferenceError, CheckpointError, DatasetError, PretrainedUnavailableError,
+            OutOfSpaceError) as err:
         print(f"hiva-detect: error: {err}", file=sys.stderr)
         return 2
     frames = len(table[["source", "frame"]].drop_duplicates())

@@ -44,8 +44,7 @@ import pandas as pd
 import torch
 
 from hiva_lib.data.loader import load_size_for, prepare_batch
-from hiva_lib.engine.checkpoint import atomic_write_json, atomic_write_text
-from hiva_lib.engine.runs import free_version
+from hiva_lib.integrity import atomic_write_json, atomic_write_text, file_sha256, free_version
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -383,11 +382,22 @@ def check_request(source: str | Path | list, align: str, faces: str, threshold: 
         raise InferenceError("; ".join(problems))
 
 
+def check_output(paths: OutputPaths) -> None:
+    """The output folder can be written (checked before any model is loaded or frame read):
+    the nearest existing folder on the way must be a writable folder."""
+    folder = paths.csv.parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise InferenceError(f"{existing}: is a file, so the output {folder} cannot be made; "
+                             "pass --out a folder or a .csv path elsewhere")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InferenceError(f"{existing}: not writable, so the output {paths.csv} cannot be "
+                             "written; pass --out a folder you can write to")
+
+
 def _record(checkpoint: Path, source, paths: OutputPaths, table: pd.DataFrame,
             options: dict, au_ids: tuple[int, ...]) -> dict:
     """What the CSV needs to be read later: its checkpoint, threshold and column order."""
-    from hiva_lib.engine.checkpoint import file_sha256
-
     src = [str(s) for s in source] if isinstance(source, (list, tuple)) else str(source)
     return dict(checkpoint=str(checkpoint.resolve()), checkpoint_sha256=file_sha256(checkpoint),
                 source=src, csv=str(paths.csv), au_ids=list(au_ids),
@@ -417,13 +427,14 @@ def infer(checkpoint: str | Path, source: str | Path | list, out: str | Path,
     from hiva_lib.progress import progress as bar
 
     check_request(source, align, faces, threshold, every, batch_size)
+    paths = output_paths(out)
+    check_output(paths)
     try:
         dev = str(resolve_device(device))
     except RuntimeError as err:  # no CUDA here, or not a device name
         raise InferenceError(f"device={device!r}: {err}") from err
     model = load_trained(checkpoint, dev)
     size = load_size_for(model.cfg.img_size)
-    paths = output_paths(out)
     if paths.kept is not None:
         print(f"{paths.kept} holds an earlier inference (kept); this one goes to {paths.csv}")
     run = _Run(model, FaceAligner(align, size, dev), faces, size, threshold,

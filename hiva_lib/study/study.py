@@ -8,7 +8,6 @@ Figures are written as PNG and PDF to ``figures_root/<dataset>/`` (:meth:`Study.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,13 +17,9 @@ from matplotlib.figure import Figure
 
 from hiva_lib.data.prepared import PreparedDataset
 from hiva_lib.engine import runs
-from hiva_lib.engine.config import (
-    TrainConfig,
-    default_figures_root,
-    make_config,
-    project_root,
-    smoke_flag,
-)
+from hiva_lib.engine.config import TrainConfig, make_config, smoke_flag
+from hiva_lib.integrity import check_sha256, read_json
+from hiva_lib.project import default_figures_root, project_root
 
 
 class FigureError(FileNotFoundError):
@@ -73,18 +68,36 @@ class Study:
                 f"{self.cfg.seed}{smoke} (Baseline: notebooks/02_train_stage1.ipynb), or pass "
                 "runs_root / results_root pointing at the folders that hold it.")
 
+    def recorded_checkpoint(self, recorded: str) -> Path:
+        """Where the checkpoint a metrics.json names is in this study: a path of the runs
+        layout (``<dataset>/<preset>/<variant>/seed<s>/fold<k>/final.pt``) is taken relative
+        to ``runs_root``, whatever folder it was recorded in; any other path as recorded
+        (relative to the project, or absolute)."""
+        parts = Path(recorded).parts
+        if len(parts) >= 6 and parts[-6] == self.dataset and parts[-3].startswith("seed"):
+            return Path(self.cfg.runs_root).joinpath(*parts[-6:])
+        return project_root() / recorded
+
     def checkpoint(self, variant: str) -> Path:
-        """The final.pt evaluated for ``variant`` (its metrics.json names it), or the run's."""
+        """The final.pt evaluated for ``variant`` (its metrics.json names it, under
+        ``runs_root``; checked against the SHA-256 recorded there), or the run's."""
         from hiva_lib import variants
 
         # this fold's versions only (fold1, fold1-v2; not fold10), the newest by number
         for run in runs.newest_fold_results(self.cfg.results_root, self.dataset, variant,
                                             self.cfg.seed, self.cfg.fold):
-            metrics = json.loads((run / "metrics.json").read_text())
-            ckpt = metrics.get("checkpoint")
-            ckpt = ckpt and project_root() / ckpt  # relative to the project (or absolute)
+            metrics = read_json(run / "metrics.json", f"Restore it, or move {run} away and "
+                                "evaluate that run again (notebooks 02/03).")
+            recorded = metrics.get("checkpoint")
+            ckpt = recorded and self.recorded_checkpoint(recorded)
             if ckpt and ckpt.exists():
                 self._check_data_version(run, metrics.get("data_fingerprint"))
+                if metrics.get("checkpoint_sha256"):
+                    check_sha256(ckpt, metrics["checkpoint_sha256"], run / "metrics.json",
+                                 "It is damaged, or another run's than the one these results "
+                                 "are of: restore it, point runs_root at the runs that made "
+                                 "these results, or evaluate this checkpoint again "
+                                 "(notebooks 02/03; the results go to a new version).")
                 return ckpt
         cfg = dataclasses.replace(self.cfg, variant=variant)
         stage = 2 if 2 in variants.VARIANTS[variant].stages else 1
