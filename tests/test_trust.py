@@ -57,6 +57,11 @@ BAD_INPUTS = [  # (make_config keyword arguments, the fragment the one error mus
     (dict(model_overrides='{"dimm": 64}'), "'dimm' is not a ModelConfig field .did you mean 'dim'"),
     (dict(model_overrides="[1, 2]"), "model_overrides=.*: not a dict"),
     (dict(model_overrides={"ddca_mode": "x"}), "ModelConfig.ddca_mode='x': choose one of"),
+    (dict(model_overrides={"dim": "big"}), r"model_overrides\['dim'\]='big': must be a whole "
+                                           "number"),
+    (dict(model_overrides={"dim": -4}), r"model_overrides\['dim'\]=-4: must be >= 1"),
+    (dict(model_overrides={"stage2_new_module_lr_mult": 0.0}),
+     r"model_overrides\['stage2_new_module_lr_mult'\]=0.0: must be > 0"),
     (dict(dataset="synth-disf"), "dataset='synth-disf': unknown data set; allowed: bp4d, .*"
                                  "did you mean 'synth-disfa'"),
     (dict(dataset="affwild"), "dataset='affwild': unknown data set; allowed: bp4d, disfa, gft"),
