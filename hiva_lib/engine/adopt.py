@@ -18,12 +18,11 @@ Anything else is left as it is and listed with the reason. Nothing else is rewri
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from hiva_lib.data.prepared import data_fingerprint, load_prepared
-from hiva_lib.integrity import atomic_write_json, file_sha256
+from hiva_lib.integrity import atomic_write_json, file_sha256, read_json
 
 META_FIELDS = ("dataset", "source", "seed", "image_size", "n_subjects", "frames_per_subject")
 
@@ -55,7 +54,7 @@ def _evidence_problem(metrics: dict, meta: dict, test_frames: dict[int, int]) ->
 
 def _record_in_run(run_dir: Path, fingerprint: str) -> None:
     path = run_dir / "signature.json"
-    signature = json.loads(path.read_text())
+    signature = read_json(path, f"Restore it, or delete the run folder {run_dir}.")
     stage1 = signature.get("model", {}).get("stage1")  # a stage-2 run's stage-1 signature
     for part in (signature, stage1):
         if isinstance(part, dict) and part.get("data") is None:
@@ -72,7 +71,7 @@ def adopt_data_version(dataset: str, data_root: str | Path, results_root: str | 
     test_frames = data.index["fold"].value_counts().to_dict()
     out = []
     for path in sorted((Path(results_root) / dataset).glob("*/seed*/fold*/metrics.json")):
-        metrics = json.loads(path.read_text())
+        metrics = read_json(path, f"Restore it, or move {path.parent} away.")
         if metrics.get("data_fingerprint"):
             same = metrics["data_fingerprint"] == fingerprint
             out.append(Adoption(path, False, "records this data version" if same else

@@ -2,7 +2,8 @@
 
 Folders (``cfg.runs_root`` / ``cfg.results_root``)::
 
-    runs/<dataset>/<model_preset>/stage1/seed<s>/fold<k>/         final.pt, last.pt, log.csv, DONE
+    runs/<dataset>/<model_preset>/stage1/seed<s>/fold<k>/         final.pt, final.pt.sha256,
+                                                                  last.pt, log.csv, DONE
     runs/<dataset>/<model_preset>/<variant>/seed<s>/fold<k>/      the same, + text_emb/epochNNN.pt
     results/<dataset>/<variant>/seed<s>/fold<k>/                  metrics.json, f1.csv,
                                                                   predictions.npz, config.json

@@ -165,7 +165,7 @@ def _reused(run_dir: Path, stage: int, how: str) -> RunResult:
     return RunResult(run_dir, check_finished(run_dir), skipped=True)
 
 
-def _train(cfg: TrainConfig, stage: int, data: PreparedDataset, fit) -> RunResult:
+def _train(cfg: TrainConfig, stage: int, fit) -> RunResult:
     """Resolve the run folder of ``cfg``'s ``stage``, reuse it when finished, else lock it and
     ``fit(run_dir, device)``. A run another process finished while this one waited for the
     lock is reused only when its settings (signature) are these; else the folder is resolved
@@ -201,7 +201,7 @@ def train_stage1(cfg: TrainConfig, data: PreparedDataset | None = None) -> RunRe
         fit_stage(wrap(model, device), 1, cfg, data, train_rows, folder, device)
         _finish(model, 1, cfg, data, folder)
 
-    return _train(cfg, 1, data, fit)
+    return _train(cfg, 1, fit)
 
 
 def _checkpoint_data_version(state: dict, path: Path) -> str | None:
@@ -264,6 +264,8 @@ def train_stage2(cfg: TrainConfig, data: PreparedDataset | None = None,
     state: dict = {}
 
     def fit(folder: Path, device: torch.device) -> None:
+        if not state:  # the folder was finished when first looked at, and no longer is
+            state.update(load_stage1_checkpoint(cfg, data, stage1_checkpoint))
         model = _build(cfg, data, cfg.variant, device, backbone_weights=False)
         model.load_stage1(state["model"])
         model.set_stage(2)
@@ -275,7 +277,7 @@ def train_stage2(cfg: TrainConfig, data: PreparedDataset | None = None,
     if not finished:  # checked (and loaded) before any folder is made
         check_before_writing(cfg, 2)
         state.update(load_stage1_checkpoint(cfg, data, stage1_checkpoint))
-    return _train(cfg, 2, data, fit)
+    return _train(cfg, 2, fit)
 
 
 def run_variant(cfg: TrainConfig, data: PreparedDataset | None = None,

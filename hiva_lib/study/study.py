@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from hiva_lib.data.prepared import PreparedDataset
 from hiva_lib.engine import runs
 from hiva_lib.engine.config import TrainConfig, make_config, smoke_flag
-from hiva_lib.integrity import check_sha256, read_json
+from hiva_lib.integrity import check_sha256, file_sha256, read_json, recorded_checksum
 from hiva_lib.project import default_figures_root, project_root
 
 
@@ -94,10 +94,7 @@ class Study:
                 self._check_data_version(run, metrics.get("data_fingerprint"))
                 if metrics.get("checkpoint_sha256"):
                     check_sha256(ckpt, metrics["checkpoint_sha256"], run / "metrics.json",
-                                 "It is damaged, or another run's than the one these results "
-                                 "are of: restore it, point runs_root at the runs that made "
-                                 "these results, or evaluate this checkpoint again "
-                                 "(notebooks 02/03; the results go to a new version).")
+                                 _not_the_results_checkpoint(ckpt))
                 return ckpt
         cfg = dataclasses.replace(self.cfg, variant=variant)
         stage = 2 if 2 in variants.VARIANTS[variant].stages else 1
@@ -134,6 +131,16 @@ class Study:
         fig.savefig(paths[1], bbox_inches="tight")
         plt.close(fig)
         return paths
+
+
+def _not_the_results_checkpoint(ckpt: Path) -> str:
+    """Why a checkpoint is not the one its results were evaluated from, and the fix."""
+    own = recorded_checksum(ckpt)
+    why = ("It is intact (it matches its own final.pt.sha256) but another run's than the one "
+           "these results are of" if own == file_sha256(ckpt) else "It is damaged or replaced")
+    return (f"{why}: point runs_root at the runs that made these results, restore it, or "
+            "evaluate this checkpoint (notebooks 02/03: its results go to a new version, "
+            "which figures then use).")
 
 
 def run_figure(fn, *args, skip_missing: bool = False, **kwargs):
