@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from hiva_lib.data.au import au_keys
-from hiva_lib.engine.checkpoint import atomic_write_text
+from hiva_lib.integrity import atomic_write_text
 from hiva_lib.study.study import FigureError, Study
 
 

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from hiva_lib.data.au import au_keys
 from hiva_lib.data.loader import load_size_for
-from hiva_lib.engine.checkpoint import atomic_write_text
+from hiva_lib.integrity import atomic_write_text
 from hiva_lib.model.text import cached_text
 from hiva_lib.study import attention_scoring as scoring
 from hiva_lib.study.drawing import MAP_CMAP, au_list, overlay

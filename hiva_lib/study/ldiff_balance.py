@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hiva_lib.data.loader import FrameDataset, load_size_for, prepare_batch
-from hiva_lib.engine.checkpoint import atomic_write_text
+from hiva_lib.integrity import atomic_write_text
 from hiva_lib.losses import au_loss, inverse_frequency_weights
 from hiva_lib.model.text import l_diff
 
