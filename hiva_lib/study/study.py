@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
@@ -121,6 +122,24 @@ class Study:
         fig.savefig(paths[1], bbox_inches="tight")
         plt.close(fig)
         return paths
+
+
+def write_run_rows(new: pd.DataFrame, path: Path, float_format: str | None = None
+                   ) -> pd.DataFrame:
+    """Write a per-run table (columns seed, fold, variant, ...) to ``path``, replacing the rows
+    of the (seed, fold, variant) runs that ``new`` holds and keeping every other run's, so that
+    measuring one run never drops another's. Returns the whole table."""
+    from hiva_lib.engine.checkpoint import atomic_write_text
+
+    if path.exists():
+        old = pd.read_csv(path)
+        key = ["seed", "fold", "variant"]
+        measured = pd.MultiIndex.from_frame(new[key].drop_duplicates())
+        new = pd.concat([old[~pd.MultiIndex.from_frame(old[key]).isin(measured)], new],
+                        ignore_index=True)
+    new = new.sort_values(["seed", "fold"], kind="stable").reset_index(drop=True)
+    atomic_write_text(new.to_csv(index=False, float_format=float_format), path)
+    return new
 
 
 def run_figure(fn, *args, skip_missing: bool = False, **kwargs):
