@@ -171,21 +171,21 @@ def _check_export_dir(out_dir: Path, overwrite: bool, data: PreparedDataset) -> 
         "(MDHR: --dataset_path) at it.")
 
 
-def image_format(path: Path) -> str | None:
+def _image_format(path: Path) -> str | None:
     """``"jpeg"`` or ``"png"`` from a file's first bytes, whatever its name says (else None)."""
     with open(path, "rb") as f:
         head = f.read(8)
     return next((kind for kind, sig in _SIGNATURES.items() if head.startswith(sig)), None)
 
 
-def name_format(name: str | Path) -> str:
+def _name_format(name: str | Path) -> str:
     """The format an image name promises: ``"jpeg"`` for .jpg / .jpeg, else ``"png"``."""
     return "jpeg" if Path(name).suffix.lower() in JPEG_SUFFIXES else "png"
 
 
 def _usable_as_is(src: Path, name: str) -> bool:
     """Our image can be linked under ``name``: the size their loaders need, the format named."""
-    if image_format(src) != name_format(name):
+    if _image_format(src) != _name_format(name):
         return False
     with Image.open(src) as im:
         return im.size == (MEGRAPHAU_IMAGE_SIZE, MEGRAPHAU_IMAGE_SIZE)
@@ -195,7 +195,7 @@ def _write_image(src: Path, dst: Path) -> None:
     """``src`` resized as our loader resizes it, written in the format ``dst``'s name says
     (JPEG at :data:`~hiva_lib.data.prepared.JPEG_QUALITY`, PNG lossless)."""
     rgb = read_image(src, MEGRAPHAU_IMAGE_SIZE).permute(1, 2, 0).numpy()
-    params = ([cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if name_format(dst) == "jpeg" else [])
+    params = ([cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if _name_format(dst) == "jpeg" else [])
     if not cv2.imwrite(str(dst), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
         raise OSError(f"{dst}: could not be written")
 
