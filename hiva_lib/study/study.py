@@ -1,7 +1,8 @@
 """The study a figure is drawn from: :class:`Study` knows where one data set's data, runs,
 results and figures live (the same folders as the training notebooks) and loads its data and
 trained models on demand. :func:`run_figure` and :func:`show` are the notebook's wrappers;
-a missing input is one :class:`FigureError` naming the notebook to run.
+a missing input is one :class:`FigureError` naming the notebook to run (its parameters cell and
+the papermill command); :func:`figure_status` lists what was drawn and what was skipped.
 
 Figures are written as PNG and PDF to ``figures_root/<dataset>/`` (:meth:`Study.save`).
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
@@ -23,12 +25,17 @@ from hiva_lib.engine.config import (
     default_figures_root,
     make_config,
     project_root,
-    smoke_flag,
 )
 
 
 class FigureError(FileNotFoundError):
     """What a figure needs (results, checkpoints, text embeddings) is missing."""
+
+
+# Every figure of notebook 06: the function that draws it -> the file it saves
+# (figures_root/<dataset>/<name>.png and .pdf)
+FIGURES = {"fig4": "fig4_f1_gain", "fig5": "fig5_text_similarity", "fig6": "fig6_attention",
+           "score_attention": "attention_scores", "fig7": "fig7_au_graphs"}
 
 
 @dataclass
@@ -39,6 +46,13 @@ class Study:
     figures_root: Path
     _data: PreparedDataset | None = field(default=None, repr=False)
     _models: dict = field(default_factory=dict, repr=False)
+    drawn: list[str] = field(default_factory=list, repr=False)  # names saved by save()
+    skipped: dict[str, str] = field(default_factory=dict, repr=False)  # name -> what is missing
+
+    def __repr__(self) -> str:  # one line in a notebook, not the whole TrainConfig
+        c = self.cfg
+        return (f"Study({c.dataset}, seed {c.seed}, fold {c.fold}{', smoke' if c.smoke else ''};"
+                f" results {c.results_root}, runs {c.runs_root}, figures {self.figures_root})")
 
     @classmethod
     def open(cls, dataset: str, data_root: str | None = None, runs_root: str | None = None,
@@ -67,11 +81,14 @@ class Study:
         return self.figures_root / self.dataset
 
     def _train_hint(self, variant: str) -> str:
-        smoke = smoke_flag(self.cfg)
-        return (f"Train it first: papermill notebooks/03_train_stage2.ipynb out.ipynb -p dataset "
-                f"{self.dataset} -p variant {variant} -p fold {self.cfg.fold} -p seed "
-                f"{self.cfg.seed}{smoke} (Baseline: notebooks/02_train_stage1.ipynb), or pass "
-                "runs_root / results_root pointing at the folders that hold it.")
+        from hiva_lib import variants
+        from hiva_lib.engine.validate import notebook_hint
+
+        stage2 = 2 in variants.VARIANTS[variant].stages
+        notebook = "03_train_stage2" if stage2 else "02_train_stage1"
+        cfg = dataclasses.replace(self.cfg, variant=variant)
+        return (f"Train it first: {notebook_hint(cfg, notebook)}. Or pass runs_root / "
+                "results_root pointing at the folders that hold it.")
 
     def checkpoint(self, variant: str) -> Path:
         """The final.pt evaluated for ``variant`` (its metrics.json names it), or the run's."""
@@ -120,6 +137,7 @@ class Study:
         fig.savefig(paths[0], dpi=150, bbox_inches="tight")
         fig.savefig(paths[1], bbox_inches="tight")
         plt.close(fig)
+        self.drawn.append(name)
         return paths
 
 
@@ -131,8 +149,23 @@ def run_figure(fn, *args, skip_missing: bool = False, **kwargs):
     except FigureError as e:
         if not skip_missing:
             raise
-        print(f"skipped {getattr(fn, '__name__', fn)}: {e}")
+        name = getattr(fn, "__name__", str(fn))
+        name = FIGURES.get(name, name)
+        for study in (a for a in args if isinstance(a, Study)):
+            study.skipped[name] = str(e)
+        print(f"skipped {name}: {e}")
         return None
+
+
+def figure_status(study: Study) -> pd.DataFrame:
+    """One row per figure drawn or skipped in this session of ``study``: ``figure``,
+    ``status`` ("drawn", "skipped", or "drawn in part" for one that lacks a row), and for a
+    skipped one what is missing and how to get it (``how``)."""
+    rows = [dict(figure=name, status="drawn in part" if name in study.skipped else "drawn",
+                 how=study.skipped.get(name, "")) for name in dict.fromkeys(study.drawn)]
+    rows += [dict(figure=name, status="skipped", how=how) for name, how in study.skipped.items()
+             if name not in study.drawn]
+    return pd.DataFrame(rows, columns=["figure", "status", "how"])
 
 
 def show(study: Study, name: str):
