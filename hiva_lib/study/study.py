@@ -158,7 +158,7 @@ def run_figure(fn, *args, skip_missing: bool = False, **kwargs):
 
 
 def figure_status(study: Study) -> pd.DataFrame:
-    """One row per figure drawn or skipped in this session of ``study``: ``figure``,
+    """One row per figure drawn or skipped since ``study`` was opened: ``figure``,
     ``status`` ("drawn", "skipped", or "drawn in part" for one that lacks a row), and for a
     skipped one what is missing and how to get it (``how``)."""
     rows = [dict(figure=name, status="drawn in part" if name in study.skipped else "drawn",
