@@ -233,7 +233,8 @@ def raise_if_nonfinite(fit: Fit) -> None:
         f"{fit.run_dir}: stage {fit.stage} stopped at step {step} (epoch "
         f"{epoch + 1}, batch {batch + 1}): loss {loss:.4g}, gradient norm "
         f"{norm:.4g}. Likely cause: the learning rate is too high (lr={lr:g}; try "
-        f"10-100x lower, e.g. -p lr {lr / 100:g}), or a NaN in the input. Nothing of this step "
+        f"10-100x lower, e.g. lr = {lr / 100:g} in the parameters cell, -p lr {lr / 100:g} with "
+        "papermill), or a NaN in the input. Nothing of this step "
         f"was applied and the run is not marked finished; {kept}. A run with another lr "
         "goes to the next free version of the run folder.")
 

@@ -48,6 +48,12 @@ class ParameterError(ValueError):
     """One or more parameters are invalid; nothing has been written."""
 
 
+# The fixes below read as papermill options; in JupyterLab the same values go into the
+# notebook's parameters cell (said once, in the first line of the error).
+IN_JUPYTERLAB = ("; in JupyterLab, set the values in the notebook's parameters cell, e.g. "
+                 "fold = 1 for -p fold 1")
+
+
 def suggest(value: object, allowed: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest allowed name, else ''."""
     names = [str(a) for a in allowed]
@@ -194,7 +200,7 @@ def check_train_values(dataset: object, preset: object, smoke: object, values: d
             problems.append(_problem("fold", fold, f"{dataset} has test folds {folds}",
                                      f"Pass one of them, e.g. -p fold {folds[0]}"))
     if problems:
-        raise ParameterError("invalid parameters (nothing was written):\n  "
+        raise ParameterError(f"invalid parameters (nothing was written{IN_JUPYTERLAB}):\n  "
                              + "\n  ".join(problems))
     return values
 
@@ -273,7 +279,8 @@ def check_writable(folders: Mapping[str, str | Path]) -> None:
             problems.append(f"{name}={str(folder)!r}: {existing} is not writable. Make it "
                             f"writable, or pass another {name} (-p {name} /path/you/can/write)")
     if problems:
-        raise ParameterError("output folders (nothing was trained):\n  " + "\n  ".join(problems))
+        raise ParameterError(f"output folders (nothing was trained{IN_JUPYTERLAB}):\n  "
+                             + "\n  ".join(problems))
 
 
 # ----------------------------------------------------------------------------- hints
@@ -353,5 +360,5 @@ def check_ablation_values(dataset: str, slugs: list, folds: list | None, seeds: 
         problems.append(_problem("workers", workers, "must be None or a whole number >= 1",
                                  "Pass -p workers 1"))
     if problems:
-        raise ParameterError("invalid parameters (nothing was written):\n  "
+        raise ParameterError(f"invalid parameters (nothing was written{IN_JUPYTERLAB}):\n  "
                              + "\n  ".join(problems))
