@@ -30,7 +30,8 @@ def _noise_csv(tmp_path: Path) -> Path:
     return path
 
 
-def _run(root: Path, variant: str, seed: int, fold: int, f1: float, threads: int = 1) -> None:
+def _run(root: Path, variant: str, seed: int, fold: int, f1: float, threads: int = 1,
+         preset: str = "cpu-lite0") -> None:
     """A finished run whose every AU scores ``f1`` (fraction), AVE too."""
     out = root / DS / variant / f"seed{seed}" / f"fold{fold}"
     out.mkdir(parents=True)
@@ -38,7 +39,8 @@ def _run(root: Path, variant: str, seed: int, fold: int, f1: float, threads: int
     (out / "metrics.json").write_text(json.dumps(dict(
         dataset=DS, variant=variant, seed=seed, fold=fold, au_ids=ids,
         f1={k: f1 for k in KEYS}, mean_f1=f1, n_test=10, checkpoint=None,
-        data_fingerprint="abc", provenance={"torch_threads": threads})))
+        data_fingerprint="abc", provenance={"torch_threads": threads},
+        config={"model_preset": preset, "epochs_stage1": 4})))
 
 
 def test_seed_noise_is_the_sample_sd_at_one_thread(tmp_path):
@@ -93,6 +95,15 @@ def test_reproduction_table_of_planted_roots(tmp_path):
     assert verdicts["AU1"] == "reproduced"  # its own, wider noise: 4.8 points < 6.7
     assert verdicts["AU2"] == "no noise measured"  # no sd planted for AU2: not a failure
     assert R.exit_status(t) == 1 and "DIFFERS" in R.format_table(t)
+
+
+def test_runs_of_other_settings_are_not_compared(tmp_path):
+    """A smoke-size run (another model preset) against the committed study: not a verdict."""
+    new, ref = tmp_path / "new", tmp_path / "ref"
+    _run(ref, "full", 0, 1, 0.71)
+    _run(new, "full", 0, 1, 0.20, preset="test-tiny")
+    t = R.reproduction_table(new, ref, noise=_noise_csv(tmp_path))
+    assert set(t.verdict) == {"other settings"} and R.exit_status(t) == 0
 
 
 def test_paper_comparison_takes_the_pooled_seed_sd(tmp_path):

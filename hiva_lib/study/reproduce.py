@@ -20,8 +20,10 @@ synth-bp4d). On one thread, on the machine kind that made the reference, the def
 path is bit-identical: the difference is 0.00 and the verdict is *identical*. On two threads
 the same seed moved AVE by +0.12 (synth-bp4d) and -0.54 (synth-disfa) points: inside the band.
 A number outside its band *differs*; one without a counterpart has *no reference*, one
-without a noise measurement *no noise measured* (neither is a failure). :func:`exit_status`
-is 1 when any number differs.
+without a noise measurement *no noise measured*, and one whose reference run was trained with
+other settings (model preset, epochs, learning rates, batch size...: a smoke-size run against
+the committed study) *other settings*, not compared (none of these is a failure).
+:func:`exit_status` is 1 when any number differs.
 """
 from __future__ import annotations
 
@@ -37,7 +39,11 @@ from hiva_lib.engine import runs as layout
 K = 3.0  # band half-width in standard deviations of the difference
 IDENTICAL = 0.005  # F1 points: equal to the two decimals shown
 KEYS = ["dataset", "variant", "seed", "fold", "column"]
-VERDICTS = ("identical", "reproduced", "differs", "no reference", "no noise measured")
+VERDICTS = ("identical", "reproduced", "differs", "no reference", "no noise measured",
+            "other settings")
+# What defines a run's number besides its keys: these config fields must match to compare
+SETTINGS = (*layout.SIGNATURE_FIELDS, *layout.STAGE_FIELDS[1], *layout.STAGE_FIELDS[2],
+            "model_overrides")
 
 
 class ReproduceError(FileNotFoundError):
@@ -76,7 +82,8 @@ def seed_noise(dataset: str, path: str | Path | None = None) -> tuple[pd.Series,
 
 def run_numbers(results_root: str | Path, dataset: str) -> pd.DataFrame:
     """One row per number of every finished run of ``dataset`` under ``results_root``:
-    ``KEYS``, ``value`` (F1 points), ``n`` (1 run) and ``threads`` (torch threads of the run)."""
+    ``KEYS``, ``value`` (F1 points), ``n`` (1 run), ``threads`` (torch threads of the run) and
+    ``settings`` (the config fields of ``SETTINGS``, as text)."""
     from hiva_lib.study.report import ReportError, collect_results
 
     try:
@@ -84,16 +91,21 @@ def run_numbers(results_root: str | Path, dataset: str) -> pd.DataFrame:
     except ReportError as e:
         raise ReproduceError(str(e)) from None
     au = [c for c in runs.columns if c.startswith("AU") and c[2:].isdigit()]
-    runs = runs.assign(AVE=runs["mean_f1"], threads=[_threads(p) for p in runs["path"]])
-    long = runs.melt(id_vars=["dataset", "variant", "seed", "fold", "threads"],
+    records = [_run_record(p) for p in runs["path"]]
+    runs = runs.assign(AVE=runs["mean_f1"], threads=[r[0] for r in records],
+                       settings=[r[1] for r in records])
+    long = runs.melt(id_vars=["dataset", "variant", "seed", "fold", "threads", "settings"],
                      value_vars=["AVE", *au], var_name="column", value_name="value")
     long["value"] = long["value"] * 100.0
-    return long.assign(n=1)[[*KEYS, "value", "n", "threads"]]
+    return long.assign(n=1)[[*KEYS, "value", "n", "threads", "settings"]]
 
 
-def _threads(metrics_path: str) -> int | None:
-    provenance = json.loads(Path(metrics_path).read_text()).get("provenance") or {}
-    return provenance.get("torch_threads")
+def _run_record(metrics_path: str) -> tuple[int | None, str]:
+    """The torch threads and the settings (``SETTINGS`` of its config) of a run."""
+    metrics = json.loads(Path(metrics_path).read_text())
+    config = metrics.get("config") or {}
+    settings = json.dumps({k: config.get(k) for k in SETTINGS}, sort_keys=True, default=str)
+    return (metrics.get("provenance") or {}).get("torch_threads"), settings
 
 
 def compare_to_reference(produced: pd.DataFrame, reference: pd.DataFrame,
@@ -102,16 +114,16 @@ def compare_to_reference(produced: pd.DataFrame, reference: pd.DataFrame,
     """Each produced number beside its reference, the band and the verdict.
 
     ``produced`` and ``reference`` hold ``keys`` (default: every column but ``value``, ``n``,
-    ``threads``), ``value`` (F1 points) and optionally ``n`` (runs averaged; default 1). ``sd``:
+    ``threads``, ``settings``), ``value`` (F1 points) and optionally ``n`` (runs averaged;
+    default 1) and ``settings`` (numbers of other settings are not compared). ``sd``:
     the noise of one run, one number or one per ``column`` value. Band: ``k * sd *
     sqrt(1/n_new + 1/n_ref)``; verdict by the rule of this module. Any reference table works:
     the committed results (:func:`run_numbers`), the paper's (:func:`paper_numbers`)."""
-    extra = {"value", "n", "threads"}
+    extra = {"value", "n", "threads", "settings"}
     keys = keys or [c for c in produced.columns if c not in extra]
     new = produced.assign(n=produced.get("n", 1))
-    ref = reference.assign(n=reference.get("n", 1))[[*keys, "value", "n",
-                                                     *(["threads"] if "threads" in reference
-                                                       else [])]]
+    ref = reference.assign(n=reference.get("n", 1))
+    ref = ref[[*keys, "value", "n", *(c for c in ("threads", "settings") if c in ref)]]
     table = new.merge(ref, on=keys, how="left", suffixes=("", "_ref"))
     sds = table["column"].map(sd) if isinstance(sd, Mapping) else pd.Series(sd, table.index)
     table = table.rename(columns={"value": "produced", "value_ref": "reference"})
@@ -119,6 +131,9 @@ def compare_to_reference(produced: pd.DataFrame, reference: pd.DataFrame,
     table["band"] = k * sds.astype(float) * (1 / table["n"] + 1 / table["n_ref"]) ** 0.5
     table["verdict"] = [_verdict(d, b) for d, b in zip(table["diff"], table["band"],
                                                       strict=True)]
+    if {"settings", "settings_ref"} <= set(table):
+        other = table["settings_ref"].notna() & (table["settings"] != table["settings_ref"])
+        table.loc[other, "verdict"] = "other settings"
     order = [*keys, *(c for c in ("threads", "threads_ref") if c in table), "produced",
              "reference", "diff", "band", "verdict"]
     return table[order].reset_index(drop=True)
