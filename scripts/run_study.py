@@ -13,9 +13,10 @@ the paper's claims tested (09), the reproduction check (11).
 Where it writes. By default every output goes to the git-ignored ``study_out/``: runs/,
 results/, figures/ and the executed notebooks (notebooks/<dataset>/); the prepared data to the
 shared data/prepared/. The reports, claims and figures are computed from the runs of that one
-root, so a fresh clone's ``git status`` stays clean. ``--root DIR`` puts all of it, the data
-included, under DIR. ``--into-committed`` writes the committed reference instead (runs/,
-results/, figures/ of the project): the deliberate way to regenerate it.
+root, so a fresh clone's ``git status`` stays clean. ``--smoke`` writes all of it, its data
+included, under study_out/_smoke/, ``--root DIR`` under DIR. ``--into-committed`` writes the
+committed reference instead (runs/, results/, figures/ of the project): the deliberate way to
+regenerate it.
 
 The end: each number the run produced (every run's F1, mean and per AU) beside the committed
 one, its noise band from the measured seed noise and "identical" / "reproduced" / "differs"
@@ -46,8 +47,8 @@ def output_roots(args: argparse.Namespace) -> tuple[dict[str, str], Path]:
     if args.into_committed:
         return ({k: str(ROOT / v) for k, v in COMMITTED_ROOTS.items()},
                 ROOT / "results" / "notebooks" / args.dataset)  # results/notebooks: ignored
-    base = args.root or ROOT / OUTPUT_ROOT
-    folders = ("data", "runs", "results", "figures") if args.root else (
+    base = args.root or ROOT / OUTPUT_ROOT / ("_smoke" if args.smoke else "")
+    folders = ("data", "runs", "results", "figures") if args.root or args.smoke else (
         "runs", "results", "figures")  # data/prepared is shared (an input, not an output)
     return ({f"{k}_root": str(base / k) for k in folders},
             base / "notebooks" / args.dataset)
@@ -70,7 +71,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                        "project) instead: regenerating it on purpose")
     ap.add_argument("--no-check", action="store_true",
                     help="skip the reproduction check at the end (benchmarks)")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.smoke and args.into_committed:
+        ap.error("--smoke runs are not the committed reference: drop --into-committed")
+    return args
 
 
 def reproduction_check(results_root: str, dataset: str) -> int:
