@@ -86,7 +86,8 @@ class Study:
 
         stage2 = 2 in variants.VARIANTS[variant].stages
         notebook = "03_train_stage2" if stage2 else "02_train_stage1"
-        cfg = dataclasses.replace(self.cfg, variant=variant)
+        # the figures' device (cpu by default) is not the training's: the notebook's default
+        cfg = dataclasses.replace(self.cfg, variant=variant, device=TrainConfig.device)
         return (f"Train it first: {notebook_hint(cfg, notebook)}. Or pass runs_root / "
                 "results_root pointing at the folders that hold it.")
 
@@ -143,15 +144,19 @@ class Study:
 
 def run_figure(fn, *args, skip_missing: bool = False, **kwargs):
     """``fn(*args, **kwargs)``; with ``skip_missing`` a missing input (:class:`FigureError`)
-    is reported and None returned, so one untrained variant does not stop the other figures."""
+    is reported and None returned, so one untrained variant does not stop the other figures.
+    The outcome is recorded in the :class:`Study` among ``args`` (:func:`figure_status`)."""
+    name = getattr(fn, "__name__", str(fn))
+    name = FIGURES.get(name, name)
+    studies = [a for a in args if isinstance(a, Study)]
+    for study in studies:  # drawn again: what was missing before may be there now
+        study.skipped.pop(name, None)
     try:
         return fn(*args, **kwargs)
     except FigureError as e:
         if not skip_missing:
             raise
-        name = getattr(fn, "__name__", str(fn))
-        name = FIGURES.get(name, name)
-        for study in (a for a in args if isinstance(a, Study)):
+        for study in studies:
             study.skipped[name] = str(e)
         print(f"skipped {name}: {e}")
         return None
