@@ -104,6 +104,7 @@ def test_runs_of_other_settings_are_not_compared(tmp_path):
     _run(new, "full", 0, 1, 0.20, preset="test-tiny")
     t = R.reproduction_table(new, ref, noise=_noise_csv(tmp_path))
     assert set(t.verdict) == {"other settings"} and R.exit_status(t) == 0
+    assert "NOTHING COMPARED" in R.summary(t)
 
 
 def test_paper_comparison_takes_the_pooled_seed_sd(tmp_path):

@@ -181,7 +181,8 @@ def summary(table: pd.DataFrame) -> str:
     """One line: how many numbers, and how many of each verdict."""
     counts = table["verdict"].value_counts()
     parts = [f"{int(counts.get(v, 0))} {v}" for v in VERDICTS if counts.get(v, 0)]
-    what = "REPRODUCED" if not exit_status(table) else "DIFFERS"
+    compared = table["verdict"].isin(["identical", "reproduced", "differs"]).any()
+    what = "DIFFERS" if exit_status(table) else "REPRODUCED" if compared else "NOTHING COMPARED"
     return f"{len(table)} numbers: {', '.join(parts)}: {what} (rule: {rule_text()})"
 
 
