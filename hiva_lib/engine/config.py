@@ -15,6 +15,13 @@ from hiva_lib import variants
 from hiva_lib.model.config import ModelConfig
 from hiva_lib.presets import MODEL_PRESETS, SMOKE, TRAIN_PRESETS, default_preset
 
+# Where a run writes unless told otherwise: an output root that git ignores, so that no run,
+# interrupted or interactive, rewrites the committed reference (results/, figures/). The
+# committed reference is regenerated deliberately, with COMMITTED_ROOTS
+# (``python scripts/run_study.py --into-committed``, or these values in a parameters cell).
+OUTPUT_ROOT = "study_out"
+COMMITTED_ROOTS = {"runs_root": "runs", "results_root": "results", "figures_root": "figures"}
+
 
 @dataclass
 class TrainConfig:
@@ -36,9 +43,9 @@ class TrainConfig:
     num_workers: int | str = 4  # loader processes per rank; "auto": the cores per rank - 1
     device: str = "auto"  # "auto" -> cuda if available, else cpu
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    data_root: str = "data/prepared"
-    runs_root: str = "runs"
-    results_root: str = "results"
+    data_root: str = "data/prepared"  # an input cache, shared by every output root
+    runs_root: str = f"{OUTPUT_ROOT}/runs"
+    results_root: str = f"{OUTPUT_ROOT}/results"
     if_exists: str = "skip"  # finished runs: "skip" (reuse), "version" (new folder), "error"
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: epoch ends only)
     max_steps_per_epoch: int | None = None  # smoke runs
@@ -85,11 +92,6 @@ def model_config(cfg: TrainConfig, variant: str) -> ModelConfig:
     return variants.apply_variant(base, variant)
 
 
-def smoke_flag(cfg: TrainConfig) -> str:
-    """The notebook flag that rebuilds ``cfg``'s smoke size, for hints in error messages."""
-    return " -p smoke True" if cfg.smoke else ""
-
-
 def project_root() -> Path:
     """The repository root (holding pyproject.toml of hiva_lib), searched upwards from the cwd,
     so notebooks opened in notebooks/ and papermill runs from the root share one data folder."""
@@ -102,8 +104,9 @@ def project_root() -> Path:
 
 
 def default_figures_root(smoke: bool = False) -> Path:
-    """figures/ of the project (smoke runs: figures/_smoke/, ignored by git)."""
-    return project_root() / ("figures/_smoke" if smoke else "figures")
+    """study_out/figures/ of the project (smoke runs: figures/_smoke/); both ignored by git,
+    the committed figures/ is written only when asked for (:data:`COMMITTED_ROOTS`)."""
+    return project_root() / ("figures/_smoke" if smoke else f"{OUTPUT_ROOT}/figures")
 
 
 def resolve_paths(cfg: TrainConfig) -> TrainConfig:

@@ -41,9 +41,12 @@ class ReportError(FileNotFoundError):
 
 
 def _run_hint(dataset: str) -> str:
-    return (f"Run the experiments first: papermill notebooks/04_ablations.ipynb out.ipynb "
-            f"-p dataset {dataset} (all variants), or notebooks/03_train_stage2.ipynb for the "
-            "full model only; or pass results_root pointing at the folder that holds them.")
+    from hiva_lib.hints import run_hint
+
+    return (f"Run the experiments first (all variants): "
+            f"{run_hint('04_ablations', {'dataset': dataset})}; or notebooks/03_train_stage2.ipynb "
+            "for the full model only; or pass results_root pointing at the folder that holds "
+            "them.")
 
 
 # ----------------------------------------------------------------------------- collect
