@@ -1,8 +1,15 @@
-"""Where the project lives: its root folder and the default figures folder (ground floor:
-the data room draws figures too)."""
+"""Where the project lives: its root folder, the default output root and figures folder
+(ground floor: the data room draws figures too)."""
 from __future__ import annotations
 
 from pathlib import Path
+
+# Where a run writes unless told otherwise: an output root that git ignores, so that no run,
+# interrupted or interactive, rewrites the committed reference (results/, figures/). The
+# committed reference is regenerated deliberately, with COMMITTED_ROOTS
+# (``python scripts/run_study.py --into-committed``, or these values in a parameters cell).
+OUTPUT_ROOT = "study_out"
+COMMITTED_ROOTS = {"runs_root": "runs", "results_root": "results", "figures_root": "figures"}
 
 
 def project_root() -> Path:
@@ -17,5 +24,6 @@ def project_root() -> Path:
 
 
 def default_figures_root(smoke: bool = False) -> Path:
-    """figures/ of the project (smoke runs: figures/_smoke/, ignored by git)."""
-    return project_root() / ("figures/_smoke" if smoke else "figures")
+    """study_out/figures/ of the project (smoke runs: figures/_smoke/); both ignored by git,
+    the committed figures/ is written only when asked for (:data:`COMMITTED_ROOTS`)."""
+    return project_root() / ("figures/_smoke" if smoke else f"{OUTPUT_ROOT}/figures")

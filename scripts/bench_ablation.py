@@ -5,7 +5,8 @@ of the table on every test fold, for the seeds of ``SEEDS``), then notebook 05 (
 through scripts/run_study.py, and prints the time of each data set beside the 90-minute goal
 (which covers all three) and the total. Finished runs are reused, so only a run on fresh
 folders measures the full cost: by default everything goes to a temporary folder;
-``--into-project`` writes into the project's data/, runs/, results/ instead, and ``--root DIR``
+``--into-project`` writes into the project's committed runs/, results/ (run_study.py
+``--into-committed``; data in data/prepared) instead, and ``--root DIR``
 into DIR/data, DIR/runs, DIR/results (kept; the committed miniature came from such a run).
 
 The measurement is written to ``<results root>/bench_ablation.csv`` (one row per data set and
@@ -70,7 +71,7 @@ def main() -> int:
     times: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         if args.into_project:
-            root, results, mode = [], run_study.ROOT / "results", "into-project"
+            root, results, mode = ["--into-committed"], run_study.ROOT / "results", "into-project"
         else:
             base = args.root or Path(tmp)
             root, mode = ["--root", str(base)], "root" if args.root else "temporary"
@@ -78,8 +79,8 @@ def main() -> int:
         for ds in args.datasets:
             t0 = time.time()
             seeds = [str(s) for s in SEEDS[ds]]
-            run_study.main(["--dataset", ds, "--all-folds", "--seeds", *seeds, *root, "--only",
-                            "01_prepare_data", "04_ablations", "05_report"])
+            run_study.main(["--dataset", ds, "--all-folds", "--seeds", *seeds, *root, "--no-check",
+                            "--only", "01_prepare_data", "04_ablations", "05_report"])
             times[ds] = time.time() - t0
             done = sum(times.values()) / 60
             print(f"{ds}: {times[ds] / 60:.1f} min ({times[ds] / 60 / GOAL_MIN:.0%} of the "

@@ -89,7 +89,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()
-        run_study.main(["--dataset", args.dataset, "--root", tmp, "--only",
+        run_study.main(["--dataset", args.dataset, "--root", tmp, "--no-check", "--only",
                         "01_prepare_data", "02_train_stage1", "03_train_stage2"])
         elapsed = time.time() - t0
         m = json.loads(next(Path(tmp, "results").glob(f"{args.dataset}/full/seed0/fold1/"

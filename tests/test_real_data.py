@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from real_fixtures import (
     BUILDERS,
     DISFA_SUBJECTS,
@@ -23,7 +24,7 @@ from real_fixtures import (
 
 from hiva_lib.data.au import au_keys, dataset_aus
 from hiva_lib.data.prepare import prepare_dataset
-from hiva_lib.data.prepared import JPEG_QUALITY, DatasetError, load_prepared
+from hiva_lib.data.prepared import DatasetError, load_prepared
 from hiva_lib.data.real.disfa import DISFA_MAX_UNLABELLED_TAIL
 from hiva_lib.data.real.face_align import (
     align_face,
@@ -464,15 +465,15 @@ def test_inverse_frequency_weights_match_megraphau_formula(raw_trees, tmp_path):
         np.testing.assert_allclose(w, megraphau_weights(train), atol=1e-6)
 
 
-@pytest.mark.filterwarnings("ignore:.*crop 224 px")
 @pytest.mark.parametrize("dataset", ["bp4d", "disfa"])
 @pytest.mark.parametrize("list_format", ["megraphau", "mdhr"])
 def test_list_folder_round_trip_is_byte_identical(tmp_path, dataset, list_format):
     """A list folder as ME-GraphAU's tool scripts write it (MDHR: as its lists lie) imports
     to the expected rows, and exports to the same bytes: paths (DISFA SN001/0.png or
     SN001/SN001_0.png), labels, weights, AU relations (train = the other parts, ME-GraphAU's
-    order) or MDHR's sub labels; the exported image folder holds every listed image (BP4D's
-    JPEGs byte for byte, DISFA's PNGs stored as JPEG on import)."""
+    order) or MDHR's sub labels; the exported image folder holds every listed image (written
+    at 256 px, as the 8 px fixture images are smaller; tests/test_megraphau_export.py checks
+    the images themselves)."""
     list_dir, expected = make_megraphau(tmp_path / "given", dataset, list_format)
     data = _import(list_dir, dataset, tmp_path / "prepared")
     aus = au_keys(dataset_aus(dataset))
@@ -494,14 +495,11 @@ def test_list_folder_round_trip_is_byte_identical(tmp_path, dataset, list_format
     listed = [p for k in (1, 2, 3) for p in
               (list_dir / f"{dataset.upper()}_test_{word}_fold{k}.txt").read_text().split()]
     assert len(listed) == len(expected)
-    for p in listed:  # BP4D's JPEGs as they are; DISFA's PNGs were stored as JPEG
-        assert (ours / p).is_symlink()
-        if p.endswith(".jpg"):
-            assert (ours / p).read_bytes() == (image_dir / p).read_bytes()
-        else:
-            ok, enc = cv2.imencode(".jpg", cv2.imread(str(image_dir / p)),
-                                   [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-            assert ok and (ours / p).read_bytes() == enc.tobytes()
+    for p in listed:  # 8 px given, 256 px exported, in the format the name says
+        assert (image_dir / p).is_file()
+        with Image.open(ours / p) as im:
+            assert im.size == (256, 256) and im.format == ("JPEG" if p.endswith(".jpg")
+                                                           else "PNG")
 
 
 def test_mdhr_path_lists_with_crlf_and_no_final_newline_import(tmp_path):
@@ -638,23 +636,24 @@ def test_megraphau_import_checks_the_weight_files(tmp_path):
 def test_export_of_raw_disfa_uses_the_repositorys_image_names(raw_trees, tmp_path, list_format,
                                                               name):
     """Our DISFA crops (images/SN003/SN003/0.jpg) are exported under ME-GraphAU's SN003/0.png
-    (MDHR: SN003/SN003_0.png), linked; importing the export gives back our rows."""
+    (MDHR: SN003/SN003_0.png), as PNG at 256 px; importing the export gives back our rows."""
     raw, _ = raw_trees["disfa"]
     src = _prepare("disfa", raw, tmp_path / "src")
-    with pytest.warns(UserWarning, match="32 px.*prepare with image_size=256"):
-        out = export_megraphau(src, tmp_path / "DISFA", list_format, progress=False)
+    out = export_megraphau(src, tmp_path / "DISFA", list_format, progress=False)
     lists = out / "list" if list_format == "megraphau" else out
     word = "img_path" if list_format == "megraphau" else "path"
     first = (lists / f"DISFA_test_{word}_fold1.txt").read_text().splitlines()[0]
     assert first == name.split("/", 1)[1]
-    assert (out / name).resolve() == (src.root / "images/SN003/SN003/0.jpg").resolve()
+    with Image.open(out / name) as im, Image.open(src.root / "images/SN003/SN003/0.jpg") as ours:
+        assert (im.format, im.size) == ("PNG", (256, 256))
+        np.testing.assert_array_equal(
+            np.asarray(im), np.asarray(ours.resize((256, 256), Image.BILINEAR)))
     back = _import(lists, "disfa", tmp_path / "back", image_root=out / name.split("/")[0])
     cols = KEY + src.au_columns
     pd.testing.assert_frame_equal(back.index[cols], src.index[cols].sort_values(
         ["fold", "subject", "frame"]).reset_index(drop=True), check_dtype=False)
 
 
-@pytest.mark.filterwarnings("ignore:.*crop 224 px")
 def test_export_never_replaces_what_it_did_not_write(raw_trees, tmp_path):
     raw, _ = raw_trees["gft"]
     src = _prepare("gft", raw, tmp_path / "src")
@@ -674,7 +673,7 @@ def test_export_never_replaces_what_it_did_not_write(raw_trees, tmp_path):
         export_megraphau(src, out, progress=False)
     assert _tree(out) == before
     export_megraphau(src, out, overwrite=True, progress=False)
-    assert _tree(out) == before and (out / "img" / "002C" / "1.jpg").is_symlink()
+    assert _tree(out) == before and (out / "img" / "002C" / "1.jpg").is_file()
     assert (src.root / "images" / "002C" / "002C" / "1.jpg").exists()  # targets kept
     with pytest.raises(DatasetError, match=r"GFT_train_img_path_fold1\.txt: a list file is "
                                            r"already here.*overwrite=True"):

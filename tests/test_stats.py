@@ -129,3 +129,66 @@ def test_gain_table_columns_and_resolved():
     assert row.resolved and row.low > 2.8 and row.high < 3.2
     assert row.gain_std == pytest.approx(np.std(np.array(
         [3.0, 3.1, 2.9, 3.2, 2.8, 3.0, 3.05, 2.95, 3.0]), ddof=1))
+
+
+def test_holm_against_a_hand_computation():
+    # p sorted: 0.01 (x4 = 0.04), 0.02 (x3 = 0.06), 0.03 (x2 = 0.06, running max), 0.5 (x1)
+    p = [0.03, 0.5, 0.01, 0.02, float("nan")]
+    adj = S.holm(p)
+    assert adj[:4] == pytest.approx([0.06, 0.5, 0.04, 0.06])
+    assert math.isnan(adj[4])
+    assert S.holm([0.2, 0.9]).tolist() == pytest.approx([0.4, 0.9])
+    assert S.holm([0.6, 0.7]).tolist() == pytest.approx([1.0, 1.0])  # capped, monotone
+
+
+def test_family_verdicts_direction_and_correction():
+    def est(value, p):
+        return S.Estimate(value, value - 1, value + 1, 9, "t", p)
+
+    verdicts, adj = S.family_verdicts([est(2.0, 0.001), est(-1.0, 0.02), est(0.5, 0.04)],
+                                      ["greater", "greater", "greater"])
+    # adjusted: 0.003, 0.04, 0.04 -> supported, contradicted, supported
+    assert adj == pytest.approx([0.003, 0.04, 0.04])
+    assert verdicts == [S.SUPPORTED, S.CONTRADICTED, S.SUPPORTED]
+    verdicts, _ = S.family_verdicts([est(-2.0, 0.001), est(0.1, 0.9)], ["less", "greater"])
+    assert verdicts == [S.SUPPORTED, S.NOT_RESOLVED]
+
+
+def test_t_p_value_agrees_with_scipy_and_the_interval():
+    d = np.array([1.2, 0.4, 2.5, -0.3, 1.9])
+    est = S.mean_interval(d, "t")
+    assert est.p == pytest.approx(sps.ttest_1samp(d, 0.0).pvalue)
+    assert est.sd == pytest.approx(d.std(ddof=1))
+    boot = S.mean_interval(d, "bootstrap")
+    assert (boot.p < 0.05) == boot.resolved
+
+
+def test_power_against_simulation_and_closed_form():
+    # n = 9 pairs, sd 1: the MDE at 80% power; a simulated paired t-test rejects ~80%
+    mde = S.min_detectable_effect(1.0, 9)
+    rng = np.random.default_rng(3)
+    x = rng.normal(mde, 1.0, size=(40_000, 9))
+    t = x.mean(1) / (x.std(1, ddof=1) / 3)
+    assert np.mean(np.abs(t) > sps.t.ppf(0.975, 8)) == pytest.approx(0.8, abs=0.01)
+    # large n: the normal approximation (z_{0.975} + z_{0.8}) sd / sqrt(n)
+    z = (sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) / math.sqrt(400)
+    assert S.min_detectable_effect(1.0, 400) == pytest.approx(z, rel=0.01)
+    assert math.isnan(S.min_detectable_effect(float("nan"), 9))
+    assert math.isnan(S.min_detectable_effect(1.0, 2))
+
+
+def test_pairs_for_an_effect_and_for_a_half_width():
+    n = S.pairs_needed(2.0, 1.0)
+    assert S.min_detectable_effect(2.0, n) <= 1.0 < S.min_detectable_effect(2.0, n - 1)
+    h = S.pairs_for_half_width(2.45, 2.0)  # synth-disfa's sd: 9 pairs (t_{.975,8} = 2.306)
+    assert h == 9 and 2.306 * 2.45 / 3 <= 2.0 < sps.t.ppf(0.975, 7) * 2.45 / math.sqrt(8)
+    assert S.pairs_needed(float("nan"), 1.0) is None
+
+
+def test_compare_to_paper():
+    est = S.Estimate(0.3, -0.8, 1.4, 9, "t")
+    assert S.compare_to_paper(est, 3.4) == "smaller than the paper's +3.4"
+    assert S.compare_to_paper(est, 1.0) == "consistent with the paper's +1.0"
+    assert S.compare_to_paper(est, -2.0) == "larger than the paper's -2.0"
+    assert S.compare_to_paper(S.Estimate(2.1, math.nan, math.nan, 1, "t"), 5.8).startswith(
+        "no interval")

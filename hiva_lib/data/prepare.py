@@ -22,7 +22,8 @@ from hiva_lib.data.prepared import (
 from hiva_lib.data.real.raw import EXPECTED, prepare_real, raw_root_error
 from hiva_lib.presets import SMOKE_SYNTH
 
-SYNTH_IMAGE_SIZE = 128
+SYNTH_IMAGE_SIZE = 128  # SynthFACS' only size: its data version and results are at 128 px
+AUTO_SIZE = "auto"  # image_size: 256 for bp4d / disfa / gft, 128 for SynthFACS
 
 
 def _reuse(root: Path, wanted: dict, section: str | None = "preparation") -> PreparedDataset:
@@ -43,7 +44,7 @@ def _reuse(root: Path, wanted: dict, section: str | None = "preparation") -> Pre
 
 def prepare_dataset(dataset: str, data_root: str | Path = "data/prepared",
                     raw_root: str | Path | None = None, align: str = "auto",
-                    image_size: int | None = REAL_IMAGE_SIZE, overwrite: bool = False,
+                    image_size: int | str | None = AUTO_SIZE, overwrite: bool = False,
                     smoke: bool = False, progress: bool = True, *,
                     split_file: str | Path | None = None,
                     first_frame: int | None = None, frames_dir: str | None = None,
@@ -58,10 +59,13 @@ def prepare_dataset(dataset: str, data_root: str | Path = "data/prepared",
     align: ``auto`` (MTCNN when facenet-pytorch is installed), ``mtcnn``, or ``skip`` for
         frames that are already face crops. Ignored for SynthFACS (rendered aligned) and for
         ME-GraphAU imports (their images are aligned already).
-    image_size: side of the stored face crops, 256 by default: the loader's resize size for
-        the paper's 224 crop (:func:`hiva_lib.data.loader.load_size_for`), so nothing is
-        resized at load; for ME-GraphAU imports None keeps their size (their images are 256).
-        Real images are stored as JPEG (quality :data:`~hiva_lib.data.prepared.JPEG_QUALITY`).
+    image_size: side of the stored face crops of bp4d / disfa / gft; ``"auto"`` (default) is
+        256, the loader's resize size for the paper's 224 crop
+        (:func:`hiva_lib.data.loader.load_size_for`), so nothing is resized at load; for
+        ME-GraphAU imports None keeps their size (their images are 256). Real images are
+        stored as JPEG (quality :data:`~hiva_lib.data.prepared.JPEG_QUALITY`). SynthFACS is
+        rendered at 128 px only: ``"auto"``, None or 128, any other size is refused
+        (:func:`hiva_lib.data.real.megraphau.export_megraphau` writes 256 px copies itself).
     smoke: a tiny version (SynthFACS: 6 subjects x 8 frames; real: 2 sequences x 8 frames
         per subject) to check the pipeline end to end in seconds.
     split_file, first_frame: GFT's train/test split (default ``raw_root/split.csv``) and the
@@ -88,10 +92,12 @@ def prepare_dataset(dataset: str, data_root: str | Path = "data/prepared",
         if given:  # rendered, not read: a raw-data option here is a mistake worth saying
             raise TypeError(f"prepare_dataset({name!r}) renders SynthFACS; {given} apply to "
                             "bp4d / disfa / gft only")
+        _check_synth_size(name, image_size)
         return _prepare_synth(name, root, overwrite, smoke, progress, **kw)
     if name not in REAL_DATASETS:
         raise ValueError(f"unknown data set {dataset!r}; choose one of "
                          f"{sorted(k for k in DATASET_AUS)}")
+    image_size = _real_size(image_size)
     if megraphau_list_dir is not None:
         return _import_megraphau(name, root, raw_root, megraphau_list_dir, megraphau_image_root,
                                  image_size, overwrite, smoke, progress, {**layout, **kw})
@@ -129,6 +135,28 @@ def _import_megraphau(name: str, root: Path, raw_root: str | Path | None, list_d
                              "list_dir": str(Path(list_dir).resolve())})
     return import_megraphau_lists(list_dir, image_root, name, root.parent, overwrite=overwrite,
                                   image_size=image_size, progress=progress)
+
+
+def _real_size(image_size: int | str | None) -> int | None:
+    """The crop size of a real data set: ``"auto"`` is 256."""
+    if image_size == AUTO_SIZE:
+        return REAL_IMAGE_SIZE
+    if isinstance(image_size, str):
+        raise ValueError(f"image_size={image_size!r}: pass {AUTO_SIZE!r}, a side in pixels, or "
+                         "None (an ME-GraphAU import keeps its images' size)")
+    return image_size
+
+
+def _check_synth_size(name: str, image_size: int | str | None) -> None:
+    """SynthFACS has one size; another one asked is refused, never silently ignored."""
+    if image_size in (AUTO_SIZE, None, SYNTH_IMAGE_SIZE):
+        return
+    raise ValueError(
+        f"prepare_dataset({name!r}, image_size={image_size!r}): SynthFACS is rendered at "
+        f"{SYNTH_IMAGE_SIZE} px only (its data version and results are at that size), so this "
+        f"size would not be applied. Pass image_size={AUTO_SIZE!r} (notebook 01: -p image_size "
+        f"{AUTO_SIZE}). ME-GraphAU and MDHR need no other size: export_megraphau (notebook 01's "
+        "megraphau_export_dir) writes every image at 256 x 256.")
 
 
 def _prepare_synth(name: str, root: Path, overwrite: bool, smoke: bool, progress: bool,

@@ -135,11 +135,11 @@ def _fail(path: Path, problem: str, fix: str) -> DatasetError:
 
 
 def prepare_hint(dataset: str) -> str:
-    return (
-        "Prepare it first: papermill notebooks/01_prepare_data.ipynb out.ipynb "
-        f"-p dataset {dataset} (real data sets also need -p raw_root <licensed copy>), "
-        "or pass data_root pointing at the folder that holds it."
-    )
+    from hiva_lib.hints import run_hint
+
+    return (f"Prepare it first: {run_hint('01_prepare_data', {'dataset': dataset})} (real data "
+            "sets also need raw_root, the licensed copy), or pass data_root pointing at the "
+            "folder that holds it.")
 
 
 def load_prepared(root: str | Path, check_images: bool = True) -> PreparedDataset:

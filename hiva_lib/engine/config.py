@@ -14,7 +14,12 @@ from pathlib import Path
 from hiva_lib import variants
 from hiva_lib.model.config import ModelConfig
 from hiva_lib.presets import MODEL_PRESETS, SMOKE, TRAIN_PRESETS, default_preset
-from hiva_lib.project import default_figures_root, project_root  # noqa: F401  (re-exported)
+from hiva_lib.project import (  # noqa: F401  (re-exported: their old home)
+    COMMITTED_ROOTS,
+    OUTPUT_ROOT,
+    default_figures_root,
+    project_root,
+)
 
 
 @dataclass
@@ -37,9 +42,9 @@ class TrainConfig:
     num_workers: int | str = 4  # loader processes per rank; "auto": the cores per rank - 1
     device: str = "auto"  # "auto" -> cuda if available, else cpu
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    data_root: str = "data/prepared"
-    runs_root: str = "runs"
-    results_root: str = "results"
+    data_root: str = "data/prepared"  # an input cache, shared by every output root
+    runs_root: str = f"{OUTPUT_ROOT}/runs"
+    results_root: str = f"{OUTPUT_ROOT}/results"
     if_exists: str = "skip"  # finished runs: "skip" (reuse), "version" (new folder), "error"
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: epoch ends only)
     max_steps_per_epoch: int | None = None  # smoke runs
@@ -84,11 +89,6 @@ def model_config(cfg: TrainConfig, variant: str) -> ModelConfig:
                          f"choose one of {list(MODEL_PRESETS)}")
     base = dataclasses.replace(MODEL_PRESETS[cfg.model_preset], **cfg.model_overrides)
     return variants.apply_variant(base, variant)
-
-
-def smoke_flag(cfg: TrainConfig) -> str:
-    """The notebook flag that rebuilds ``cfg``'s smoke size, for hints in error messages."""
-    return " -p smoke True" if cfg.smoke else ""
 
 
 def resolve_paths(cfg: TrainConfig) -> TrainConfig:

@@ -233,7 +233,8 @@ def raise_if_nonfinite(fit: Fit) -> None:
         f"{fit.run_dir}: stage {fit.stage} stopped at step {step} (epoch "
         f"{epoch + 1}, batch {batch + 1}): loss {loss:.4g}, gradient norm "
         f"{norm:.4g}. Likely cause: the learning rate is too high (lr={lr:g}; try "
-        f"10-100x lower, e.g. -p lr {lr / 100:g}), or a NaN in the input. Nothing of this step "
+        f"10-100x lower, e.g. lr = {lr / 100:g} in the parameters cell, -p lr {lr / 100:g} with "
+        "papermill), or a NaN in the input. Nothing of this step "
         f"was applied and the run is not marked finished; {kept}. A run with another lr "
         "goes to the next free version of the run folder.")
 
@@ -286,12 +287,16 @@ def start_epoch(fit: Fit, n_rows: int, sampler: EpochBatches) -> None:
 
 def run_epoch(fit: Fit, loader: DataLoader) -> None:
     """The steps of one epoch, then its log row and the epoch-end checkpoint. The losses
-    stay on the device, read every ``cfg.log_every`` steps for the progress bar."""
+    stay on the device, read every ``cfg.log_every`` steps for the progress bar. The row's
+    ``lr`` is the learning rate of the epoch's last step (after it, the schedule's next
+    value, 0 at the end of a cosine schedule, is used by no step)."""
     sums = torch.zeros(3, dtype=torch.float64, device=fit.device)
     first, t0 = fit.batch, time.time()
     bar = progress(loader, total=fit.n_batches, initial=fit.batch,
                    desc=f"stage {fit.stage} epoch {fit.epoch + 1}/{fit.epochs}")
+    lr = fit.scheduler.get_last_lr()[0]
     for images, labels, _ in bar:
+        lr = fit.scheduler.get_last_lr()[0]  # the rate this step uses
         losses = train_step(fit, images, labels)
         sums += losses
         if fit.cfg.log_every and fit.step % fit.cfg.log_every == 0:
@@ -304,7 +309,7 @@ def run_epoch(fit: Fit, loader: DataLoader) -> None:
     done = max(1, fit.batch - first)  # batches run in this process (a resumed epoch: fewer)
     means = dict(zip(("loss", "l_au", "l_diff"), (sums / done).tolist(), strict=True))
     fit.history.append(dict(epoch=fit.epoch + 1, seconds=round(time.time() - t0, 2),
-                            lr=fit.scheduler.get_last_lr()[0], **means))
+                            lr=lr, **means))
     fit.epoch, fit.batch = fit.epoch + 1, 0
     save(fit)
 

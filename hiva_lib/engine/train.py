@@ -67,7 +67,7 @@ from hiva_lib.engine.runs import (  # noqa: F401  (re-exported)
     stage1_dir,
     stage2_dir,
 )
-from hiva_lib.engine.validate import check_writable, notebook_command
+from hiva_lib.engine.validate import check_writable, notebook_hint
 from hiva_lib.model import hiva
 from hiva_lib.model.pretrained import LITE0, PretrainedUnavailableError, lite0_weights_path
 
@@ -240,7 +240,7 @@ def load_stage1_checkpoint(cfg: TrainConfig, data: PreparedDataset,
     if path is None:  # the finished stage-1 run of this config (else the default folder)
         path = (finished_run(cfg, 1) or stage1_dir(cfg)) / "final.pt"
     path = Path(path)
-    fix = f"Run stage 1 first: {notebook_command(cfg)}"
+    fix = f"Run stage 1 first: {notebook_hint(cfg)}"
     state = load_checkpoint(path, "stage-1 checkpoint", fix)
     if state.get("stage") != 1:
         raise CheckpointError(

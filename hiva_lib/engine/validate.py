@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from hiva_lib import variants
+from hiva_lib import hints, variants
 from hiva_lib.data.au import DATASET_AUS, REAL_DATASETS
 from hiva_lib.model.config import ModelConfig
 from hiva_lib.presets import MODEL_PRESETS, TRAIN_PRESETS
@@ -46,6 +46,12 @@ DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 class ParameterError(ValueError):
     """One or more parameters are invalid; nothing has been written."""
+
+
+# The fixes below read as papermill options; in JupyterLab the same values go into the
+# notebook's parameters cell (said once, in the first line of the error).
+IN_JUPYTERLAB = ("; in JupyterLab, set the values in the notebook's parameters cell, e.g. "
+                 "fold = 1 for -p fold 1")
 
 
 def suggest(value: object, allowed: Iterable[str]) -> str:
@@ -234,7 +240,7 @@ def check_train_values(dataset: object, preset: object, smoke: object, values: d
             problems.append(_problem("fold", fold, f"{dataset} has test folds {folds}",
                                      f"Pass one of them, e.g. -p fold {folds[0]}"))
     if problems:
-        raise ParameterError("invalid parameters (nothing was written):\n  "
+        raise ParameterError(f"invalid parameters (nothing was written{IN_JUPYTERLAB}):\n  "
                              + "\n  ".join(problems))
     return values
 
@@ -313,7 +319,8 @@ def check_writable(folders: Mapping[str, str | Path]) -> None:
             problems.append(f"{name}={str(folder)!r}: {existing} is not writable. Make it "
                             f"writable, or pass another {name} (-p {name} /path/you/can/write)")
     if problems:
-        raise ParameterError("output folders (nothing was trained):\n  " + "\n  ".join(problems))
+        raise ParameterError(f"output folders (nothing was trained{IN_JUPYTERLAB}):\n  "
+                             + "\n  ".join(problems))
 
 
 # ----------------------------------------------------------------------------- hints
@@ -333,32 +340,41 @@ NOTEBOOK_PARAMS = {  # notebook parameter -> TrainConfig field, for the commands
 }
 
 
-def _quote(value: object) -> str:
-    text = json.dumps(value) if isinstance(value, dict) else str(value)
-    return text if re.fullmatch(r"[\w./:+-]+", text) else "'" + text.replace("'", "'\\''") + "'"
-
-
-def notebook_command(cfg, notebook: str = "02_train_stage1") -> str:
-    """The papermill command that runs ``notebook`` with ``cfg``: every parameter that
-    differs from the default of ``cfg.dataset`` (and smoke size) is given."""
+def _notebook_params(cfg, notebook: str) -> tuple[dict, str]:
+    """The parameters that rebuild ``cfg`` in ``notebook`` (every one that differs from the
+    default of ``cfg.dataset`` and smoke size, and fold and seed), and a note on the fields
+    that the notebook does not take."""
     from hiva_lib.engine.config import make_config
 
     smoke = bool(cfg.smoke)
     default = make_config(cfg.dataset, smoke=smoke)
-    parts = [f"papermill notebooks/{notebook}.ipynb out.ipynb -p dataset {cfg.dataset}"]
+    params: dict = {"dataset": cfg.dataset}
     for param, field in NOTEBOOK_PARAMS[notebook].items():
         value = getattr(cfg, field)
         if param in ("fold", "seed") or value != getattr(default, field):
-            parts.append(f"-p {param} {_quote(value)}")
+            params[param] = value
     if smoke:
-        parts.append("-p smoke True")
+        params["smoke"] = True
     others = [f for f in ("model_preset", "max_steps_per_epoch", "weight_decay", "schedule",
                           "au_loss_reduction", "lambda_diff")
               if getattr(cfg, f) != getattr(default, f)]
     note = (f" (and {', '.join(f'{f}={getattr(cfg, f)!r}' for f in others)}, which the "
             "notebook does not take: call hiva_lib.engine.train with that config)") if others \
         else ""
-    return " ".join(parts) + note
+    return params, note
+
+
+def notebook_command(cfg, notebook: str = "02_train_stage1") -> str:
+    """The papermill command that runs ``notebook`` with ``cfg``: every parameter that
+    differs from the default of ``cfg.dataset`` (and smoke size) is given."""
+    params, note = _notebook_params(cfg, notebook)
+    return hints.papermill_command(notebook, params) + note
+
+
+def notebook_hint(cfg, notebook: str = "02_train_stage1") -> str:
+    """:func:`notebook_command` beside the same values for the notebook's parameters cell."""
+    params, note = _notebook_params(cfg, notebook)
+    return hints.run_hint(notebook, params) + note
 
 
 def check_ablation_values(dataset: str, slugs: list, folds: list | None, seeds: object,
@@ -384,5 +400,5 @@ def check_ablation_values(dataset: str, slugs: list, folds: list | None, seeds: 
         problems.append(_problem("workers", workers, "must be None or a whole number >= 1",
                                  "Pass -p workers 1"))
     if problems:
-        raise ParameterError("invalid parameters (nothing was written):\n  "
+        raise ParameterError(f"invalid parameters (nothing was written{IN_JUPYTERLAB}):\n  "
                              + "\n  ".join(problems))

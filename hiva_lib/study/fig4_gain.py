@@ -50,6 +50,29 @@ GAIN_KINDS = {"relative": ("relative_gain", "relative F1 gain, {label} vs {refer
               "absolute": ("gain", "F1 gain, {label} - {reference} (points)")}
 
 
+def _label_offsets(ax, x: np.ndarray, y: np.ndarray, labels: list[str],
+                   size: float = 9.0) -> list[float]:
+    """Vertical offsets (points) of the AU labels so that none covers another: AUs with
+    nearly the same frequency and gain (all of them at smoke size) are stacked, not drawn on
+    top of each other. Greedy, in the order of the points; sizes from the panel's extent."""
+    if not len(x):
+        return []
+    box = ax.get_window_extent()
+    width, height = box.width * 72 / ax.figure.dpi, box.height * 72 / ax.figure.dpi
+    px = (x - x.min()) / (np.ptp(x) or 1.0) * width
+    py = (y - y.min()) / (np.ptp(y) or 1.0) * height
+    placed: list[tuple[float, float, float]] = []  # left, bottom, right of each label
+    offsets = []
+    for xi, yi, text in zip(px, py, labels, strict=True):
+        left, right, dy = xi + 5, xi + 5 + 0.65 * size * len(text), 5.0
+        while any(left < r and right > le and abs(yi + dy - b) < size + 1
+                  for le, b, r in placed):
+            dy += size + 2
+        placed.append((left, yi + dy, right))
+        offsets.append(dy)
+    return offsets
+
+
 def _gain_panel(ax, gains: pd.DataFrame, kind: str, label: str, reference: str) -> None:
     """One Fig. 4 panel: gain against training frequency, AU labels, least-squares trend."""
     column, ylabel = GAIN_KINDS[kind]
@@ -59,8 +82,9 @@ def _gain_panel(ax, gains: pd.DataFrame, kind: str, label: str, reference: str) 
     ax.axhline(0, color="grey", lw=0.8, ls=":")
     ax.scatter(x, y, s=60, c=np.where(y >= 0, "tab:green", "tab:red"), edgecolor="black",
                zorder=3)
-    for xi, yi, au in zip(x, y, gains["au"][finite], strict=True):
-        ax.annotate(au, (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=9)
+    names = list(gains["au"][finite])
+    for xi, yi, au, dy in zip(x, y, names, _label_offsets(ax, x, y, names), strict=True):
+        ax.annotate(au, (xi, yi), textcoords="offset points", xytext=(5, dy), fontsize=9)
     if len(x) > 1 and np.ptp(x) > 0:
         slope, icpt = np.polyfit(x, y, 1)
         xs = np.linspace(x.min(), x.max(), 50)

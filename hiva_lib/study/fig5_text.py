@@ -13,7 +13,7 @@ import torch
 from matplotlib.figure import Figure
 
 from hiva_lib.data.au import au_keys
-from hiva_lib.study.study import FigureError, Study
+from hiva_lib.study.study import FIGURES, FigureError, Study
 
 
 def read_text_embeddings(run_dir: Path) -> tuple[dict[int, dict[str, np.ndarray]], list[int]]:
@@ -158,6 +158,27 @@ def load_fig5_inputs(study: Study, variants: tuple[str, ...]
     return embs, au_ids, path
 
 
+def _embeddings_from_runs(study: Study, variants: tuple[str, ...]
+                          ) -> tuple[dict[str, dict[int, dict[str, np.ndarray]]], list[int],
+                                     dict[str, str]]:
+    """The per-epoch H and Z that each variant's stage-2 run saved: ({variant: {epoch:
+    {"H", "Z"}}}, AU ids, {variant: what is missing and how to get it})."""
+    embs, au_ids, missing = {}, [], {}
+    for v in variants:
+        try:
+            run_dir = study.checkpoint(v).parent
+        except FigureError as e:
+            missing[v] = str(e)
+            continue
+        saved, ids = read_text_embeddings(run_dir)
+        if saved:
+            embs[v], au_ids = saved, ids
+        else:
+            missing[v] = (f"{run_dir / 'text_emb'}: no saved text embeddings "
+                          "(save_text_embeddings was off?). " + study._train_hint(v))
+    return embs, au_ids, missing
+
+
 def fig5(study: Study, variants: tuple[str, str] = ("wo_ldiff", "full"), which: str = "H",
          n_epochs: int = 4) -> dict[str, dict[int, np.ndarray]]:
     """Fig. 5 from the text embeddings the stage-2 runs saved per epoch (top: w/o L_diff,
@@ -165,32 +186,30 @@ def fig5(study: Study, variants: tuple[str, str] = ("wo_ldiff", "full"), which: 
 
     Drawn from runs/ when both variants' embeddings are there, and then copied to
     :func:`fig5_inputs_path` (a few hundred kB at most); without runs/ (a fresh clone) it is
-    drawn from that saved copy."""
+    drawn from that saved copy; with neither, from the variants that runs/ holds (a row per
+    variant; the missing rows are recorded in ``study.skipped`` with how to get them)."""
     from hiva_lib.variants import VARIANTS
 
     if which not in ("H", "Z"):
         raise ValueError(f"which must be 'H' or 'Z', not {which!r}")
-    embs: dict[str, dict[int, dict[str, np.ndarray]]] = {}
-    au_ids: list[int] | None = None
-    try:
-        for v in variants:
-            run_dir = study.checkpoint(v).parent
-            embs[v], au_ids = read_text_embeddings(run_dir)
-            if not embs[v]:
-                raise FigureError(f"{run_dir / 'text_emb'}: no saved text embeddings "
-                                  "(save_text_embeddings was off?). " + study._train_hint(v))
-    except FigureError as missing:
+    embs, au_ids, missing = _embeddings_from_runs(study, variants)
+    if not missing:
+        print(f"Fig. 5 inputs kept in {save_fig5_inputs(study, embs, au_ids)}")
+    else:
+        why = " ".join(missing.values())
         try:
             embs, au_ids, path = load_fig5_inputs(study, variants)
+            print(f"Fig. 5 drawn from the saved copy {path} ({why})")
         except FigureError as no_copy:
-            raise FigureError(f"{missing} {no_copy}") from None
-        print(f"Fig. 5 drawn from the saved copy {path} ({missing})")
-    else:
-        print(f"Fig. 5 inputs kept in {save_fig5_inputs(study, embs, au_ids)}")
+            if not embs:
+                raise FigureError(f"{why} {no_copy}") from None
+            rows = ", ".join(VARIANTS[v].row_name for v in missing)
+            study.skipped[FIGURES["fig5"]] = f"the row of {rows} is not drawn: {why}"
+            print(f"Fig. 5 drawn without the row of {rows}: {why}")
     sims = {}
-    for v in variants:
+    for v in (v for v in variants if v in embs):
         chosen = pick_epochs(sorted(embs[v]), n_epochs)
         sims[VARIANTS[v].row_name] = {e: cosine_matrix(_pooled(embs[v][e][which]))
                                       for e in chosen}
-    study.save(plot_text_similarity(sims, au_ids, study.dataset, which), "fig5_text_similarity")
+    study.save(plot_text_similarity(sims, au_ids, study.dataset, which), FIGURES["fig5"])
     return sims

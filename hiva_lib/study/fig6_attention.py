@@ -18,13 +18,12 @@ from matplotlib.figure import Figure
 
 from hiva_lib.data.au import au_keys
 from hiva_lib.data.loader import load_size_for
-from hiva_lib.integrity import atomic_write_text
 from hiva_lib.model.text import cached_text
 from hiva_lib.study import attention_scoring as scoring
 from hiva_lib.study.drawing import MAP_CMAP, au_list, overlay
 from hiva_lib.study.faces import load_views, region_in_view, sample_faces
 from hiva_lib.study.maps import gradcam, model_maps
-from hiva_lib.study.study import FigureError, Study
+from hiva_lib.study.study import FigureError, Study, write_run_rows
 
 
 def _aus_to_show(labels: np.ndarray, probs: np.ndarray, k: int = 3) -> list[int]:
@@ -197,7 +196,7 @@ def score_attention(study: Study, variants: list[str] | None = None, max_frames:
     map scores on both. ``n_flat`` counts the scored maps that are degenerate
     (:func:`hiva_lib.study.attention_scoring.is_flat`: constant or without positive mass), which
     score exactly ``chance`` by construction. Rows with ``au == "mean"`` average over AUs.
-    Written to ``results/<dataset>/attention_scores.csv``.
+    Written to ``results/<dataset>/attention_scores.csv`` (the rows of other runs kept).
     """
     from hiva_lib.variants import VARIANTS
 
@@ -219,7 +218,7 @@ def score_attention(study: Study, variants: list[str] | None = None, max_frames:
                           + study._train_hint("full"))
     table = _with_means(table)
     out = Path(study.cfg.results_root) / study.dataset / "attention_scores.csv"
-    atomic_write_text(table.to_csv(index=False, float_format="%.4f"), out)
+    write_run_rows(table, out, float_format="%.4f")
     return table
 
 

@@ -41,9 +41,12 @@ class ReportError(FileNotFoundError):
 
 
 def _run_hint(dataset: str) -> str:
-    return (f"Run the experiments first: papermill notebooks/04_ablations.ipynb out.ipynb "
-            f"-p dataset {dataset} (all variants), or notebooks/03_train_stage2.ipynb for the "
-            "full model only; or pass results_root pointing at the folder that holds them.")
+    from hiva_lib.hints import run_hint
+
+    return (f"Run the experiments first (all variants): "
+            f"{run_hint('04_ablations', {'dataset': dataset})}; or notebooks/03_train_stage2.ipynb "
+            "for the full model only; or pass results_root pointing at the folder that holds "
+            "them.")
 
 
 # ----------------------------------------------------------------------------- collect
@@ -126,7 +129,16 @@ def runs_in_points(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 GAIN_COLUMNS = ["variant", "column", "gain", "gain_std", "gain_n", "gain_low", "gain_high",
-                "method", "resolved"]
+                "method", "p", "p_holm", "resolved"]
+
+
+def holm_resolved(p: pd.Series, n: pd.Series) -> tuple[np.ndarray, list]:
+    """One family of gains (e.g. the table's rows over the Baseline): Holm-adjusted p and
+    ``resolved`` (adjusted p < 0.05; None with fewer than MIN_PAIRS pairs: no test)."""
+    adjusted = stats.holm(p.to_numpy(float))
+    resolved = [None if k < stats.MIN_PAIRS else bool(a < stats.ALPHA)
+                for k, a in zip(n, adjusted, strict=True)]
+    return adjusted, resolved
 
 
 def paired_gains(runs: pd.DataFrame, reference: str = "baseline", method: str = "t"
@@ -136,12 +148,20 @@ def paired_gains(runs: pd.DataFrame, reference: str = "baseline", method: str = 
     number of pairs, the 95% interval of the mean (``method``: "t" or "bootstrap",
     :func:`hiva_lib.study.stats.mean_interval`) and ``resolved``: True when the interval
     excludes 0, False when it holds 0, None with fewer than
-    :data:`~hiva_lib.study.stats.MIN_PAIRS` pairs (no interval)."""
+    :data:`~hiva_lib.study.stats.MIN_PAIRS` pairs (no interval). The AVE gains of the
+    variants are one family: their ``resolved`` is Holm's (``p_holm`` < 0.05); the per-AU
+    gains are descriptive, uncorrected (``p_holm`` empty)."""
     points = runs_in_points(runs)
     table = stats.gain_table(points, [*_au_columns(runs), "AVE"], reference, method)
     out = table.rename(columns={"n": "gain_n", "low": "gain_low", "high": "gain_high"})
     out["resolved"] = [None if n < stats.MIN_PAIRS else bool(r)
                        for n, r in zip(out["gain_n"], out["resolved"], strict=True)]
+    out["p_holm"] = np.nan
+    ave = (out["column"] == "AVE") & ~out["variant"].isin(list(CONTROLS))
+    if ave.any():
+        adjusted, resolved = holm_resolved(out.loc[ave, "p"], out.loc[ave, "gain_n"])
+        out.loc[ave, "p_holm"] = adjusted
+        out.loc[ave, "resolved"] = pd.Series(resolved, index=out.index[ave], dtype=object)
     return out.reindex(columns=GAIN_COLUMNS)
 
 
@@ -250,13 +270,15 @@ def _gain_lines(ours: pd.DataFrame, abl: str, method: str) -> list[str]:
                               "yes", "no")})
     known = [r for r in gains["resolved"] if _spread_known(r)]
     n_res = sum(bool(r) for r in known)
-    note = (f"{n_res} of {len(gains)} gains are resolved (95% interval excludes 0)."
+    note = (f"{n_res} of {len(gains)} gains are resolved (Holm-adjusted p < 0.05 over the "
+            f"{len(gains)} rows, one family)."
             if known else f"Fewer than {stats.MIN_PAIRS} (seed, fold) pairs per variant: no "
             "interval, so no gain is resolved; run more folds or seeds.")
     return [f"## AVE gain over the vision-only Baseline (F1 points), Table {abl}", "",
             "Ours: the gain paired per (seed, fold) run, its mean and 95% interval "
-            f"({METHOD_NAMES[method]}). A gain whose interval holds 0 is not resolved: its "
-            "sign, and its agreement in sign with the paper, may be chance. " + note, "",
+            f"({METHOD_NAMES[method]}); resolved: its Holm-adjusted p over the table's rows is "
+            "below 0.05. A gain that is not resolved may have its sign, and its agreement in "
+            "sign with the paper, by chance. " + note, "",
             PT.markdown_table(table), ""]
 
 
@@ -264,8 +286,10 @@ def controls_table(runs: pd.DataFrame, method: str = "t",
                    balance: pd.DataFrame | None = None) -> pd.DataFrame:
     """The controls of issue 16 (one row each, those with results): AVE mean ± std over runs,
     and their AVE gains paired per (seed, fold) over the Baseline and over HiVA (full), each
-    with its 95% interval and ``resolved``; for the lambda sweep, the mean measured gradient
-    ratio ||grad(lambda L_diff)|| / ||grad L_au|| of ``balance`` (ldiff_balance.csv)."""
+    with its 95% interval, p and ``resolved``: the controls against one reference are one
+    family, resolved when the Holm-adjusted p (``p_holm_vs_<ref>``) < 0.05; for the lambda
+    sweep, the mean measured gradient ratio ||grad(lambda L_diff)|| / ||grad L_au|| of
+    ``balance`` (ldiff_balance.csv)."""
     points = runs_in_points(runs)
     rows = []
     for slug, variant in CONTROLS.items():
@@ -278,13 +302,18 @@ def controls_table(runs: pd.DataFrame, method: str = "t",
             est = stats.paired_gain(points, slug, ref, "AVE", method)
             row.update({f"gain_vs_{ref}": est.value, f"low_vs_{ref}": est.low,
                         f"high_vs_{ref}": est.high, f"pairs_vs_{ref}": est.n,
-                        f"resolved_vs_{ref}": est.resolved})
+                        f"p_vs_{ref}": est.p})
         row["method"] = method
         if balance is not None and len(balance):
             ratio = balance.loc[balance["variant"] == slug, "ratio"]
             row["grad_ratio"] = float(ratio.mean()) if len(ratio) else np.nan
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    for ref in ("baseline", "full") if len(table) else ():  # each reference: one family
+        table[f"p_holm_vs_{ref}"], resolved = holm_resolved(table[f"p_vs_{ref}"],
+                                                            table[f"pairs_vs_{ref}"])
+        table[f"resolved_vs_{ref}"] = [bool(r) for r in resolved]
+    return table
 
 
 def _controls_lines(controls: pd.DataFrame, method: str) -> list[str]:
@@ -306,7 +335,8 @@ def _controls_lines(controls: pd.DataFrame, method: str) -> list[str]:
     return ["## Controls (issue 16; not rows of the paper)", "",
             "shuffled_text: every AU gets another AU's descriptions; no_language: learned "
             "per-AU tokens, no language model; lambda_<v>: HiVA with Eq. 7's lambda = v. "
-            f"Gains paired per (seed, fold), 95% {METHOD_NAMES[method]}; grad ratio: "
+            f"Gains paired per (seed, fold), 95% {METHOD_NAMES[method]}; resolved: Holm-"
+            "adjusted p < 0.05 over the controls against the same reference; grad ratio: "
             "||grad(lambda L_diff)|| / ||grad L_au|| on the text layers "
             "(hiva_lib.study.ldiff_balance).", "", PT.markdown_table(table), ""]
 

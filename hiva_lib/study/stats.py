@@ -18,6 +18,16 @@ on the other side, not resolved otherwise (or without an interval). A two-sided 
 checked on one side is a one-sided test at the 2.5% level. Correlations (:func:`spearman`, a
 percentile bootstrap over the points) go through the same rule with ``threshold=0``. A claim of
 several parts (:func:`combine`) is supported when every part is, contradicted when any part is.
+
+Multiplicity (:func:`holm`, :func:`decide_family`): the parts of one claim, the table rows
+compared with one reference, the controls: each is a *family*, and its parts are tested at a
+family-wise 5% level by Holm's step-down method on the parts' two-sided p-values (the t-test's,
+or the bootstrap's, :func:`mean_interval`). A part is resolved when its Holm-adjusted p is below
+0.05; its direction is its estimate's sign. With one part this is exactly the interval rule.
+
+Power (:func:`min_detectable_effect`, :func:`pairs_needed`, :func:`pairs_for_half_width`):
+from the sample sd of the paired differences, the smallest true mean difference a two-sided
+paired t-test at 5% detects with 80% power (noncentral t), and the pairs a target needs.
 """
 from __future__ import annotations
 
@@ -29,6 +39,8 @@ from scipy import stats as sps
 
 MIN_PAIRS = 3
 LEVEL = 0.95
+ALPHA = 1.0 - LEVEL  # the family-wise error rate of a family of tests (Holm)
+POWER = 0.8
 METHODS = ("t", "bootstrap")
 SUPPORTED, CONTRADICTED, NOT_RESOLVED = "supported", "contradicted", "not resolved"
 VERDICTS = (SUPPORTED, CONTRADICTED, NOT_RESOLVED)
@@ -43,6 +55,8 @@ class Estimate:
     high: float
     n: int
     method: str
+    p: float = float("nan")  # two-sided p-value of "the mean is 0" (NaN without an interval)
+    sd: float = float("nan")  # sample sd of the values (ddof=1), for power
 
     @property
     def resolved(self) -> bool:
@@ -74,16 +88,27 @@ def mean_interval(values, method: str = "t", level: float = LEVEL, n_boot: int =
     x = x[np.isfinite(x)]
     n = len(x)
     mean = float(x.mean()) if n else float("nan")
+    sd = float(x.std(ddof=1)) if n > 1 else float("nan")
     if n < MIN_PAIRS:
-        return Estimate(mean, float("nan"), float("nan"), n, method)
+        return Estimate(mean, float("nan"), float("nan"), n, method, sd=sd)
     alpha = 1.0 - level
     if method == "t":
-        half = float(sps.t.ppf(1 - alpha / 2, n - 1)) * float(x.std(ddof=1)) / np.sqrt(n)
-        return Estimate(mean, mean - half, mean + half, n, method)
+        se = sd / np.sqrt(n)
+        half = float(sps.t.ppf(1 - alpha / 2, n - 1)) * se
+        p = float(2 * sps.t.sf(abs(mean) / se, n - 1)) if se > 0 else float(mean == 0)
+        return Estimate(mean, mean - half, mean + half, n, method, p, sd)
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return Estimate(mean, float(low), float(high), n, method)
+    return Estimate(mean, float(low), float(high), n, method, _bootstrap_p(means), sd)
+
+
+def _bootstrap_p(draws: np.ndarray) -> float:
+    """Two-sided p of "the statistic is 0" by inverting the percentile interval: twice the
+    share of bootstrap draws on the far side of 0 (so p < 1 - level iff the interval
+    excludes 0)."""
+    below, above = float(np.mean(draws <= 0)), float(np.mean(draws >= 0))
+    return min(1.0, 2 * min(below, above))
 
 
 def paired_differences(runs: pd.DataFrame, variant: str, reference: str = "baseline",
@@ -165,14 +190,15 @@ def spearman(x, y, level: float = LEVEL, n_boot: int = 5_000, seed: int = 0) -> 
     boot = boot[np.isfinite(boot)]
     alpha = 1.0 - level
     low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-    return Estimate(rho, float(low), float(high), n, "bootstrap")
+    return Estimate(rho, float(low), float(high), n, "bootstrap", _bootstrap_p(boot))
 
 
 def gain_table(runs: pd.DataFrame, columns: list[str], reference: str = "baseline",
                method: str = "t", **kwargs) -> pd.DataFrame:
     """Per variant (other than ``reference``) and column: the paired gain over ``reference``
-    with its interval: variant, column, gain, low, high, n, method, resolved (and gain_std,
-    the sample std of the paired differences)."""
+    with its interval: variant, column, gain, low, high, n, method, resolved (the interval
+    excludes 0, no correction), gain_std (the sample std of the paired differences) and p
+    (two-sided, uncorrected)."""
     _check_method(method)
     rows = []
     if reference in set(runs["variant"]):
@@ -187,6 +213,112 @@ def gain_table(runs: pd.DataFrame, columns: list[str], reference: str = "baselin
                 std = float(diffs.std(ddof=1)) if len(diffs) > 1 else float("nan")
                 rows.append(dict(variant=variant, column=col, gain=est.value, low=est.low,
                                  high=est.high, n=est.n, method=method,
-                                 resolved=est.resolved, gain_std=std))
+                                 resolved=est.resolved, gain_std=std, p=est.p))
     return pd.DataFrame(rows, columns=["variant", "column", "gain", "low", "high", "n",
-                                       "method", "resolved", "gain_std"])
+                                       "method", "resolved", "gain_std", "p"])
+
+
+# ----------------------------------------------------------------------------- multiplicity
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN stays NaN and does not count in the family):
+    sort the m p-values, multiply the k-th smallest by (m - k + 1), carry the running maximum,
+    cap at 1. Rejecting where the adjusted p < alpha controls the family-wise error at alpha."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    if not m:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    out[order] = adjusted
+    return out
+
+
+def family_verdicts(estimates: list[Estimate], directions: list[str],
+                    alpha: float = ALPHA) -> tuple[list[str], np.ndarray]:
+    """The verdict of each part of one family and its Holm-adjusted p: resolved where the
+    adjusted p < ``alpha``, then supported or contradicted by the estimate's sign against the
+    claimed ``direction`` ("greater": above 0, "less": below 0)."""
+    adjusted = holm([e.p for e in estimates])
+    verdicts = []
+    for est, direction, p in zip(estimates, directions, adjusted, strict=True):
+        if direction not in ("greater", "less"):
+            raise ValueError(f"direction {direction!r}: choose 'greater' or 'less'")
+        if not (np.isfinite(p) and p < alpha):
+            verdicts.append(NOT_RESOLVED)
+            continue
+        on_side = est.value > 0 if direction == "greater" else est.value < 0
+        verdicts.append(SUPPORTED if on_side else CONTRADICTED)
+    return verdicts, adjusted
+
+
+# ----------------------------------------------------------------------------- power
+def _power(effect: float, sd: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of a two-sided one-sample (paired) t-test at ``alpha`` with ``n`` pairs when the
+    true mean difference is ``effect`` and the differences' sd is ``sd`` (noncentral t)."""
+    df = n - 1
+    crit = sps.t.ppf(1 - alpha / 2, df)
+    nc = effect / sd * np.sqrt(n)
+    # the far tail is negligible for nc > 0 and scipy's nct.cdf can return NaN there
+    far = float(np.nan_to_num(sps.nct.cdf(-crit, df, abs(nc))))
+    return float(sps.nct.sf(crit, df, abs(nc))) + far
+
+
+def min_detectable_effect(sd: float, n: int, power: float = POWER, alpha: float = ALPHA
+                          ) -> float:
+    """The smallest |true mean difference| that ``n`` pairs with differences of sd ``sd``
+    detect with probability ``power`` (two-sided paired t-test at ``alpha``); NaN when the sd
+    is unknown (fewer than 2 pairs) or n < :data:`MIN_PAIRS`."""
+    from scipy.optimize import brentq
+
+    if not (np.isfinite(sd) and n >= MIN_PAIRS):
+        return float("nan")
+    if sd == 0:
+        return 0.0
+    high = sd  # bracket the root: power grows with the effect (noncentral t is stable here)
+    while _power(high, sd, n, alpha) < power:
+        high *= 2
+    return float(brentq(lambda d: _power(d, sd, n, alpha) - power, 0.0, high))
+
+
+def pairs_needed(sd: float, effect: float, power: float = POWER, alpha: float = ALPHA,
+                 max_pairs: int = 10_000) -> int | None:
+    """The fewest pairs (>= :data:`MIN_PAIRS`) that detect a true difference ``effect`` with
+    probability ``power``; None when the sd is unknown or more than ``max_pairs`` are needed."""
+    if not np.isfinite(sd) or effect == 0:
+        return None
+    n = MIN_PAIRS
+    while n <= max_pairs:
+        if sd == 0 or _power(abs(effect), sd, n, alpha) >= power:
+            return n
+        n += 1
+    return None
+
+
+def pairs_for_half_width(sd: float, half_width: float, level: float = LEVEL,
+                         max_pairs: int = 10_000) -> int | None:
+    """The fewest pairs whose t-interval (at the measured ``sd``) is at most ``half_width``
+    from its centre: t_{(1+level)/2, n-1} * sd / sqrt(n) <= half_width."""
+    if not np.isfinite(sd):
+        return None
+    q = 1 - (1 - level) / 2
+    for n in range(MIN_PAIRS, max_pairs + 1):
+        if sps.t.ppf(q, n - 1) * sd / np.sqrt(n) <= half_width:
+            return n
+    return None
+
+
+def compare_to_paper(est: Estimate, paper: float) -> str:
+    """Where the paper's effect lies against our interval: "smaller than the paper's +3.4"
+    (the whole interval below it), "larger than the paper's ..." (above), "consistent with the
+    paper's ..." (inside), or "no interval"."""
+    if not np.isfinite(paper):
+        return ""
+    if not (np.isfinite(est.low) and np.isfinite(est.high)):
+        return f"no interval to compare with the paper's {paper:+.1f}"
+    if est.high < paper:
+        return f"smaller than the paper's {paper:+.1f}"
+    if est.low > paper:
+        return f"larger than the paper's {paper:+.1f}"
+    return f"consistent with the paper's {paper:+.1f}"

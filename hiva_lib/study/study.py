@@ -1,7 +1,8 @@
 """The study a figure is drawn from: :class:`Study` knows where one data set's data, runs,
 results and figures live (the same folders as the training notebooks) and loads its data and
 trained models on demand. :func:`run_figure` and :func:`show` are the notebook's wrappers;
-a missing input is one :class:`FigureError` naming the notebook to run.
+a missing input is one :class:`FigureError` naming the notebook to run (its parameters cell and
+the papermill command); :func:`figure_status` lists what was drawn and what was skipped.
 
 Figures are written as PNG and PDF to ``figures_root/<dataset>/`` (:meth:`Study.save`).
 """
@@ -12,18 +13,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
 from hiva_lib.data.prepared import PreparedDataset
 from hiva_lib.engine import runs
-from hiva_lib.engine.config import TrainConfig, make_config, smoke_flag
-from hiva_lib.integrity import check_sha256, file_sha256, read_json, recorded_checksum
+from hiva_lib.engine.config import TrainConfig, make_config
+from hiva_lib.integrity import (
+    atomic_write_text,
+    check_sha256,
+    file_sha256,
+    read_json,
+    recorded_checksum,
+)
 from hiva_lib.project import default_figures_root, project_root
 
 
 class FigureError(FileNotFoundError):
     """What a figure needs (results, checkpoints, text embeddings) is missing."""
+
+
+# Every figure of notebook 06: the function that draws it -> the file it saves
+# (figures_root/<dataset>/<name>.png and .pdf)
+FIGURES = {"fig4": "fig4_f1_gain", "fig5": "fig5_text_similarity", "fig6": "fig6_attention",
+           "score_attention": "attention_scores", "fig7": "fig7_au_graphs"}
 
 
 @dataclass
@@ -34,6 +48,13 @@ class Study:
     figures_root: Path
     _data: PreparedDataset | None = field(default=None, repr=False)
     _models: dict = field(default_factory=dict, repr=False)
+    drawn: list[str] = field(default_factory=list, repr=False)  # names saved by save()
+    skipped: dict[str, str] = field(default_factory=dict, repr=False)  # name -> what is missing
+
+    def __repr__(self) -> str:  # one line in a notebook, not the whole TrainConfig
+        c = self.cfg
+        return (f"Study({c.dataset}, seed {c.seed}, fold {c.fold}{', smoke' if c.smoke else ''};"
+                f" results {c.results_root}, runs {c.runs_root}, figures {self.figures_root})")
 
     @classmethod
     def open(cls, dataset: str, data_root: str | None = None, runs_root: str | None = None,
@@ -62,11 +83,15 @@ class Study:
         return self.figures_root / self.dataset
 
     def _train_hint(self, variant: str) -> str:
-        smoke = smoke_flag(self.cfg)
-        return (f"Train it first: papermill notebooks/03_train_stage2.ipynb out.ipynb -p dataset "
-                f"{self.dataset} -p variant {variant} -p fold {self.cfg.fold} -p seed "
-                f"{self.cfg.seed}{smoke} (Baseline: notebooks/02_train_stage1.ipynb), or pass "
-                "runs_root / results_root pointing at the folders that hold it.")
+        from hiva_lib import variants
+        from hiva_lib.engine.validate import notebook_hint
+
+        stage2 = 2 in variants.VARIANTS[variant].stages
+        notebook = "03_train_stage2" if stage2 else "02_train_stage1"
+        # the figures' device (cpu by default) is not the training's: the notebook's default
+        cfg = dataclasses.replace(self.cfg, variant=variant, device=TrainConfig.device)
+        return (f"Train it first: {notebook_hint(cfg, notebook)}. Or pass runs_root / "
+                "results_root pointing at the folders that hold it.")
 
     def recorded_checkpoint(self, recorded: str) -> Path:
         """Where the checkpoint a metrics.json names is in this study: a path of the runs
@@ -130,6 +155,7 @@ class Study:
         fig.savefig(paths[0], dpi=150, bbox_inches="tight")
         fig.savefig(paths[1], bbox_inches="tight")
         plt.close(fig)
+        self.drawn.append(name)
         return paths
 
 
@@ -143,16 +169,51 @@ def _not_the_results_checkpoint(ckpt: Path) -> str:
             "which figures then use).")
 
 
+def write_run_rows(new: pd.DataFrame, path: Path, float_format: str | None = None
+                   ) -> pd.DataFrame:
+    """Write a per-run table (columns seed, fold, variant, ...) to ``path``, replacing the rows
+    of the (seed, fold, variant) runs that ``new`` holds and keeping every other run's, so that
+    measuring one run never drops another's. Returns the whole table."""
+    if path.exists():
+        old = pd.read_csv(path)
+        key = ["seed", "fold", "variant"]
+        measured = pd.MultiIndex.from_frame(new[key].drop_duplicates())
+        new = pd.concat([old[~pd.MultiIndex.from_frame(old[key]).isin(measured)], new],
+                        ignore_index=True)
+    new = new.sort_values(["seed", "fold"], kind="stable").reset_index(drop=True)
+    atomic_write_text(new.to_csv(index=False, float_format=float_format), path)
+    return new
+
+
 def run_figure(fn, *args, skip_missing: bool = False, **kwargs):
     """``fn(*args, **kwargs)``; with ``skip_missing`` a missing input (:class:`FigureError`)
-    is reported and None returned, so one untrained variant does not stop the other figures."""
+    is reported and None returned, so one untrained variant does not stop the other figures.
+    The outcome is recorded in the :class:`Study` among ``args`` (:func:`figure_status`)."""
+    name = getattr(fn, "__name__", str(fn))
+    name = FIGURES.get(name, name)
+    studies = [a for a in args if isinstance(a, Study)]
+    for study in studies:  # drawn again: what was missing before may be there now
+        study.skipped.pop(name, None)
     try:
         return fn(*args, **kwargs)
     except FigureError as e:
         if not skip_missing:
             raise
-        print(f"skipped {getattr(fn, '__name__', fn)}: {e}")
+        for study in studies:
+            study.skipped[name] = str(e)
+        print(f"skipped {name}: {e}")
         return None
+
+
+def figure_status(study: Study) -> pd.DataFrame:
+    """One row per figure drawn or skipped since ``study`` was opened: ``figure``,
+    ``status`` ("drawn", "skipped", or "drawn in part" for one that lacks a row), and for a
+    skipped one what is missing and how to get it (``how``)."""
+    rows = [dict(figure=name, status="drawn in part" if name in study.skipped else "drawn",
+                 how=study.skipped.get(name, "")) for name in dict.fromkeys(study.drawn)]
+    rows += [dict(figure=name, status="skipped", how=how) for name, how in study.skipped.items()
+             if name not in study.drawn]
+    return pd.DataFrame(rows, columns=["figure", "status", "how"])
 
 
 def show(study: Study, name: str):

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from hiva_lib.data.prepared import DatasetError
+from hiva_lib.hints import run_hint
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".wmv")
@@ -36,8 +37,9 @@ def raw_root_error(dataset: str, raw_root: object, problem: str) -> DatasetError
     return DatasetError(
         f"{raw_root}: {problem}. raw_root must be the folder of your licensed {name} copy, "
         f"holding {EXPECTED[dataset]}. Pass it as prepare_dataset('{dataset}', "
-        f"raw_root='/path/to/{name}') or `papermill notebooks/01_prepare_data.ipynb out.ipynb "
-        f"-p dataset {dataset} -p raw_root /path/to/{name}`; see docs/data.md."
+        f"raw_root='/path/to/{name}'), or "
+        + run_hint("01_prepare_data", {"dataset": dataset, "raw_root": f"/path/to/{name}"})
+        + "; see docs/data.md."
     )
 
 

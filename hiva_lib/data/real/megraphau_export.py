@@ -3,9 +3,13 @@
 :func:`export_megraphau` writes a complete folder that ME-GraphAU (``dataset_path`` in its
 ``config/<DS>_config.yaml``) or MDHR (``--dataset_path``) trains on as it is: every list of
 :mod:`.listfiles` (paths, labels, weights, and ME-GraphAU's AU relations or MDHR's sub labels)
-plus the image folder in the repository's naming, as symbolic links to our images (copies
-where the file system has no links). :func:`write_megraphau_lists` writes the list files
-alone, e.g. for an image folder already prepared for ME-GraphAU.
+plus the image folder in the repository's naming. Every exported image is
+:data:`MEGRAPHAU_IMAGE_SIZE` x :data:`MEGRAPHAU_IMAGE_SIZE` and its content is the format its
+name says (JPEG in ``.jpg``, PNG in ``.png``): an image of ours that is both already is a
+symbolic link (a copy where the file system has no links), any other (SynthFACS' 128 px PNGs,
+our DISFA JPEGs under ME-GraphAU's ``SN001/0.png``) is written again, resized as our loader
+resizes (:func:`hiva_lib.data.loader.read_image`). :func:`write_megraphau_lists` writes the
+list files alone, e.g. for an image folder already prepared for ME-GraphAU.
 
 Row order is ME-GraphAU's: test fold k = the rows of fold k in our index order, train = the
 other folds, the higher first; so importing ME-GraphAU's lists and exporting them again gives
@@ -16,14 +20,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
+from PIL import Image
 
 from hiva_lib.data.au import dataset_aus
+from hiva_lib.data.loader import read_image
 from hiva_lib.data.prepared import (
+    JPEG_QUALITY,
+    JPEG_SUFFIXES,
     DatasetError,
     PreparedDataset,
     make_dirs,
@@ -47,7 +55,12 @@ from hiva_lib.losses import inverse_frequency_weights
 from hiva_lib.progress import progress as progress_bar
 
 EXPORT_MARKER = ".hiva_export.json"  # what an export wrote: the only folder it replaces
-MEGRAPHAU_CROP = 224  # ME-GraphAU draws a 224 crop from each image (its own are 256 x 256)
+# ME-GraphAU's training loader draws the 224 crop's offset from the stored image's size, then
+# resizes the image to 256 and crops there (MDHR resizes to 256 too): only a 256 x 256 image
+# gives a crop inside the image with their offsets; a smaller one stops it (an empty random
+# range under 224 px), a larger one crops past the border
+MEGRAPHAU_IMAGE_SIZE = 256
+_SIGNATURES = {"jpeg": b"\xff\xd8\xff", "png": b"\x89PNG\r\n\x1a\n"}
 
 
 def _dataset_of(data: PreparedDataset) -> str:
@@ -158,17 +171,51 @@ def _check_export_dir(out_dir: Path, overwrite: bool, data: PreparedDataset) -> 
         "(MDHR: --dataset_path) at it.")
 
 
-def _link_images(data: PreparedDataset, names: np.ndarray, image_dir: Path, progress: bool
-                 ) -> dict[str, int]:
-    """A symbolic link per row at ``image_dir/<name>`` to our image (else a hard link or a
-    copy); returns how many of each."""
+def _image_format(path: Path) -> str | None:
+    """``"jpeg"`` or ``"png"`` from a file's first bytes, whatever its name says (else None)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return next((kind for kind, sig in _SIGNATURES.items() if head.startswith(sig)), None)
+
+
+def _name_format(name: str | Path) -> str:
+    """The format an image name promises: ``"jpeg"`` for .jpg / .jpeg, else ``"png"``."""
+    return "jpeg" if Path(name).suffix.lower() in JPEG_SUFFIXES else "png"
+
+
+def _usable_as_is(src: Path, name: str) -> bool:
+    """Our image can be linked under ``name``: the size their loaders need, the format named."""
+    if _image_format(src) != _name_format(name):
+        return False
+    with Image.open(src) as im:
+        return im.size == (MEGRAPHAU_IMAGE_SIZE, MEGRAPHAU_IMAGE_SIZE)
+
+
+def _write_image(src: Path, dst: Path) -> None:
+    """``src`` resized as our loader resizes it, written in the format ``dst``'s name says
+    (JPEG at :data:`~hiva_lib.data.prepared.JPEG_QUALITY`, PNG lossless)."""
+    rgb = read_image(src, MEGRAPHAU_IMAGE_SIZE).permute(1, 2, 0).numpy()
+    params = ([cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if _name_format(dst) == "jpeg" else [])
+    if not cv2.imwrite(str(dst), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
+        raise OSError(f"{dst}: could not be written")
+
+
+def _export_images(data: PreparedDataset, names: np.ndarray, image_dir: Path, progress: bool
+                   ) -> dict[str, int]:
+    """Each row's image at ``image_dir/<name>``: a symbolic link to ours (else a hard link or a
+    copy) where ours is already right for it (:func:`_usable_as_is`), else written again;
+    returns how many of each."""
     for parent in {(image_dir / n).parent for n in names}:
         parent.mkdir(parents=True, exist_ok=True)
-    kinds = {"symlinks": 0, "hard_links_or_copies": 0}
+    kinds = {"symlinks": 0, "hard_links_or_copies": 0, "written": 0}
     sources = data.index["image"].tolist()
     for rel, name in progress_bar(zip(sources, names, strict=True), total=len(names),
                                   desc=f"export {data.name}", disable=not progress):
         src = (data.root / rel).resolve()
+        if not _usable_as_is(src, name):
+            _write_image(src, image_dir / name)
+            kinds["written"] += 1
+            continue
         try:
             os.symlink(src, image_dir / name)
             kinds["symlinks"] += 1
@@ -198,26 +245,24 @@ def export_megraphau(data: PreparedDataset, out_dir: str | Path, list_format: st
     relations) and ``out_dir/img/``; set ME-GraphAU's ``dataset_path`` to ``out_dir``.
     mdhr: the lists (with sub labels, ``<DS>_train_weight_fold<k>.txt``) in ``out_dir``, images
     in ``out_dir/img`` (DISFA: ``img_o``); pass ``--dataset_path out_dir``. ``out_dir`` must be
-    new or empty, or an export of ours replaced with ``overwrite=True``.
+    new or empty, or an export of ours replaced with ``overwrite=True``. Every image is
+    256 x 256 in the format its name says, whatever size the prepared set has (SynthFACS: 128).
     """
     fmt = _format_of(list_format, data)
     dataset = _dataset_of(data)
     out_dir = Path(out_dir)
     names = image_names(data, fmt)
     _check_export_dir(out_dir, overwrite, data)
-    if data.meta["image_size"] < MEGRAPHAU_CROP:
-        warnings.warn(f"{data.root}: images of {data.meta['image_size']} px, but ME-GraphAU and "
-                      f"MDHR crop {MEGRAPHAU_CROP} px from each (their images are 256 x 256); "
-                      "prepare with image_size=256 for them", stacklevel=2)
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run of a process with our pid
     created = make_dirs(tmp)
     try:
         write_megraphau_lists(data, fmt.list_dir(tmp), list_format)
-        kinds = _link_images(data, names, fmt.image_dir(tmp, dataset), progress)
+        kinds = _export_images(data, names, fmt.image_dir(tmp, dataset), progress)
         (tmp / EXPORT_MARKER).write_text(json.dumps(
             {"list_format": fmt.name, "dataset": data.name, "source": str(data.root.resolve()),
-             "rows": len(names), "images": kinds}, indent=2))
+             "rows": len(names), "image_size": MEGRAPHAU_IMAGE_SIZE, "images": kinds},
+            indent=2))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         remove_dirs(created)
