@@ -46,6 +46,24 @@ def test_shared_vector_plus_au_parts_by_hand(b):
     assert M.au_specific_part(rows) == pytest.approx(expected)
 
 
+def test_shared_share_by_hand():
+    g = np.array([[1.0, 2.0, -1.0]] * 4)
+    assert M.shared_share(g) == pytest.approx(1.0)  # every AU pulled the same way
+    assert M.shared_share(np.eye(4)) == pytest.approx(1 / 4)  # orthogonal pulls
+    assert M.shared_share(np.array([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(0.0)
+
+
+def test_gradient_sharing_reads_the_text_gradients():
+    model = build()
+    x = torch.rand(2, 3, TINY.img_size, TINY.img_size, generator=torch.Generator().manual_seed(3))
+    y = torch.randint(0, 2, (2, len(AUS)), generator=torch.Generator().manual_seed(4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = M.gradient_sharing(model, x, y)
+    assert 0 < out["z_grad_shared"] <= 1 and 0 < out["h_grad_shared"] <= 1
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert "forward" not in vars(model.text)  # the hook is removed
+
+
 # ----------------------------------------------------------------------------- attention maps
 def test_entropy_of_known_maps():
     t = 8

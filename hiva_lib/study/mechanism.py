@@ -16,7 +16,12 @@ saves after every epoch (``runs/.../text_emb/epochNNN.pt``; epoch 0 = before sta
   (divided by log HW: 1 = uniform); ``<m>_argmax_pairs``: the share of AU pairs whose maps peak
   on the same token (mean over frames; 1/HW for independent uniform peaks);
   ``<m>_argmax_frames``: the share of frames where at least two AUs peak on the same token;
-  ``<m>_argmax_all``: the share where all AUs peak on one token; ``tokens``: HW.
+  ``<m>_argmax_all``: the share where all AUs peak on one token; ``tokens``: HW;
+* at epoch 0 (the model as stage 2 started: the seed's initialisation and the run's stage-1
+  weights) and at the last epoch, on a fixed subset of training frames: ``z_grad_shared``,
+  ``h_grad_shared``, the share of dL_au/dZ_i (dL_au/dH_i) in the direction common to all AUs
+  (:func:`shared_share`; 1/N for unrelated pulls): how much the AU loss pulls every AU's
+  embedding the same way.
 
 ``mechanism_layers.csv``: the final model's text branch stage by stage (``H``, ``proj`` = the
 Transformer's input W_p H (+ the AU-identity embedding of ambiguity 7), ``layer1`` ... (the
@@ -33,6 +38,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from hiva_lib.errors import CheckpointError
 from hiva_lib.study.fig5_text import cosine_matrix, mean_off_diagonal, read_text_embeddings
 from hiva_lib.study.study import FigureError, Study, write_run_rows
 
@@ -77,6 +83,13 @@ def argmax_sharing(maps: np.ndarray) -> dict[str, float]:
                 argmax_all=float((peaks == peaks[:, :1]).all(1).mean()))
 
 
+def shared_share(grads: np.ndarray | torch.Tensor) -> float:
+    """N ||mean_i g_i||^2 / sum_i ||g_i||^2 of per-AU vectors g (N, D): the share of their
+    energy in the direction common to all AUs (1: all equal; 1/N: orthogonal, equal norms)."""
+    g = np.asarray(grads, np.float64)
+    return float(len(g) * (g.mean(0) ** 2).sum() / max((g**2).sum(), 1e-300))
+
+
 def attention_stats(maps: np.ndarray, prefix: str) -> dict[str, float]:
     """The entropy and arg-max sharing columns of one method's maps (B, N, T)."""
     ent = map_entropy(maps)
@@ -111,6 +124,36 @@ def layer_embeddings(model: torch.nn.Module) -> list[tuple[str, np.ndarray]]:
     return [(name, e.float().cpu().numpy()) for name, e in stages]
 
 
+def gradient_sharing(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """How much L_au (Eq. 4) pulls the AUs' text embeddings the same way: :func:`shared_share`
+    of dL_au/dZ_i and dL_au/dH_i on images ``x`` with labels ``y`` (training mode, evaluation
+    descriptions, one forward and backward; the model's weights are not changed)."""
+    from hiva_lib.losses import au_loss
+
+    text, caught = model.text, {}
+    forward = text.forward
+
+    def keep(step=None):
+        out = forward(step)
+        out.h.retain_grad()
+        out.z.retain_grad()
+        caught["out"] = out
+        return out
+
+    text.forward = keep
+    was_training = model.training
+    try:
+        model.train()
+        au_loss(model(x).logits.float(), y.float()).backward()
+    finally:
+        del text.forward
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    out = caught["out"]
+    return dict(z_grad_shared=shared_share(out.z.grad.numpy()),
+                h_grad_shared=shared_share(out.h.grad.numpy()))
+
+
 def embedding_rows(run_dir: Path) -> list[dict]:
     """One record per saved stage-2 epoch of ``run_dir``: cosines and AU-specific parts."""
     per_epoch, _ = read_text_embeddings(run_dir)
@@ -118,6 +161,45 @@ def embedding_rows(run_dir: Path) -> list[dict]:
                  z_cosine=off_diagonal_cosine(v["Z"]), h_specific=au_specific_part(v["H"]),
                  z_specific=au_specific_part(v["Z"]))
             for e, v in sorted(per_epoch.items())]
+
+
+def _train_frames(study: Study, n: int, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed subset (seeded by the study's seed) of ``n`` training-fold frames as the model
+    sees them at evaluation, and their labels."""
+    from hiva_lib.study.faces import load_views
+
+    train, _ = study.data.split(study.cfg.fold)
+    rows = np.sort(np.random.default_rng(study.cfg.seed).permutation(train)[:n])
+    x, _ = load_views(study, rows, crop)
+    return x, torch.as_tensor(study.data.labels(rows))
+
+
+def initial_model(study: Study, variant: str) -> torch.nn.Module:
+    """The stage-2 model of ``variant`` as its run started: initialised as training does for
+    the study's seed, with the run's stage-1 weights."""
+    import dataclasses
+
+    from hiva_lib.engine.train import _build, load_stage1_checkpoint
+
+    cfg = dataclasses.replace(study.cfg, variant=variant)
+    model = _build(cfg, study.data, variant, torch.device("cpu"), backbone_weights=False)
+    model.load_stage1(load_stage1_checkpoint(cfg, study.data)["model"])
+    model.set_stage(2)
+    return model
+
+
+def _gradient_columns(study: Study, variant: str, model: torch.nn.Module, n_frames: int,
+                      ) -> tuple[dict, dict]:
+    """:func:`gradient_sharing` of the run's model before stage 2 and at its end (epoch 0 and
+    last rows); before is empty when the stage-1 checkpoint is gone."""
+    x, y = _train_frames(study, n_frames, model.cfg.img_size)
+    try:
+        before = gradient_sharing(initial_model(study, variant), x, y)
+    except CheckpointError as e:
+        print(f"{variant} seed {study.cfg.seed} fold {study.cfg.fold}: no gradient before "
+              f"stage 2 ({str(e).splitlines()[0][:160]})")
+        before = {}
+    return before, gradient_sharing(model, x, y)
 
 
 def _run_maps(study: Study, model: torch.nn.Module, max_frames: int) -> dict[str, np.ndarray]:
@@ -130,7 +212,7 @@ def _run_maps(study: Study, model: torch.nn.Module, max_frames: int) -> dict[str
     return {k: m.reshape(*m.shape[:2], -1) for k, m in maps.items() if k in METHODS}
 
 
-def measure_run(study: Study, variant: str, max_frames: int = 64
+def measure_run(study: Study, variant: str, max_frames: int = 64, grad_frames: int = 32
                 ) -> tuple[list[dict], list[dict]]:
     """(rows of mechanism.csv, rows of mechanism_layers.csv) of one trained run of
     ``variant`` (``study``'s seed and fold). Raises FigureError when the run has no final
@@ -145,6 +227,11 @@ def measure_run(study: Study, variant: str, max_frames: int = 64
     rows = [{**key, **r} for r in rows]
     for method, maps in _run_maps(study, model, max_frames).items():
         rows[-1].update(attention_stats(maps, method), tokens=maps.shape[-1])
+    if grad_frames:
+        before, after = _gradient_columns(study, variant, model, grad_frames)
+        rows[-1].update(after)
+        if rows[0]["epoch"] == 0:
+            rows[0].update(before)
     layers = [{**key, "stage": name, "cosine": off_diagonal_cosine(e),
                "specific": au_specific_part(e)} for name, e in layer_embeddings(model)]
     return rows, layers
@@ -159,7 +246,8 @@ def text_variants() -> list[str]:
 
 
 def measure(dataset: str, seeds: list[int], folds: list[int] | None = None,
-            variants: list[str] | None = None, max_frames: int = 64, **roots
+            variants: list[str] | None = None, max_frames: int = 64, grad_frames: int = 32,
+            **roots
             ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Measure every (seed, fold, variant) run with a language branch that has a checkpoint
     under ``roots`` (data_root, runs_root, results_root, smoke: as :meth:`Study.open`); write
@@ -173,7 +261,7 @@ def measure(dataset: str, seeds: list[int], folds: list[int] | None = None,
             study = Study.open(dataset, seed=seed, fold=fold, **roots)
             for v in variants or text_variants():
                 try:
-                    r, lay = measure_run(study, v, max_frames)
+                    r, lay = measure_run(study, v, max_frames, grad_frames)
                     rows += r
                     layers += lay
                     what = "measured"
