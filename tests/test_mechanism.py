@@ -185,7 +185,12 @@ def test_notebook_10_smoke(tmp_path, smoke_data_root):
     last = table.iloc[-1]
     assert 0 <= last["ddca_entropy_norm"] <= 1 and 0 <= last["cdca_argmax_pairs"] <= 1
     assert table.iloc[:-1]["ddca_entropy"].isna().all()  # attention at the last epoch only
-    # the Z saved after the last epoch is the final model's last Transformer layer
-    z_final = layers.loc[layers["stage"] == f"layer{TINY.text_layers}", "cosine"]
-    assert last["z_cosine"] == pytest.approx(float(z_final.iloc[0]), abs=1e-4)
+    # the Z saved after the last epoch is the final model's last Transformer layer, and the
+    # Z saved before stage 2 is the rebuilt initial model's (initial_model = the engine's init)
+    z_out = layers[layers["stage"] == f"layer{TINY.text_layers}"].set_index("when")["cosine"]
+    assert last["z_cosine"] == pytest.approx(z_out["final"], abs=1e-4)
+    assert table.iloc[0]["z_cosine"] == pytest.approx(z_out["before"], abs=1e-4)
+    assert table.iloc[0]["z_cosine"] != pytest.approx(last["z_cosine"], abs=1e-4)
+    for row in (table.iloc[0], last):  # gradient sharing before stage 2 and at its end
+        assert 0 < row["z_grad_shared"] <= 1 and 0 < row["h_grad_shared"] <= 1
     assert (tmp_path / "figures" / "synth-disfa" / "mechanism.png").stat().st_size > 20_000

@@ -23,9 +23,10 @@ saves after every epoch (``runs/.../text_emb/epochNNN.pt``; epoch 0 = before sta
   (:func:`shared_share`; 1/N for unrelated pulls): how much the AU loss pulls every AU's
   embedding the same way.
 
-``mechanism_layers.csv``: the final model's text branch stage by stage (``H``, ``proj`` = the
-Transformer's input W_p H (+ the AU-identity embedding of ambiguity 7), ``layer1`` ... (the
-last is Z)), each with its cosine and AU-specific part: where the AUs' embeddings merge.
+``mechanism_layers.csv``: the text branch stage by stage (``H``, ``proj`` = the Transformer's
+input W_p H (+ the AU-identity embedding of ambiguity 7), ``layer1`` ... (the last is Z)),
+each with its cosine and AU-specific part, for the model as stage 2 started (``when`` =
+``before``) and the final model (``final``): where the AUs' embeddings merge.
 """
 from __future__ import annotations
 
@@ -188,18 +189,19 @@ def initial_model(study: Study, variant: str) -> torch.nn.Module:
     return model
 
 
-def _gradient_columns(study: Study, variant: str, model: torch.nn.Module, n_frames: int,
-                      ) -> tuple[dict, dict]:
-    """:func:`gradient_sharing` of the run's model before stage 2 and at its end (epoch 0 and
-    last rows); before is empty when the stage-1 checkpoint is gone."""
-    x, y = _train_frames(study, n_frames, model.cfg.img_size)
+def _initial_or_none(study: Study, variant: str) -> torch.nn.Module | None:
+    """:func:`initial_model`, or None (said) when the run's stage-1 checkpoint is gone."""
     try:
-        before = gradient_sharing(initial_model(study, variant), x, y)
+        return initial_model(study, variant)
     except CheckpointError as e:
-        print(f"{variant} seed {study.cfg.seed} fold {study.cfg.fold}: no gradient before "
+        print(f"{variant} seed {study.cfg.seed} fold {study.cfg.fold}: nothing measured before "
               f"stage 2 ({str(e).splitlines()[0][:160]})")
-        before = {}
-    return before, gradient_sharing(model, x, y)
+        return None
+
+
+def _layer_rows(key: dict, when: str, model: torch.nn.Module) -> list[dict]:
+    return [{**key, "when": when, "stage": name, "cosine": off_diagonal_cosine(e),
+             "specific": au_specific_part(e)} for name, e in layer_embeddings(model)]
 
 
 def _run_maps(study: Study, model: torch.nn.Module, max_frames: int) -> dict[str, np.ndarray]:
@@ -227,13 +229,14 @@ def measure_run(study: Study, variant: str, max_frames: int = 64, grad_frames: i
     rows = [{**key, **r} for r in rows]
     for method, maps in _run_maps(study, model, max_frames).items():
         rows[-1].update(attention_stats(maps, method), tokens=maps.shape[-1])
+    initial = _initial_or_none(study, variant)
+    layers = (_layer_rows(key, "before", initial) if initial is not None else []) + _layer_rows(
+        key, "final", model)
     if grad_frames:
-        before, after = _gradient_columns(study, variant, model, grad_frames)
-        rows[-1].update(after)
-        if rows[0]["epoch"] == 0:
-            rows[0].update(before)
-    layers = [{**key, "stage": name, "cosine": off_diagonal_cosine(e),
-               "specific": au_specific_part(e)} for name, e in layer_embeddings(model)]
+        x, y = _train_frames(study, grad_frames, model.cfg.img_size)
+        rows[-1].update(gradient_sharing(model, x, y))
+        if initial is not None and rows[0]["epoch"] == 0:
+            rows[0].update(gradient_sharing(initial, x, y))
     return rows, layers
 
 
@@ -332,14 +335,16 @@ def plot_mechanism(table: pd.DataFrame, layers: pd.DataFrame, dataset: str) -> F
     axes[0, 2].set_yscale("log")
     axes[0, 0].legend(fontsize=7, loc="best")
     ax = axes[1, 0]
-    for v, part in layers.groupby("variant", sort=False):
+    for (v, when), part in layers.groupby(["variant", "when"], sort=False):
         order = list(dict.fromkeys(part["stage"]))
-        mean = part.groupby("stage")["cosine"].mean().reindex(order)
+        style = dict(color=colours.get(v, "k"), ls="-" if when == "final" else ":")
         for _, run in part.groupby(["seed", "fold"]):
-            ax.plot(order, run.set_index("stage")["cosine"].reindex(order), color=colours[v],
-                    lw=0.6, alpha=0.4)
-        ax.plot(order, mean.values, color=colours[v], lw=2.2, marker="o", ms=3)
-    ax.set_title("where the AUs merge (final models): cosine", fontsize=10)
+            ax.plot(order, run.set_index("stage")["cosine"].reindex(order), lw=0.6, alpha=0.4,
+                    **style)
+        mean = part.groupby("stage")["cosine"].mean().reindex(order)
+        ax.plot(order, mean.values, lw=2.2, marker="o", ms=3, **style)
+    ax.set_title("where the AUs merge: cosine (dotted: before stage 2, solid: final)",
+                 fontsize=10)
     _final_points(axes[1, 1], table, "entropy_norm", colours)
     axes[1, 1].set_title("attention entropy / log(#tokens) (1: uniform)", fontsize=10)
     _final_points(axes[1, 2], table, "argmax_pairs", colours)
