@@ -93,6 +93,15 @@ def test_argmax_sharing_by_hand():
     assert out["argmax_all"] == pytest.approx(1 / 3)
 
 
+def test_peak_at_largest_by_hand():
+    maps = np.zeros((2, 2, 3))
+    maps[0, 0, 1] = maps[0, 1, 2] = maps[1, 0, 0] = maps[1, 1, 0] = 1.0  # peaks [[1, 2], [0, 0]]
+    per_au = np.array([[[0, 5, 1], [0, 5, 1]], [[9, 0, 0], [0, 0, 9]]])  # largest [[1, 1], [0, 2]]
+    assert M.peak_at_largest(maps, per_au) == pytest.approx(2 / 4)
+    shared = np.array([[[0, 0, 7]], [[7, 0, 0]]])  # one norm per frame: largest [2], [0]
+    assert M.peak_at_largest(maps, shared) == pytest.approx(3 / 4)
+
+
 # ----------------------------------------------------------------------------- the switches
 def build(**overrides) -> HiVA:
     torch.manual_seed(0)
@@ -191,6 +200,7 @@ def test_notebook_10_smoke(tmp_path, smoke_data_root):
     assert last["z_cosine"] == pytest.approx(z_out["final"], abs=1e-4)
     assert table.iloc[0]["z_cosine"] == pytest.approx(z_out["before"], abs=1e-4)
     assert table.iloc[0]["z_cosine"] != pytest.approx(last["z_cosine"], abs=1e-4)
+    assert 0 <= last["ddca_peak_at_largest"] <= 1 and 0 <= last["cdca_peak_at_largest"] <= 1
     for row in (table.iloc[0], last):  # gradient sharing before stage 2 and at its end
         assert 0 < row["z_grad_shared"] <= 1 and 0 < row["h_grad_shared"] <= 1
     assert (tmp_path / "figures" / "synth-disfa" / "mechanism.png").stat().st_size > 20_000

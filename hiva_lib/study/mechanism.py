@@ -17,6 +17,8 @@ saves after every epoch (``runs/.../text_emb/epochNNN.pt``; epoch 0 = before sta
   on the same token (mean over frames; 1/HW for independent uniform peaks);
   ``<m>_argmax_frames``: the share of frames where at least two AUs peak on the same token;
   ``<m>_argmax_all``: the share where all AUs peak on one token; ``tokens``: HW;
+  ``<m>_peak_at_largest``: the share of maps that peak on the token of largest feature norm
+  (F_i's tokens for DDCA, X_g's for CDCA; 1/HW by chance);
 * at epoch 0 (the model as stage 2 started: the seed's initialisation and the run's stage-1
   weights) and at the last epoch, on a fixed subset of training frames: ``z_grad_shared``,
   ``h_grad_shared``, the share of dL_au/dZ_i (dL_au/dH_i) in the direction common to all AUs
@@ -204,14 +206,40 @@ def _layer_rows(key: dict, when: str, model: torch.nn.Module) -> list[dict]:
              "specific": au_specific_part(e)} for name, e in layer_embeddings(model)]
 
 
-def _run_maps(study: Study, model: torch.nn.Module, max_frames: int) -> dict[str, np.ndarray]:
-    """{method: (B, N, HW)} DDCA and CDCA maps (where the model has them) on the fixed test
-    subset of :func:`hiva_lib.study.fig6_attention.test_subset`."""
+def _run_maps(study: Study, model: torch.nn.Module, max_frames: int
+              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """({method: (B, N, HW)} DDCA and CDCA maps (where the model has them), {method: (B, N or
+    1, HW)} the norms of the image tokens each attends over: F_i's for DDCA, X_g's for CDCA)
+    on the fixed test subset of :func:`hiva_lib.study.fig6_attention.test_subset`."""
     from hiva_lib.study.fig6_attention import maps_of, test_subset
 
-    maps = maps_of(study, model, test_subset(study, max_frames), batch_size=16,
-                   gradcam_maps=False)
-    return {k: m.reshape(*m.shape[:2], -1) for k, m in maps.items() if k in METHODS}
+    norms: dict[str, list] = {"ddca": [], "cdca": []}
+
+    def keep(method: str, channels: int):
+        def hook(_module, _inputs, out: torch.Tensor) -> None:
+            n = out.detach().flatten(-2).norm(dim=channels)  # (B, N, HW) or (B, HW)
+            norms[method].append(n if n.dim() == 3 else n[:, None])
+        return hook
+
+    hooks = [model.branches.register_forward_hook(keep("ddca", 2)),  # F (B, N, C, H, W)
+             model.backbone.register_forward_hook(keep("cdca", 1))]  # X_g (B, C, H, W)
+    try:
+        maps = maps_of(study, model, test_subset(study, max_frames), batch_size=16,
+                       gradcam_maps=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    maps = {k: m.reshape(*m.shape[:2], -1) for k, m in maps.items() if k in METHODS}
+    return maps, {k: torch.cat(v).float().numpy() for k, v in norms.items() if k in maps}
+
+
+def peak_at_largest(maps: np.ndarray, token_norms: np.ndarray) -> float:
+    """The share of maps (B, N, T) that peak on the token of largest feature norm
+    (``token_norms`` (B, N or 1, T)): how far the map follows the features' magnitude
+    rather than what the query asks for."""
+    peaks = np.asarray(maps).argmax(-1)
+    return float((peaks == np.broadcast_to(np.asarray(token_norms).argmax(-1),
+                                           peaks.shape)).mean())
 
 
 def measure_run(study: Study, variant: str, max_frames: int = 64, grad_frames: int = 32
@@ -227,8 +255,10 @@ def measure_run(study: Study, variant: str, max_frames: int = 64, grad_frames: i
     model = study.model(variant)
     key = dict(dataset=study.dataset, variant=variant, seed=study.cfg.seed, fold=study.cfg.fold)
     rows = [{**key, **r} for r in rows]
-    for method, maps in _run_maps(study, model, max_frames).items():
+    all_maps, norms = _run_maps(study, model, max_frames)
+    for method, maps in all_maps.items():
         rows[-1].update(attention_stats(maps, method), tokens=maps.shape[-1])
+        rows[-1][f"{method}_peak_at_largest"] = peak_at_largest(maps, norms[method])
     initial = _initial_or_none(study, variant)
     layers = (_layer_rows(key, "before", initial) if initial is not None else []) + _layer_rows(
         key, "final", model)
