@@ -11,6 +11,9 @@ The controls (issue 16; no row of the paper; the report shows them in their own 
 its own); ``no_language`` puts learned per-AU token embeddings of the same shapes in place of
 the text encoder's output (no language model at all); ``lambda_<v>`` is HiVA with L_diff's
 weight lambda of Eq. 7 set to v, the sensitivity sweep (the training preset's lambda otherwise).
+``full_au_id`` (HiVA with an AU-identity embedding before Eq. 2's Transformer) and
+``full_ldiff_z`` (HiVA with L_diff on Z, lambda = 1) are the alternatives of ambiguity 7
+(docs/model.md); they are listed with the controls so that they stay out of Tables IV-VI.
 
 ``TABLE_ROWS`` holds the eight rows, ``CONTROLS`` the controls, ``VARIANTS`` both (every slug
 the training engine and notebook 04 accept).
@@ -73,6 +76,13 @@ _CONTROLS = (
             dict(text_control="learned"), control=True),
     *(Variant(lambda_slug(v), f"Sweep: lambda = {v:g}", dict(lambda_diff=v), control=True)
       for v in LAMBDA_SWEEP),
+    # ambiguity 7 (issue 25), not rows of the paper, so shown with the controls: HiVA with a
+    # learned AU-identity embedding before Eq. 2's Transformer; HiVA with L_diff on Z at a
+    # lambda that keeps Z apart (1: measured on synth-bp4d, docs/model.md)
+    Variant("full_au_id", "HiVA + AU identity (ambiguity 7)",
+            dict(au_distinction="identity"), control=True),
+    Variant("full_ldiff_z", "HiVA + L_diff on Z, lambda = 1 (ambiguity 7)",
+            dict(au_distinction="ldiff_z", lambda_diff=1.0), control=True),
 )
 CONTROLS: dict[str, Variant] = {v.slug: v for v in _CONTROLS}
 VARIANTS: dict[str, Variant] = {**TABLE_ROWS, **CONTROLS}
@@ -80,7 +90,7 @@ VARIANTS: dict[str, Variant] = {**TABLE_ROWS, **CONTROLS}
 # The fields a variant sets: applied on top of any preset, so a preset's own values (e.g. a
 # user override use_aug=False) cannot leak into "full".
 _FLAGS = ("use_text", "use_aug", "use_ldiff", "use_ddca", "use_cdca")
-_RESET = dict(text_control="none", lambda_diff=None)
+_RESET = dict(text_control="none", lambda_diff=None, au_distinction="ldiff_h")
 
 
 def apply_variant(cfg: ModelConfig, slug: str) -> ModelConfig:

@@ -51,9 +51,11 @@ def test_controls_change_exactly_what_their_name_says():
     assert set(variants.CONTROLS) == {"shuffled_text", "no_language", "lambda_0",
                                       "lambda_1e-05", "lambda_0.0001", "lambda_0.001",
                                       "lambda_0.01", "lambda_0.1", "lambda_1", "lambda_10",
-                                      "lambda_100"}
+                                      "lambda_100", "full_au_id", "full_ldiff_z"}
     assert _changed_fields("shuffled_text") == {"text_control": "shuffled"}
     assert _changed_fields("no_language") == {"text_control": "learned"}
+    assert _changed_fields("full_au_id") == {"au_distinction": "identity"}
+    assert _changed_fields("full_ldiff_z") == {"au_distinction": "ldiff_z", "lambda_diff": 1.0}
     for lam in variants.LAMBDA_SWEEP:
         assert _changed_fields(variants.lambda_slug(lam)) == {"lambda_diff": lam}
     assert variants.TABLE_ROWS.keys() | variants.CONTROLS.keys() == variants.VARIANTS.keys()
@@ -61,6 +63,8 @@ def test_controls_change_exactly_what_their_name_says():
     # a control's fields do not leak into "full" when applied on top of a control's config
     cfg = variants.apply_variant(variants.apply_variant(TINY, "no_language"), "full")
     assert cfg.text_control == "none" and cfg.lambda_diff is None
+    cfg = variants.apply_variant(variants.apply_variant(TINY, "full_ldiff_z"), "full")
+    assert cfg.au_distinction == "ldiff_h" and cfg.lambda_diff is None
 
 
 def test_shuffled_text_gives_every_au_another_aus_descriptions():

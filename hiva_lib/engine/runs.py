@@ -153,7 +153,8 @@ STAGE_FIELDS = {1: ("epochs_stage1", "lr_stage1"),
 # Model fields added after finished runs were saved: at these values they are left out of the
 # signature, so runs saved before the field existed are still found; any other value is part
 # of the run's identity.
-LATER_MODEL_DEFAULTS: dict[str, Any] = {"text_control": "none", "lambda_diff": None}
+LATER_MODEL_DEFAULTS: dict[str, Any] = {"text_control": "none", "lambda_diff": None,
+                                        "au_distinction": "ldiff_h"}
 
 
 def _model_signature(model: dict) -> dict:

@@ -13,6 +13,7 @@ from hiva_lib.model.text import EVAL_MODES
 
 FUSIONS = ("concat", "add")
 TEXT_CONTROLS = ("none", "shuffled", "learned")
+AU_DISTINCTIONS = ("ldiff_h", "identity", "ldiff_z")
 # what every checkpoint saved before ModelConfig had input_mean/input_std was trained with
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,11 +67,16 @@ class ModelConfig:
     train_sampling: str = "per_au"  # 5: "per_au" | "shared" (one rank for all AUs)
     sampling_seed: int = 0  # description draws are a function of (sampling_seed, step)
     head_dim: int = 512  # the FC of the final head
+    # 7: what keeps the AUs' text embeddings apart. "ldiff_h": Eq. 1 and 2 as written (L_diff
+    # on H; Z = Trans(W_p H), the AUs an unordered set); "identity": also a learned AU-identity
+    # embedding added to W_p H before the Transformer (hiva_lib.model.text.AUIdentity);
+    # "ldiff_z": L_diff on Z (what the attentions use) instead of H
+    au_distinction: str = "ldiff_h"
 
     def __post_init__(self) -> None:
         choices = dict(ddca_mode=DDCA_MODES, fusion_without_attention=FUSIONS,
                        eval_descriptions=EVAL_MODES, train_sampling=SAMPLE_MODES,
-                       text_control=TEXT_CONTROLS)
+                       text_control=TEXT_CONTROLS, au_distinction=AU_DISTINCTIONS)
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"ModelConfig.{key}={getattr(self, key)!r}: "

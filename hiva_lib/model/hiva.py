@@ -65,12 +65,14 @@ class HiVA(nn.Module):
             if cfg.text_control == "shuffled":  # AU i gets all descriptions of AU p[i] != i
                 descriptions = [descriptions[j] for j in derangement(n)]
             if cfg.text_control == "learned":
-                self.text = LearnedText(n, c, cfg.text_layers, cfg.text_heads, cfg.text_ff_dim)
+                self.text = LearnedText(n, c, cfg.text_layers, cfg.text_heads, cfg.text_ff_dim,
+                                        au_identity=cfg.au_distinction == "identity")
             else:
                 self.text = TextEncoder(cfg.text_model, descriptions, c,
                                         cfg.text_trainable_layers, cfg.text_layers,
                                         cfg.text_heads, cfg.text_ff_dim, cfg.train_sampling,
-                                        cfg.eval_descriptions, cfg.sampling_seed)
+                                        cfg.eval_descriptions, cfg.sampling_seed,
+                                        au_identity=cfg.au_distinction == "identity")
             if cfg.use_ddca:
                 self.ddca = DDCA(c, cfg.attn_heads, cfg.ddca_mode)
             if cfg.use_cdca:
@@ -92,7 +94,8 @@ class HiVA(nn.Module):
             old.append(self.branches)
             if self.cfg.graph_in_stage2:
                 old.append(self.graph)
-        new = [self.text.proj, self.text.context, self.ddca, self.cdca, self.fuse, self.head]
+        new = [self.text.proj, self.text.au_identity, self.text.context, self.ddca, self.cdca,
+               self.fuse, self.head]
         return old, [m for m in new if m is not None]
 
     def set_stage(self, stage: int) -> None:
@@ -177,7 +180,8 @@ class HiVA(nn.Module):
             else:
                 feats[0] = u + z
         logits = self.head(self.fuse(torch.cat(feats, dim=-1)))
-        return HiVAOutput(logits, l_diff(text.h) if self.cfg.use_ldiff else None, maps)
+        kept_apart = text.z if self.cfg.au_distinction == "ldiff_z" else text.h  # ambiguity 7
+        return HiVAOutput(logits, l_diff(kept_apart) if self.cfg.use_ldiff else None, maps)
 
     @torch.no_grad()
     def text_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:

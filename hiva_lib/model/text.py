@@ -10,7 +10,10 @@ BERT-large's weights). Each step runs only the trainable layers on the selected 
 
 L_diff (Eq. 1) = (1/N^2) || Hn Hn^T - E ||_F^2 on the row-normalised H.
 Contextual modelling (Eq. 2): Z = Trans(W_p H), a d' -> d projection then a Transformer
-encoder over the N AU embeddings (no positional encoding: the AUs are a set).
+encoder over the N AU embeddings (no positional encoding: the AUs are a set). Ambiguity 7
+(``au_distinction``, docs/model.md): ``"identity"`` gives Z = Trans(W_p H + E), E a learned
+AU-identity embedding (one row per AU, the AUs' counterpart of a position embedding);
+``"ldiff_z"`` applies Eq. 1 to Z instead of H (in :class:`hiva_lib.model.hiva.HiVA`).
 
 Descriptions (ambiguity 5): a training step with a step number draws one description per AU
 deterministically from (seed, step) (``train_sampling``: ``per_au`` independent draws, or one
@@ -58,7 +61,8 @@ class TextEncoder(nn.Module):
     def __init__(self, text_model: str, descriptions: list[list[str]], dim: int = 512,
                  trainable_layers: int = 2, layers: int = 3, heads: int = 8,
                  ff_dim: int | None = None, sampling: str = "per_au",
-                 eval_descriptions: str = "base", seed: int = 0) -> None:
+                 eval_descriptions: str = "base", seed: int = 0, au_identity: bool = False
+                 ) -> None:
         super().__init__()
         if sampling not in SAMPLE_MODES:
             raise ValueError(f"train_sampling {sampling!r}: choose one of {SAMPLE_MODES}")
@@ -100,6 +104,7 @@ class TextEncoder(nn.Module):
         block = nn.TransformerEncoderLayer(dim, heads, ff_dim or dim, dropout=0.1,
                                            batch_first=True)
         self.context = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.au_identity = AUIdentity(len(counts), dim) if au_identity else None
 
     # ------------------------------------------------------------------ descriptions
     def select_host(self, step: int | None) -> np.ndarray:
@@ -159,8 +164,7 @@ class TextEncoder(nn.Module):
         tok = states.new_zeros(n * s, t, width).index_copy(0, slots, states)
         tok_mask = torch.zeros(n * s, t, dtype=torch.bool, device=states.device).index_copy(
             0, slots, mask)
-        z = self.context(self.proj(h).unsqueeze(0)).squeeze(0)
-        return TextOutput(h=h, z=z, tokens=self.proj(tok.view(n, s * t, -1)),
+        return TextOutput(h=h, z=contextualise(self, h), tokens=self.proj(tok.view(n, s * t, -1)),
                           token_mask=tok_mask.view(n, s * t))
 
     # ------------------------------------------------------------------ checkpoints
@@ -173,6 +177,33 @@ class TextEncoder(nn.Module):
                 "with (their hashes differ). Build HiVA with the same descriptions= list or "
                 "descriptions_path, or restore hiva_lib/assets/au_descriptions.json.")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class AUIdentity(nn.Module):
+    """Ambiguity 7: a learned embedding E (N, dim) added to W_p H before Eq. 2's Transformer,
+    which otherwise sees the AUs as an unordered set of similar vectors.
+
+    Initialised N(0, 1/dim) (rows of norm ~1, nearly orthogonal; W_p H rows are of norm ~1 at
+    initialisation) from its own generator seeded by ``torch.initial_seed()``: the global
+    random stream is not drawn from, so every other weight, dropout mask and batch of a run
+    is the same with and without it (for the same seed)."""
+
+    def __init__(self, n: int, dim: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(torch.initial_seed())
+        self.weight = nn.Parameter(torch.randn(n, dim, generator=g) * dim**-0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight
+
+
+def contextualise(text: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """Eq. 2: Z = Trans(W_p H) (N, dim), with the AU-identity embedding of ambiguity 7 added
+    to W_p H when the text branch has one."""
+    x = text.proj(h)
+    if text.au_identity is not None:
+        x = text.au_identity(x)
+    return text.context(x.unsqueeze(0)).squeeze(0)
 
 
 def bert_layer_packed(layer: nn.Module, x: torch.Tensor, real: torch.Tensor,
@@ -253,18 +284,20 @@ class LearnedText(nn.Module):
     what the language gives: the descriptions' meaning."""
 
     def __init__(self, n: int, dim: int, layers: int = 3, heads: int = 8,
-                 ff_dim: int | None = None, tokens: int = LEARNED_TOKENS) -> None:
+                 ff_dim: int | None = None, tokens: int = LEARNED_TOKENS,
+                 au_identity: bool = False) -> None:
         super().__init__()
         self.layers = nn.ModuleList([_TokenTable(n, tokens, dim)])
         self.proj = nn.Linear(dim, dim)
         block = nn.TransformerEncoderLayer(dim, heads, ff_dim or dim, dropout=0.1,
                                            batch_first=True)
         self.context = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.au_identity = AUIdentity(n, dim) if au_identity else None
 
     def forward(self, step: int | None = None) -> TextOutput:
         """``step`` is accepted for TextEncoder's signature; nothing is drawn."""
         states = self.layers[0].states  # (N, T, dim)
         h = states.mean(1)
-        z = self.context(self.proj(h).unsqueeze(0)).squeeze(0)
+        z = contextualise(self, h)
         mask = torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
         return TextOutput(h=h, z=z, tokens=self.proj(states), token_mask=mask)

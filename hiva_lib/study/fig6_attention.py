@@ -120,16 +120,22 @@ def fig6(study: Study, variant: str = "full", reference: str = "baseline",
 
 
 # ----------------------------------------------------------------------------- scores
+def test_subset(study: Study, max_frames: int) -> np.ndarray:
+    """A fixed random subset (seeded by the study's seed) of at most ``max_frames`` rows of
+    the study's test fold, sorted."""
+    _, test = study.data.split(study.cfg.fold)
+    rng = np.random.default_rng(study.cfg.seed)
+    return np.sort(rng.permutation(test)[:max_frames])
+
+
 def _frames_to_score(study: Study, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """The full-image AU region masks of every frame, and the rows scored: a fixed random
-    subset (seeded by the study's seed) of at most ``max_frames`` test-fold frames."""
+    """The full-image AU region masks of every frame, and the rows scored
+    (:func:`test_subset`)."""
     masks_all = study.data.region_masks()
     if masks_all is None:
         raise FigureError(f"{study.data.root}: no regions.npz; attention maps can only be scored "
                           "on SynthFACS (synth-*), whose AU regions are known.")
-    _, test = study.data.split(study.cfg.fold)
-    rng = np.random.default_rng(study.cfg.seed)
-    return masks_all, np.sort(rng.permutation(test)[:max_frames])
+    return masks_all, test_subset(study, max_frames)
 
 
 def _gradcam_every_au(model: torch.nn.Module, x: torch.Tensor, n_aus: int) -> np.ndarray:
@@ -139,7 +145,7 @@ def _gradcam_every_au(model: torch.nn.Module, x: torch.Tensor, n_aus: int) -> np
     return cams.reshape(n_aus, len(x), *cams.shape[1:]).swapaxes(0, 1)
 
 
-def _maps_to_score(study: Study, model: torch.nn.Module, rows: np.ndarray, batch_size: int,
+def maps_of(study: Study, model: torch.nn.Module, rows: np.ndarray, batch_size: int,
                    gradcam_maps: bool) -> dict[str, np.ndarray]:
     """{method: (n, N, h, w)} of ``model`` on ``rows``: DDCA and CDCA where the model has
     them, Grad-CAM of every AU with ``gradcam_maps``."""
@@ -210,7 +216,7 @@ def score_attention(study: Study, variants: list[str] | None = None, max_frames:
             continue  # a variant not trained is simply not scored
         crop = model.cfg.img_size
         masks = scoring.masks_in_view(masks_all[rows], load_size_for(crop), crop)
-        maps = _maps_to_score(study, model, rows, batch_size, gradcam_maps)
+        maps = maps_of(study, model, rows, batch_size, gradcam_maps)
         records += _score_records(study, v, maps, labels, masks)
     table = pd.DataFrame(records)
     if table.empty:
