@@ -251,3 +251,28 @@ def test_write_claims_and_the_verdict_figure(planted, tmp_path):
     assert "| C1: HiVA beats the vision-only Baseline." in md and "supported" in md
     png = C.verdict_figure(tmp_path, tmp_path / "figures")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_alternative_reading_beside_hiva(tmp_path):
+    """Ambiguity 7's alternative through the ledger: paired gains and the Z cosine against
+    HiVA per run, one Holm family; nothing when it was not run."""
+    _plant(tmp_path, {"full": 3.0})
+    assert C.alternative_checks(C.ClaimInputs(DS, tmp_path), "full_ldiff_z").empty
+    for j, (s, f) in enumerate(KEYS):  # the same gain as HiVA, the same noise
+        _write(tmp_path, "full_ldiff_z", s, f, BASE + SPREAD[j] + (3.0 + NOISE[j]) / 100.0)
+    rows = []
+    for j, (s, f) in enumerate(KEYS):
+        for v, last in (("full", 0.99), ("full_ldiff_z", 0.2 + 0.01 * NOISE[j])):
+            rows += [dict(variant=v, seed=s, fold=f, epoch=e, h_cosine=0.5, z_cosine=c)
+                     for e, c in enumerate([0.77, last])]
+    pd.DataFrame(rows).to_csv(tmp_path / DS / C.MECHANISM, index=False)
+    checks = C.alternative_checks(C.ClaimInputs(DS, tmp_path), "full_ldiff_z").set_index(
+        "check")
+    gain = checks.loc["full_ldiff_z - baseline (AVE F1)"]
+    d = 3.0 + np.array(NOISE)
+    assert gain["value"] == pytest.approx(d.mean()) and gain["n"] == 9 and gain["resolved"]
+    same = checks.loc["full_ldiff_z - full (AVE F1)"]
+    assert same["value"] == pytest.approx(0.0, abs=1e-9) and not same["resolved"]
+    z = checks.loc["full_ldiff_z - full (Z cosine, last epoch)"]
+    assert z["value"] == pytest.approx(0.2 + 0.01 * np.mean(NOISE) - 0.99) and z["resolved"]
+    assert (checks["p_holm"].dropna() <= 1).all()

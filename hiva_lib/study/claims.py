@@ -445,8 +445,9 @@ def measure_from_models(inputs: ClaimInputs, max_frames: int = 128) -> pd.DataFr
         if {"full", "baseline"} <= have:
             done.append(_attempt("graph degrees", seed, fold, graph_degrees, study,
                                  max_frames=max_frames))
+            scored = ["full", "baseline", *(v for v in ALTERNATIVES if v in have)]
             done.append(_attempt("attention scores", seed, fold, score_attention, study,
-                                 ["full", "baseline"], max_frames=max_frames))
+                                 scored, max_frames=max_frames))
         for v in [v for v in sweep if v in have]:
             done.append(_attempt(f"gradient ratio {v}", seed, fold,
                                  lambda st, var: ratios.append(ldiff_balance.measure_run(st, var)),
@@ -611,10 +612,69 @@ def claims_markdown(table: pd.DataFrame) -> str:
         PT.markdown_table(view), ""])
 
 
-def write_claims(table: pd.DataFrame, results_root: str | Path, dataset: str
-                 ) -> dict[str, Path]:
+# ----------------------------------------------------------------------------- ambiguity 7
+ALTERNATIVES = ("full_ldiff_z", "full_au_id")  # ambiguity 7's readings beside HiVA
+
+
+def _paired_runs(a: pd.DataFrame, b: pd.DataFrame) -> pd.Series:
+    """a - b per (seed, fold) run both have (Series indexed by seed, fold, a single column)."""
+    both = a.index.intersection(b.index)
+    return (a.loc[both] - b.loc[both]).iloc[:, 0]
+
+
+def alternative_checks(inputs: ClaimInputs, slug: str) -> pd.DataFrame:
+    """An alternative reading of ambiguity 7 (``slug``) through the ledger beside HiVA, one
+    family under Holm: its gain over the Baseline (C1 with it) and over HiVA, its Z cosine at
+    the last epoch minus HiVA's (does Z stay AU-specific), and its DDCA pointing game minus
+    HiVA's (do the maps move to the AU's region, C6); each paired per (seed, fold) run. Empty
+    when the alternative has no runs."""
+    runs = inputs.runs()
+    if runs is None or slug not in set(runs["variant"]):
+        return pd.DataFrame()
+    parts = [Part(f"{slug} - baseline (AVE F1)",
+                  stats.paired_gain(runs, slug, "baseline", "AVE", inputs.method)),
+             Part(f"{slug} - full (AVE F1)",
+                  stats.paired_gain(runs, slug, "full", "AVE", inputs.method))]
+    mech = inputs.csv(MECHANISM)
+    if mech is not None and slug in set(mech["variant"]):
+        last = mech[mech["epoch"] == mech.groupby(["variant", "seed", "fold"])["epoch"]
+                    .transform("max")].set_index(["seed", "fold"])
+        z = {v: last[last["variant"] == v][["z_cosine"]] for v in (slug, "full")}
+        parts.append(Part(f"{slug} - full (Z cosine, last epoch)",
+                          _per_run(_paired_runs(z[slug], z["full"]), inputs.method)))
+    scores = inputs.csv("attention_scores.csv")
+    if scores is not None and slug in set(scores["variant"]):
+        point = {v: c6_per_run(scores, v)[["pointing"]] for v in (slug, "full")}
+        parts.append(Part(f"{slug} - full (DDCA pointing game)",
+                          _per_run(_paired_runs(point[slug], point["full"]), inputs.method)))
+    verdicts, adjusted = stats.family_verdicts([p.est for p in parts],
+                                               ["greater"] * len(parts))
+    return pd.DataFrame([dict(dataset=inputs.dataset, variant=slug, check=p.name,
+                              value=p.est.value, low=p.est.low, high=p.est.high, n=p.est.n,
+                              p_holm=a, resolved=v != NOT_RESOLVED)
+                         for p, v, a in zip(parts, verdicts, adjusted, strict=True)])
+
+
+def _alternatives_markdown(checks: pd.DataFrame) -> str:
+    from hiva_lib.study import paper_tables as PT
+
+    if checks.empty:
+        return ""
+    view = checks.assign(ci=[f"[{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else "no interval"
+                             for lo, hi in zip(checks["low"], checks["high"], strict=True)])
+    view = view[["check", "value", "ci", "n", "p_holm", "resolved"]].round(3)
+    return "\n".join([
+        "## Ambiguity 7 beside HiVA (docs/model.md)", "",
+        "Each alternative reading of how the AUs' text embeddings are kept apart, paired per "
+        "(seed, fold) run with HiVA and the Baseline; one family per alternative under Holm.",
+        "", PT.markdown_table(view), ""])
+
+
+def write_claims(table: pd.DataFrame, results_root: str | Path, dataset: str,
+                 checks: pd.DataFrame | None = None) -> dict[str, Path]:
     """``results/<dataset>/claims.csv`` and ``claims.md`` (derived from the results; a previous
-    pair is replaced and the replacement announced)."""
+    pair is replaced and the replacement announced), with ``checks``
+    (:func:`alternative_checks`) in ``ambiguity7.csv`` and in the markdown when given."""
     from hiva_lib.engine.checkpoint import atomic_write_text
 
     out = Path(results_root) / dataset
@@ -622,7 +682,12 @@ def write_claims(table: pd.DataFrame, results_root: str | Path, dataset: str
     if paths["csv"].exists():
         print(f"{paths['csv']}: replacing the previous claims table")
     atomic_write_text(table.to_csv(index=False), paths["csv"])
-    atomic_write_text(claims_markdown(table), paths["md"])
+    md = claims_markdown(table)
+    if checks is not None and not checks.empty:
+        paths["ambiguity7"] = out / "ambiguity7.csv"
+        atomic_write_text(checks.to_csv(index=False), paths["ambiguity7"])
+        md += "\n" + _alternatives_markdown(checks)
+    atomic_write_text(md, paths["md"])
     return paths
 
 

@@ -123,6 +123,23 @@ def _mechanism(root: Path) -> str | None:
             "(`mechanism.csv`, notebook 10):\n\n" + "\n".join(lines))
 
 
+def _alternatives(root: Path) -> str | None:
+    lines = []
+    for ds in PRESETS:
+        t = _csv(root / ds / "ambiguity7.csv")
+        if t is None or t.empty:
+            continue
+        cells = [f"{r.check}: {r.value:+.2f}"
+                 + (f" [{r.low:+.2f}, {r.high:+.2f}]" if np.isfinite(r.low) else "")
+                 + f", {int(r.n)} run(s)" + (" (resolved)" if r.resolved else "")
+                 for r in t.itertuples()]
+        lines.append(f"- {ds}: " + "; ".join(cells))
+    if not lines:
+        return None
+    return ("Ambiguity 7 beside HiVA, paired per run (`ambiguity7.csv`, Holm within each "
+            "alternative; `docs/model.md`):\n\n" + "\n".join(lines))
+
+
 def summary_markdown(results_root: str | Path) -> str:
     """The summary, from the files under ``results_root``."""
     root = Path(results_root)
@@ -138,7 +155,7 @@ def summary_markdown(results_root: str | Path) -> str:
         out += ["The claims ledger (`results/<preset>/claims.md`, rules in `docs/claims.md`: "
                 "runs as units, Holm within a claim's parts; the interval compared with the "
                 "paper's effect where it prints one):", "", PT.markdown_table(claims), ""]
-    for part in (_mechanism(root), _noise(root)):
+    for part in (_mechanism(root), _alternatives(root), _noise(root)):
         if part:
             out += [part, ""]
     return "\n".join(out).rstrip() + "\n"
