@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 from hiva_lib.engine.config import COMMITTED_ROOTS, OUTPUT_ROOT  # noqa: E402
 
 NOTEBOOKS = ["01_prepare_data", "02_train_stage1", "03_train_stage2", "04_ablations",
-             "05_report", "06_figures", "07_efficiency", "08_inference", "09_claims",
-             "11_reproduce"]
+             "05_report", "06_figures", "07_efficiency", "08_inference",
+             "10_mechanism", "09_claims", "11_reproduce"]  # 10 before 09: C5 reads mechanism.csv
 
 
 def output_roots(args: argparse.Namespace) -> tuple[dict[str, str], Path]:
