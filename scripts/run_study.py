@@ -8,7 +8,8 @@ reproduction check against the committed results.
 
 Notebooks run in order: data (01), stage 1 (02), stage 2 of HiVA (03), every ablation row (04,
 reusing the runs of 02/03), the report (05), figures (06), efficiency (07), inference (08),
-the paper's claims tested (09), the reproduction check (11).
+the mechanism diagnostics (10), the paper's claims tested (09, after 10: C5 reads its
+mechanism.csv), the reproduction check (11).
 
 Where it writes. By default every output goes to the git-ignored ``study_out/``: runs/,
 results/, figures/ and the executed notebooks (notebooks/<dataset>/); the prepared data to the
