@@ -5,9 +5,11 @@
     python scripts/train.py --dataset bp4d --set micro_batch=auto grad_checkpointing=True
 
 Runs stage 1 (shared, reused when finished), stage 2 of the variant, and the evaluation, like
-``hiva_lib.engine.train.run_variant``. Under torchrun each rank takes its share of every batch
-(DDP) and of the test fold; rank 0 writes checkpoints and results. Any TrainConfig field can be
-set with --set key=value, the memory and speed options among them (grad_accum_steps,
+``hiva_lib.engine.train.run_variant``. SIGTERM, SIGUSR1 and SIGUSR2 (SLURM's warning before a
+time limit, preemption, scancel) save ``last.pt`` at the current step and stop; the same
+command resumes from there (docs/cluster.md). Under torchrun each rank takes its share of every
+batch (DDP) and of the test fold; rank 0 writes checkpoints and results. Any TrainConfig field
+can be set with --set key=value, the memory and speed options among them (grad_accum_steps,
 micro_batch, grad_checkpointing, compile, tf32, cudnn_benchmark, num_workers=auto;
 docs/training.md).
 """
@@ -18,6 +20,7 @@ import ast
 import sys
 
 from hiva_lib.engine.config import make_config
+from hiva_lib.engine.stop import stop_on_signals
 from hiva_lib.engine.train import run_variant, setup_distributed
 
 
@@ -42,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = make_config(args.dataset, smoke=args.smoke, fold=args.fold, variant=args.variant,
                       seed=args.seed, **{k: _value(v) for k, v in overrides.items()})
     setup_distributed()
-    result = run_variant(cfg)
+    with stop_on_signals():
+        result = run_variant(cfg)
     if result.metrics:
         print(f"{result.metrics['row_name']}: mean F1 {result.metrics['mean_f1']:.3f} "
               f"-> {result.results_dir}")

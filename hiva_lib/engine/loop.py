@@ -29,7 +29,7 @@ from hiva_lib.data.loader import (
     load_size_for,
 )
 from hiva_lib.data.prepared import PreparedDataset
-from hiva_lib.engine import distributed, performance
+from hiva_lib.engine import distributed, performance, stop
 from hiva_lib.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from hiva_lib.engine.config import TrainConfig
 from hiva_lib.engine.runs import mismatch, signature
@@ -267,6 +267,8 @@ def make_loader(fit: Fit, dataset: FrameDataset, sampler: EpochBatches) -> DataL
     workers = performance.loader_workers(fit.cfg)
     more = dict(persistent_workers=True, prefetch_factor=fit.cfg.prefetch_factor) \
         if workers > 0 else {}
+    if workers > 0 and stop.installed():  # a cluster job: the workers outlive its signals
+        more["worker_init_fn"] = stop.ignore_in_loader_worker
     # the loader's own generator: creating its iterator must not draw from the global
     # RNG, which a resumed run has just restored (dropout, drop-path use it)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
@@ -299,6 +301,9 @@ def run_epoch(fit: Fit, loader: DataLoader) -> None:
         lr = fit.scheduler.get_last_lr()[0]  # the rate this step uses
         losses = train_step(fit, images, labels)
         sums += losses
+        if stop_requested(fit):
+            bar.close()
+            stop_here(fit)
         if fit.cfg.log_every and fit.step % fit.cfg.log_every == 0:
             raise_if_nonfinite(fit)
             bar.set_postfix(loss=f"{losses[0].item():.3f}", refresh=False)
@@ -312,6 +317,30 @@ def run_epoch(fit: Fit, loader: DataLoader) -> None:
                             lr=lr, **means))
     fit.epoch, fit.batch = fit.epoch + 1, 0
     save(fit)
+
+
+def stop_requested(fit: Fit) -> bool:
+    """Whether a stop signal arrived (:mod:`hiva_lib.engine.stop`); under DDP read every
+    ``log_every`` steps and agreed by all ranks (one all-reduce), so they stop at one step."""
+    if not stop.installed():
+        return False
+    if distributed.rank_world()[1] == 1:
+        return stop.requested() is not None
+    if not fit.cfg.log_every or fit.step % fit.cfg.log_every:
+        return False
+    flag = torch.tensor([float(stop.requested() is not None)], device=fit.device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def stop_here(fit: Fit) -> None:
+    """Save ``last.pt`` at this step and raise :class:`~hiva_lib.engine.stop.TrainingStopped`."""
+    save(fit)
+    signum = stop.requested() or stop.STOP_SIGNALS[0]  # another rank's signal under DDP
+    raise stop.TrainingStopped(
+        f"{fit.run_dir}: stage {fit.stage} stopped by {stop.signal_name(signum)} at epoch "
+        f"{fit.epoch + 1}, batch {fit.batch} (step {fit.step}); {fit.run_dir / 'last.pt'} "
+        "saved: submitting or running it again resumes from there.", signum)
 
 
 def choose_micro_batch(fit: Fit, dataset: FrameDataset) -> int | None:
