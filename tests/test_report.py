@@ -414,9 +414,10 @@ def test_ablation_records_a_failure_and_reruns_only_it(fake_ablation):
     table = s.run([2])  # one fold again: the failed run reruns, the finished one is reused
     assert dict(zip(table.variant, table.status, strict=True)) == {"full": "reused",
                                                                    "wo_ddca": "done"}
-    # fold 1's rows are kept: the file is merged, not replaced by this call's rows
+    # fold 1's rows are kept: the file is merged, not replaced by this call's rows; the
+    # reused run keeps its "done" row
     assert _statuses(s.path) == {("full", 1): "done", ("wo_ddca", 1): "done",
-                                 ("full", 2): "reused", ("wo_ddca", 2): "done"}
+                                 ("full", 2): "done", ("wo_ddca", 2): "done"}
     assert s.calls == [("full", 0, 1), ("wo_ddca", 0, 1), ("full", 0, 2), ("wo_ddca", 0, 2),
                        ("full", 0, 2), ("wo_ddca", 0, 2)]
 
