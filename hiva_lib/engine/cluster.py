@@ -58,7 +58,7 @@ class ClusterOptions:
     array_parallelism: int = 16  # --array=...%N: jobs of one array running at once
     sbatch_extra: list[str] = field(default_factory=list)  # e.g. ["--account=lab", "--qos=high"]
     setup: list[str] = field(default_factory=list)  # shell lines first, e.g. "module load cuda"
-    log_folder: str | None = None  # default: runs/<dataset>/jobs (scripts and logs of the jobs)
+    log_folder: str | None = None  # default: <runs_root>/<dataset>/jobs (job scripts, logs)
     max_requeues: int = 3  # requeues after a time limit or preemption (submitit)
     signal_delay_s: int = 120  # the stop signal comes this long before the time limit
 
