@@ -86,10 +86,12 @@ def _claim_cell(r) -> str:
     if np.isfinite(r.value):
         ci = f" [{r.low:.2f}, {r.high:.2f}]" if np.isfinite(r.low) else ""
         text += f": {r.value:+.2f}{ci}, {int(r.n)} run(s)"
-    if isinstance(r.parts_resolved, str) and not r.parts_resolved.endswith(" of 1"):
-        text += f", {r.parts_resolved} parts resolved"
-    if isinstance(r.vs_paper, str) and r.vs_paper.startswith(("smaller", "larger")):
-        text += f"; {r.vs_paper}"
+    parts = getattr(r, "parts_resolved", "")  # claims tables written before it: absent
+    if isinstance(parts, str) and parts and not parts.endswith(" of 1"):
+        text += f", {parts} parts resolved"
+    versus = getattr(r, "vs_paper", "")
+    if isinstance(versus, str) and versus.startswith(("smaller", "larger")):
+        text += f"; {versus}"
     return text
 
 
