@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,18 @@ def run_notebook(name: str, executed_dir: Path, /, **params) -> Path:
     pm.execute_notebook(ROOT / "notebooks" / f"{name}.ipynb", out, parameters=params,
                         progress_bar=False, cwd=str(ROOT), kernel_name="python3")
     return out
+
+
+def smoke_cfg(base: Path, data_root: Path, **kw):
+    """The smoke-size synth-disfa config with runs and results under ``base``."""
+    from hiva_lib.engine.config import make_config
+
+    return make_config("synth-disfa", smoke=True, data_root=str(data_root),
+                       runs_root=str(base / "runs"), results_root=str(base / "res"), **kw)
+
+
+def own_data(tmp_path: Path, smoke_data_root: Path) -> Path:
+    """A copy of the smoke data set that a test may prepare 'again' (change its version)."""
+    root = tmp_path / "data"
+    shutil.copytree(smoke_data_root / "synth-disfa", root / "synth-disfa")
+    return root

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import own_data, smoke_cfg
 from PIL import Image
 
 from hiva_lib import integrity
 from hiva_lib.data.prepared import IMAGE_MANIFEST, DatasetError, data_fingerprint, load_prepared
-from hiva_lib.engine.config import make_config
 from hiva_lib.integrity import DamagedFileError, OutOfSpaceError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,15 +36,7 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _cfg(base: Path, data_root: Path, **kw):
-    return make_config("synth-disfa", smoke=True, data_root=str(data_root),
-                       runs_root=str(base / "runs"), results_root=str(base / "res"), **kw)
-
-
-def _own_data(tmp_path: Path, smoke_data_root: Path) -> Path:
-    root = tmp_path / "data"
-    shutil.copytree(smoke_data_root / "synth-disfa", root / "synth-disfa")
-    return root
+_cfg, _own_data = smoke_cfg, own_data  # shared with test_trust (conftest)
 
 
 @pytest.fixture(scope="module")

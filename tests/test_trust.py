@@ -25,6 +25,7 @@ from hiva_lib.engine.validate import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import own_data, smoke_cfg  # noqa: E402
 from real_fixtures import write_video  # noqa: E402
 
 
@@ -207,16 +208,7 @@ def test_a_video_cut_short_of_its_container_count_is_refused(tmp_path):
 
 
 # ----------------------------------------------------------------------------- runs
-def _smoke_cfg(tmp_path: Path, data_root: Path, **kw):
-    return make_config("synth-disfa", smoke=True, data_root=str(data_root),
-                       runs_root=str(tmp_path / "runs"), results_root=str(tmp_path / "res"), **kw)
-
-
-def _own_data(tmp_path: Path, smoke_data_root: Path) -> Path:
-    """A copy of the smoke data set that a test may prepare 'again' (change its version)."""
-    root = tmp_path / "data"
-    shutil.copytree(smoke_data_root / "synth-disfa", root / "synth-disfa")
-    return root
+_smoke_cfg, _own_data = smoke_cfg, own_data  # shared with test_integrity (conftest)
 
 
 def _new_data_version(data_root: Path) -> None:
