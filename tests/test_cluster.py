@@ -103,10 +103,30 @@ def _training_pid(roots: dict, saved: bool = False, timeout: float = 240) -> int
     while time.time() - t0 < timeout:
         for lock in base.parent.glob(f"{base.name}*/LOCK"):
             text = lock.read_text() if lock.exists() else ""
-            if text and (not saved or (lock.parent / "last.pt").exists()):
+            if text and not saved:
+                return json.loads(text)["pid"]
+            if text and _stopped_with_last_pt(json.loads(text)["pid"], lock.parent):
                 return json.loads(text)["pid"]
         time.sleep(0.2)
     raise AssertionError(f"no LOCK in {base}*")
+
+
+def _stopped_with_last_pt(pid: int, folder: Path) -> bool:
+    """Whether the job ``pid`` saved a last.pt in ``folder``; it is then left stopped (SIGSTOP),
+    so that it cannot finish the run before the test kills it: a smoke run's last.pt lives for
+    a fraction of a second on a fast machine, shorter than a poll's sleep."""
+    while True:
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return False
+        if (folder / "last.pt").exists():
+            return True
+        if not (folder / "LOCK").exists():  # finished (or failed) before its first last.pt
+            os.kill(pid, signal.SIGCONT)
+            return False
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.01)
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -43,6 +44,35 @@ def test_summary_and_readme_block_are_generated(copied):
     assert S.readme_block(readme) == text, (
         "README.md's results block differs from results/SUMMARY.md: "
         "python -m hiva_lib.study.summary --readme")
+
+
+def test_the_diagnosis_tables_in_docs_are_generated(copied):
+    doc = (ROOT / S.MECHANISM_DOC).read_text()
+    assert S.readme_block(doc, *S.MECHANISM_MARKS) == S.mechanism_markdown(copied), (
+        f"{S.MECHANISM_DOC}'s diagnosis tables differ from results/: "
+        "python -m hiva_lib.study.summary --readme")
+
+
+def test_mechanism_tables_read_the_files(tmp_path):
+    """Planted per-run rows: the means, ranges and before -> after of the tables, by hand."""
+    rows = []
+    for seed, (z0, z2, shared) in enumerate([(0.8, 0.99, 0.5), (0.6, 0.97, 0.7)]):
+        for epoch, z in ((0, z0), (1, 0.95), (2, z2)):
+            rows.append(dict(dataset="synth-gft", variant="full", seed=seed, fold=1, epoch=epoch,
+                             h_cosine=0.5, z_cosine=z, h_specific=1.0, z_specific=1 - z,
+                             z_grad_shared=0.1 if epoch == 0 else np.nan,
+                             tokens=25 if epoch == 2 else np.nan,
+                             ddca_argmax_pairs=shared if epoch == 2 else np.nan))
+    (tmp_path / "synth-gft").mkdir()
+    frame = pd.DataFrame(rows).reindex(columns=[*rows[0], "ddca_entropy_norm",
+                                                "ddca_peak_at_largest", "cdca_entropy_norm",
+                                                "cdca_argmax_all", "cdca_peak_at_largest",
+                                                "h_grad_shared"])
+    frame.to_csv(tmp_path / "synth-gft" / "mechanism.csv", index=False)
+    text = S.mechanism_markdown(tmp_path)
+    # Z cosine 0.7 -> 0.98 (means of 0.8, 0.6 and 0.99, 0.97), range 0.970-0.990; pairs 60%
+    assert "| synth-gft | full | 2 | 0.50 -> 0.50 | 0.700 -> 0.980 | 0.980 (0.970-0.990) |" in text
+    assert "| 60% (50%-70%) |" in text and "| 4% |" in text
 
 
 def test_sync_readme_replaces_only_the_block(tmp_path):

@@ -161,7 +161,8 @@ def _decide(parts: list[Part], what: str, note: str = "") -> Result:
     if len(parts) > 1:
         reason += f" (Holm over {len(parts)} parts)"
     if any(p.est.n < stats.MIN_PAIRS for p in parts):
-        reason += f" (fewer than {stats.MIN_PAIRS} runs give no interval)"
+        units = "(seed, fold) pairs" if any(p.f1_points for p in parts) else "runs"
+        reason += f" (fewer than {stats.MIN_PAIRS} {units} give no interval)"
     pairs = stats.pairs_needed(est.sd, 1.0, alpha=alpha) if part.f1_points else None
     return Result(est.value, est.low, est.high, est.n, est.method, stats.combine(verdicts),
                   reason + note, float(adjusted[i]),
@@ -689,6 +690,15 @@ def write_claims(table: pd.DataFrame, results_root: str | Path, dataset: str,
         md += "\n" + _alternatives_markdown(checks)
     atomic_write_text(md, paths["md"])
     return paths
+
+
+def write_ledger(inputs: ClaimInputs, results_root: str | Path | None = None
+                 ) -> dict[str, Path]:
+    """Evaluate every claim and ambiguity 7's alternatives from ``inputs`` and write the
+    ledger (:func:`write_claims`) under ``results_root`` (default: the inputs' own)."""
+    checks = pd.concat([alternative_checks(inputs, v) for v in ALTERNATIVES])
+    return write_claims(evaluate_claims(inputs), results_root or inputs.results_root,
+                        inputs.dataset, checks)
 
 
 VERDICT_COLOURS = {stats.SUPPORTED: "tab:green", stats.CONTRADICTED: "tab:red",

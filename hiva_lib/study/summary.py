@@ -3,11 +3,14 @@ files in ``results/`` (no number is typed by hand), and the README's results blo
 a copy of it between two marker lines (:func:`sync_readme`; a test checks that they agree).
 
     python -m hiva_lib.study.summary            # write results/SUMMARY.md
-    python -m hiva_lib.study.summary --readme   # and copy it into README.md
+    python -m hiva_lib.study.summary --readme   # and copy it into README.md (and the
+                                                # diagnosis tables into docs/model.md)
 
 What it reads, per SynthFACS preset: ``report/summary.csv`` and ``report/gains.csv``
 (notebook 05), ``claims.csv`` (notebook 09), ``mechanism.csv`` (notebook 10, when present);
 and ``bench_noise-v2.csv`` (the newest noise measurement). Missing inputs leave their rows out.
+:func:`mechanism_markdown` is docs/model.md's generated block (``mechanism.csv`` and
+``mechanism_layers.csv``), kept in step by the same command.
 """
 from __future__ import annotations
 
@@ -24,6 +27,9 @@ from hiva_lib.study import paper_tables as PT
 
 PRESETS = ("synth-bp4d", "synth-disfa", "synth-gft")
 START, END = "<!-- summary:start -->", "<!-- summary:end -->"
+# docs/model.md's block of the language branch's diagnosis (issue 25), generated the same way
+MECHANISM_DOC = "docs/model.md"
+MECHANISM_MARKS = ("<!-- mechanism:start -->", "<!-- mechanism:end -->")
 CAVEAT = ("SynthFACS is a cartoon with known AU regions: nothing here is evidence about BP4D, "
           "DISFA or GFT. These numbers test whether the paper's mechanisms do what the paper "
           "says on data where the answer is known and the noise is measured.")
@@ -125,6 +131,96 @@ def _mechanism(root: Path) -> str | None:
             "(`mechanism.csv`, notebook 10):\n\n" + "\n".join(lines))
 
 
+def _before_after(first: pd.Series, last: pd.Series, digits: int = 2) -> str:
+    """"a -> b" of two means over runs; "b" alone when there is no before."""
+    b = f"{last.mean():.{digits}f}"
+    return b if first.dropna().empty else f"{first.mean():.{digits}f} -> {b}"
+
+
+def _mean_range(col: pd.Series, digits: int = 2, percent: bool = False) -> str:
+    """The mean over runs with its range (min-max) when runs differ; '' when unmeasured."""
+    v = col.dropna()
+    if v.empty:
+        return ""
+    f = (lambda x: f"{100 * x:.0f}%") if percent else (lambda x: f"{x:.{digits}f}")
+    return f(v.mean()) + (f" ({f(v.min())}-{f(v.max())})" if len(v) > 1 and v.max() > v.min()
+                          else "")
+
+
+def _mechanism_rows(t: pd.DataFrame, ds: str) -> list[dict]:
+    """One row per variant of one preset's mechanism.csv: before stage 2 (epoch 0) and the
+    last epoch, means over runs (ranges over runs where it matters)."""
+    key = ["variant", "seed", "fold"]
+    last = t[t["epoch"] == t.groupby(key)["epoch"].transform("max")]
+    first = t[t["epoch"] == 0]
+    rows = []
+    for v, g in last.groupby("variant"):
+        f = first[first["variant"] == v]
+        chance = 1 / g["tokens"].dropna().mean() if g["tokens"].notna().any() else np.nan
+        rows.append({
+            "preset": ds, "variant": v, "runs": len(g),
+            "H cosine": _before_after(f["h_cosine"], g["h_cosine"]),
+            "Z cosine": _before_after(f["z_cosine"], g["z_cosine"], 3),
+            "Z cosine, last (range)": _mean_range(g["z_cosine"], 3),
+            "Z AU-specific part": _before_after(f["z_specific"], g["z_specific"], 3),
+            "dL_au/dZ shared": _before_after(f["z_grad_shared"], g["z_grad_shared"]),
+            "DDCA entropy / uniform": _mean_range(g["ddca_entropy_norm"]),
+            "DDCA AU pairs on one token": _mean_range(g["ddca_argmax_pairs"], percent=True),
+            "DDCA peak on largest F_i": _mean_range(g["ddca_peak_at_largest"], percent=True),
+            "CDCA entropy / uniform": _mean_range(g["cdca_entropy_norm"]),
+            "CDCA frames, all AUs one peak": _mean_range(g["cdca_argmax_all"], percent=True),
+            "CDCA peak on largest X_g": _mean_range(g["cdca_peak_at_largest"], percent=True),
+            "chance (1/tokens)": "" if not np.isfinite(chance) else f"{100 * chance:.0f}%"})
+    return rows
+
+
+def _layer_table(root: Path) -> pd.DataFrame | None:
+    """The AU-specific part along HiVA's text branch (mechanism_layers.csv), per preset: before
+    stage 2 -> final, means over runs."""
+    rows = []
+    for ds in PRESETS:
+        t = _csv(root / ds / "mechanism_layers.csv")
+        if t is None or "full" not in set(t["variant"]):
+            continue
+        t = t[t["variant"] == "full"]
+        row = {"preset": ds, "runs": t.groupby(["seed", "fold"]).ngroups}
+        for stage, g in t.groupby("stage", sort=False):
+            row[stage] = _before_after(g.loc[g["when"] == "before", "specific"],
+                                       g.loc[g["when"] == "final", "specific"], 3)
+        rows.append(row)
+    return pd.DataFrame(rows) if rows else None
+
+
+def mechanism_markdown(results_root: str | Path) -> str:
+    """docs/model.md's generated block: the diagnosis of the language branch in numbers, from
+    ``mechanism.csv`` and ``mechanism_layers.csv`` of each preset (definitions:
+    :mod:`hiva_lib.study.mechanism`)."""
+    root = Path(results_root)
+    rows = [r for ds in PRESETS if (t := _csv(root / ds / "mechanism.csv")) is not None
+            for r in _mechanism_rows(t, ds)]
+    if not rows:
+        return "No `mechanism.csv` in results/ yet: run notebook 10.\n"
+    table = pd.DataFrame(rows).fillna("")
+    embed = list(table.columns[:8])
+    attend = [*table.columns[:3], *table.columns[8:]]
+    out = ["The text embeddings per variant, means over its runs (before stage 2 -> last "
+           "epoch; ranges over runs in brackets): mean off-diagonal cosine of H and Z, the "
+           "AU-specific part of Z (||Z - mean over AUs|| / ||mean||), and the share of the "
+           "energy of dL_au/dZ common to all AUs (1/N for unrelated pulls on N AUs):", "",
+           PT.markdown_table(table[embed]), "",
+           "The attention maps at the end of training (test frames): entropy over the image "
+           "tokens relative to uniform; AU pairs whose maps peak on the same token; for CDCA, "
+           "frames where all AUs peak on one token; maps that peak on the token of largest "
+           "feature norm (chance for the shared and the largest-norm peak: 1/tokens):", "",
+           PT.markdown_table(table[attend]), ""]
+    layers = _layer_table(root)
+    if layers is not None:
+        out += ["The AU-specific part along HiVA's text branch (before stage 2 -> final; H: "
+                "BERT's sentence vectors, proj: W_p H, layer1-3: the Transformer of Eq. 2, "
+                "layer3 = Z):", "", PT.markdown_table(layers.fillna("")), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
 def _alternatives(root: Path) -> str | None:
     lines = []
     for ds in PRESETS:
@@ -170,22 +266,26 @@ def write_summary(results_root: str | Path) -> Path:
     return path
 
 
-def readme_block(readme: str) -> str:
-    """The text between the README's summary markers (one error when they are missing)."""
-    m = re.search(re.escape(START) + r"\n(.*?)" + re.escape(END), readme, re.S)
+def readme_block(readme: str, start: str = START, end: str = END) -> str:
+    """The text between a file's two marker lines (one error when they are missing)."""
+    m = re.search(re.escape(start) + r"\n(.*?)" + re.escape(end), readme, re.S)
     if not m:
-        raise ValueError(f"README.md has no block between {START!r} and {END!r}: add the two "
-                         "lines where the results summary goes")
+        raise ValueError(f"no block between {start!r} and {end!r}: add the two lines where "
+                         "the generated text goes")
     return m.group(1)
+
+
+def sync_block(path: str | Path, text: str, start: str = START, end: str = END) -> None:
+    """Replace the block between ``path``'s markers by ``text``."""
+    doc = Path(path).read_text()
+    block = readme_block(doc, start, end)
+    atomic_write_text(doc.replace(start + "\n" + block + end, start + "\n" + text + end),
+                      Path(path))
 
 
 def sync_readme(readme_path: str | Path, summary_path: str | Path) -> None:
     """Replace the README's summary block by the summary file's text."""
-    readme = Path(readme_path).read_text()
-    block = readme_block(readme)
-    text = Path(summary_path).read_text()
-    atomic_write_text(readme.replace(START + "\n" + block + END, START + "\n" + text + END),
-                      Path(readme_path))
+    sync_block(readme_path, Path(summary_path).read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {path}")
     if args.readme:
         sync_readme(root / "README.md", path)
-        print(f"copied into {root / 'README.md'}")
+        sync_block(root / MECHANISM_DOC, mechanism_markdown(args.results_root), *MECHANISM_MARKS)
+        print(f"copied into {root / 'README.md'}; the diagnosis tables into {MECHANISM_DOC}")
     return 0
 
 
