@@ -113,6 +113,24 @@ def _noise(root: Path) -> str | None:
             f"`{files[-1].relative_to(root.parent)}`): " + "; ".join(parts) + ".")
 
 
+def _run_counts(root: Path) -> str | None:
+    """Per preset, the (seed, fold) runs behind each row of its report, grouped by count."""
+    lines = []
+    for ds in PRESETS:
+        t = _csv(root / ds / "report" / "summary.csv")
+        if t is None:
+            continue
+        ave = t[t["column"] == "AVE"]
+        groups = [f"{n} each: {', '.join(g['variant'])}" for n, g in
+                  sorted(ave.groupby("n"), key=lambda x: -x[0])]
+        lines.append(f"- {ds}: " + "; ".join(groups))
+    if not lines:
+        return None
+    return ("Trained (seed, fold) runs behind each row (`report/summary.csv`; the rows and "
+            "controls with fewer runs than HiVA and the Baseline are compared on the runs "
+            "they share):\n\n" + "\n".join(lines))
+
+
 def _mechanism(root: Path) -> str | None:
     lines = []
     for ds in PRESETS:
@@ -253,7 +271,7 @@ def summary_markdown(results_root: str | Path) -> str:
         out += ["The claims ledger (`results/<preset>/claims.md`, rules in `docs/claims.md`: "
                 "runs as units, Holm within a claim's parts; the interval compared with the "
                 "paper's effect where it prints one):", "", PT.markdown_table(claims), ""]
-    for part in (_mechanism(root), _alternatives(root), _noise(root)):
+    for part in (_run_counts(root), _mechanism(root), _alternatives(root), _noise(root)):
         if part:
             out += [part, ""]
     return "\n".join(out).rstrip() + "\n"
