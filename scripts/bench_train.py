@@ -3,10 +3,13 @@
 1. end-to-end time of the embedded study (notebooks 01 + 02 + 03 on synth-disfa, fold 1, CPU,
    into a fresh temporary folder) and its mean F1 against the all-positive detector;
 2. the stage-2 (full HiVA) training-step time over the vision-only (stage-1 / Baseline) step,
-   measured in one run on the same batch: goal <= 1.25x.
+   measured in one run on the same batch: goal <= 1.25x;
+3. ``--profile``: where a training step's time goes (forward, of it the frozen backbone
+   layers; backward; optimizer), per stage, as shares measured in one run.
 
-    python scripts/bench_train.py                 # both
+    python scripts/bench_train.py                 # 1 and 2
     python scripts/bench_train.py --steps-only    # only the step-time ratio
+    python scripts/bench_train.py --profile       # only the profile
 """
 from __future__ import annotations
 
@@ -61,9 +64,79 @@ def step_time(preset: str, batch: int, steps: int, dataset: str) -> dict[str, li
     return times
 
 
+def _outermost(modules: list[torch.nn.Module]) -> list[torch.nn.Module]:
+    """The modules of ``modules`` not inside another of them (each frozen layer counted once)."""
+    inner = {id(c) for m in modules for c in m.modules() if c is not m}
+    return [m for m in modules if id(m) not in inner]
+
+
+def _timed(modules: list[torch.nn.Module]) -> dict[str, float]:
+    """Hooks that add the forward time of ``modules`` (run one after another) to ["t"]."""
+    clock = {"t": 0.0, "start": 0.0}
+
+    def start(*_) -> None:
+        clock["start"] = time.perf_counter()
+
+    def stop(*_) -> None:
+        clock["t"] += time.perf_counter() - clock["start"]
+
+    for m in modules:
+        m.register_forward_pre_hook(start)
+        m.register_forward_hook(stop)
+    return clock
+
+
+def profile_step(preset: str, batch: int, steps: int, dataset: str) -> dict[str, dict]:
+    """Seconds per training step in each phase, per stage: the forward pass and, timed by
+    hooks inside it, the frozen backbone layers; the backward pass; the optimizer step."""
+    from hiva_lib.data import au
+    from hiva_lib.engine.config import make_config, model_config
+    from hiva_lib.losses import au_loss
+    from hiva_lib.model.hiva import HiVA
+
+    cfg, ids, out = make_config(dataset, model_preset=preset), au.dataset_aus(dataset), {}
+    for name, variant, stage in (("stage 1", "baseline", 1), ("stage 2", "full", 2)):
+        torch.manual_seed(0)
+        model = HiVA(model_config(cfg, variant), ids)
+        model.set_stage(stage)
+        model.train()
+        frozen = _timed(_outermost(model.backbone.frozen_modules))
+        opt = torch.optim.AdamW(model.param_groups(stage, 1e-4), fused=True)
+        x = torch.randn(batch, 3, model.cfg.img_size, model.cfg.img_size)
+        y = (torch.rand(batch, len(ids)) < 0.3).float()
+        phases = {"forward": 0.0, "frozen backbone layers": 0.0, "backward": 0.0,
+                  "optimizer": 0.0}
+        for i in range(steps + 2):  # two warm-up steps
+            frozen["t"] = 0.0
+            t0 = time.perf_counter()
+            res = model(x, step=i)
+            loss = au_loss(res.logits, y) + (0 if res.l_diff is None else 1e-2 * res.l_diff)
+            t1 = time.perf_counter()
+            opt.zero_grad()
+            loss.backward()
+            t2 = time.perf_counter()
+            opt.step()
+            t3 = time.perf_counter()
+            if i >= 2:
+                for k, v in zip(phases, (t1 - t0, frozen["t"], t2 - t1, t3 - t2), strict=True):
+                    phases[k] += v / steps
+        out[name] = phases
+    return out
+
+
+def print_profile(preset: str, steps: int, dataset: str) -> None:
+    for stage, phases in profile_step(preset, 32, steps, dataset).items():
+        total = phases["forward"] + phases["backward"] + phases["optimizer"]
+        shares = ", ".join(f"{k} {v * 1000:.0f} ms ({100 * v / total:.0f}%)"
+                           for k, v in phases.items())
+        print(f"{stage}, batch 32, {preset}: step {total * 1000:.0f} ms = {shares} "
+              "(the frozen layers are part of the forward pass)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--steps-only", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="only where a step's time goes")
     ap.add_argument("--dataset", default="synth-disfa")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--preset", help="model preset of the step times (default: the data set's, "
@@ -74,6 +147,9 @@ def main() -> int:
     preset = args.preset or make_config(args.dataset).model_preset  # as training resolves it
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"device cpu", flush=True)
+    if args.profile:
+        print_profile(preset, args.steps, args.dataset)
+        return 0
     times = step_time(preset, 32, args.steps, args.dataset)
     for k, v in times.items():
         print(f"median step time, batch 32, {preset}, {k}: {statistics.median(v) * 1000:.0f} ms")
