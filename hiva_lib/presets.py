@@ -46,8 +46,8 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 
 TRAIN_PRESETS: dict[str, dict] = {
     "paper": {},
-    # fine-tuning the ImageNet Lite0 (its last block and head trainable; docs/training.md has
-    # the calibration: seed-to-seed std of the Baseline 0.4-0.8 F1 points on fold 1)
+    # fine-tuning the ImageNet Lite0 (its last block and head trainable; docs/history.md has
+    # the calibration, 2026-11-28; docs/training.md the measurement of the committed code)
     "synth-cpu": dict(
         model_preset="cpu-lite0",
         epochs_stage1=4,

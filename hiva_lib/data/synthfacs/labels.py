@@ -71,7 +71,7 @@ SYNTH_PRESETS: dict[str, SynthPreset] = {
                     "commonly tabulated in the AU literature (approximate)"),
     "synth-disfa": SynthPreset(
         # 12 x 360 (was 9 x 480, same frames): 8 training identities per fold instead of 6 cut
-        # the fold-1 Baseline's seed-to-seed std from 2.1 to 0.65 (docs/training.md, pilot)
+        # the fold-1 Baseline's seed-to-seed std from 2.1 to 0.65 (docs/history.md, 2026-11-29)
         "synth-disfa", "disfa", n_subjects=12, frames_per_subject=360, sequences_per_subject=1,
         protocol="3fold", test_folds=(1, 2, 3), real_subjects=27,
         base_rates={1: 0.06, 2: 0.05, 4: 0.19, 6: 0.08, 9: 0.05, 12: 0.13, 25: 0.27, 26: 0.09},
