@@ -27,19 +27,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
-def step_time(preset: str, batch: int, steps: int, dataset: str) -> dict[str, list[float]]:
-    """Training-step times (s) of the vision-only and the full model, measured interleaved
-    (one step of each in turn) so that a change of machine load hits both alike."""
+STAGES = (("vision-only (stage 1)", "baseline", 1), ("full HiVA (stage 2)", "full", 2))
+
+
+def _models(preset: str, batch: int, dataset: str) -> tuple[dict, torch.Tensor]:
+    """Per stage of :data:`STAGES`: (model in training mode, its optimizer as train.py builds
+    it, a random batch of images); and the labels, shared."""
     from hiva_lib.data import au
     from hiva_lib.engine.config import make_config, model_config
-    from hiva_lib.losses import au_loss
     from hiva_lib.model.hiva import HiVA
 
     cfg = make_config(dataset, model_preset=preset)
     ids = au.dataset_aus(dataset)
     runs = {}
-    for name, variant, stage in (("vision-only (stage 1)", "baseline", 1),
-                                 ("full HiVA (stage 2)", "full", 2)):
+    for name, variant, stage in STAGES:
         torch.manual_seed(0)
         model = HiVA(model_config(cfg, variant), ids)
         model.set_stage(stage)
@@ -47,20 +48,37 @@ def step_time(preset: str, batch: int, steps: int, dataset: str) -> dict[str, li
         opt = torch.optim.AdamW(model.param_groups(stage, 1e-4), fused=True)  # as train.py
         size = model.cfg.img_size
         runs[name] = (model, opt, torch.randn(batch, 3, size, size))
-    y = (torch.rand(batch, len(ids)) < 0.3).float()
+    return runs, (torch.rand(batch, len(ids)) < 0.3).float()
+
+
+def _step(model, opt, x: torch.Tensor, y: torch.Tensor, i: int) -> tuple[float, float, float]:
+    """One training step; the seconds of its forward pass (with the loss), backward pass and
+    optimizer step."""
+    from hiva_lib.losses import au_loss
+
+    t0 = time.perf_counter()
+    out = model(x, step=i)
+    loss = au_loss(out.logits, y)
+    if out.l_diff is not None:
+        loss = loss + 1e-2 * out.l_diff
+    t1 = time.perf_counter()
+    opt.zero_grad()
+    loss.backward()
+    t2 = time.perf_counter()
+    opt.step()
+    return t1 - t0, t2 - t1, time.perf_counter() - t2
+
+
+def step_time(preset: str, batch: int, steps: int, dataset: str) -> dict[str, list[float]]:
+    """Training-step times (s) of the vision-only and the full model, measured interleaved
+    (one step of each in turn) so that a change of machine load hits both alike."""
+    runs, y = _models(preset, batch, dataset)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for i in range(steps + 2):  # two warm-up rounds
         for name, (model, opt, x) in runs.items():
-            t0 = time.perf_counter()
-            out = model(x, step=i)
-            loss = au_loss(out.logits, y)
-            if out.l_diff is not None:
-                loss = loss + 1e-2 * out.l_diff
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            phases = _step(model, opt, x, y, i)
             if i >= 2:
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(sum(phases))
     return times
 
 
@@ -89,36 +107,18 @@ def _timed(modules: list[torch.nn.Module]) -> dict[str, float]:
 def profile_step(preset: str, batch: int, steps: int, dataset: str) -> dict[str, dict]:
     """Seconds per training step in each phase, per stage: the forward pass and, timed by
     hooks inside it, the frozen backbone layers; the backward pass; the optimizer step."""
-    from hiva_lib.data import au
-    from hiva_lib.engine.config import make_config, model_config
-    from hiva_lib.losses import au_loss
-    from hiva_lib.model.hiva import HiVA
-
-    cfg, ids, out = make_config(dataset, model_preset=preset), au.dataset_aus(dataset), {}
-    for name, variant, stage in (("stage 1", "baseline", 1), ("stage 2", "full", 2)):
-        torch.manual_seed(0)
-        model = HiVA(model_config(cfg, variant), ids)
-        model.set_stage(stage)
-        model.train()
+    runs, y = _models(preset, batch, dataset)
+    out = {}
+    for name, (model, opt, x) in runs.items():
         frozen = _timed(_outermost(model.backbone.frozen_modules))
-        opt = torch.optim.AdamW(model.param_groups(stage, 1e-4), fused=True)
-        x = torch.randn(batch, 3, model.cfg.img_size, model.cfg.img_size)
-        y = (torch.rand(batch, len(ids)) < 0.3).float()
-        phases = {"forward": 0.0, "frozen backbone layers": 0.0, "backward": 0.0,
-                  "optimizer": 0.0}
+        phases = dict.fromkeys(("forward", "frozen backbone layers", "backward", "optimizer"),
+                               0.0)
         for i in range(steps + 2):  # two warm-up steps
             frozen["t"] = 0.0
-            t0 = time.perf_counter()
-            res = model(x, step=i)
-            loss = au_loss(res.logits, y) + (0 if res.l_diff is None else 1e-2 * res.l_diff)
-            t1 = time.perf_counter()
-            opt.zero_grad()
-            loss.backward()
-            t2 = time.perf_counter()
-            opt.step()
-            t3 = time.perf_counter()
+            forward, backward, optimizer = _step(model, opt, x, y, i)
             if i >= 2:
-                for k, v in zip(phases, (t1 - t0, frozen["t"], t2 - t1, t3 - t2), strict=True):
+                for k, v in zip(phases, (forward, frozen["t"], backward, optimizer),
+                                strict=True):
                     phases[k] += v / steps
         out[name] = phases
     return out
