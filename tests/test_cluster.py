@@ -103,10 +103,11 @@ def _training_pid(roots: dict, saved: bool = False, timeout: float = 240) -> int
     while time.time() - t0 < timeout:
         for lock in base.parent.glob(f"{base.name}*/LOCK"):
             text = lock.read_text() if lock.exists() else ""
-            if text and not saved:
-                return json.loads(text)["pid"]
-            if text and _stopped_with_last_pt(json.loads(text)["pid"], lock.parent):
-                return json.loads(text)["pid"]
+            if not text:
+                continue
+            pid = json.loads(text)["pid"]
+            if not saved or _stopped_with_last_pt(pid, lock.parent):
+                return pid
         time.sleep(0.2)
     raise AssertionError(f"no LOCK in {base}*")
 

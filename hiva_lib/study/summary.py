@@ -131,15 +131,19 @@ def _run_counts(root: Path) -> str | None:
             "they share):\n\n" + "\n".join(lines))
 
 
+def _first_last(t: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of mechanism.csv before stage 2 (epoch 0) and at each run's last epoch."""
+    last = t[t["epoch"] == t.groupby(["variant", "seed", "fold"])["epoch"].transform("max")]
+    return t[t["epoch"] == 0], last
+
+
 def _mechanism(root: Path) -> str | None:
     lines = []
     for ds in PRESETS:
         t = _csv(root / ds / "mechanism.csv")
         if t is None or "z_cosine" not in t:
             continue
-        last = t[t["epoch"] == t.groupby(["variant", "seed", "fold"])["epoch"]
-                 .transform("max")]
-        first = t[t["epoch"] == 0]
+        first, last = _first_last(t)
         parts = [f"{v} {first[first.variant == v]['z_cosine'].mean():.3f} -> "
                  f"{g['z_cosine'].mean():.3f} ({len(g)} runs)" for v, g in last.groupby("variant")]
         lines.append(f"- {ds}: " + "; ".join(parts))
@@ -168,9 +172,7 @@ def _mean_range(col: pd.Series, digits: int = 2, percent: bool = False) -> str:
 def _mechanism_rows(t: pd.DataFrame, ds: str) -> list[dict]:
     """One row per variant of one preset's mechanism.csv: before stage 2 (epoch 0) and the
     last epoch, means over runs (ranges over runs where it matters)."""
-    key = ["variant", "seed", "fold"]
-    last = t[t["epoch"] == t.groupby(key)["epoch"].transform("max")]
-    first = t[t["epoch"] == 0]
+    first, last = _first_last(t)
     rows = []
     for v, g in last.groupby("variant"):
         f = first[first["variant"] == v]
