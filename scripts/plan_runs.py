@@ -1,6 +1,6 @@
 """The power of the runs behind each claim, and how many runs a resolution needs.
 
-For every claim part of a data set's ledger (notebook 09, :mod:`hiva_lib.study.claims`) it
+For every claim part of a data set's ledger (notebook 10, :mod:`hiva_lib.study.claims`) it
 prints, from the committed (or given) results: the runs, the mean and sd of the per-run
 values, the 95% interval's half-width now, the smallest effect these runs detect with 80%
 power (two-sided 5%, and at the first Holm step's level), the (seed, fold) pairs that 80% power

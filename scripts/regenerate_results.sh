@@ -16,7 +16,7 @@
 #               also seeds 1-2 (9 pairs: C1's interval within 2 F1 points of its centre)
 #   synth-gft   the eight rows of Table VI, seed 0 (one test fold); Baseline, HiVA and
 #               full_ldiff_z also seeds 1-8 (9 pairs)
-# Then, per preset: notebook 10 (mechanism.csv), 09 (per-run measurements and the ledger), 05
+# Then, per preset: notebook 09 (mechanism.csv), 10 (per-run measurements and the ledger), 05
 # (report), 06 (figures) and the summary (results/SUMMARY.md, the README block, docs/model.md's
 # diagnosis tables).
 set -euo pipefail
@@ -58,8 +58,8 @@ FIG=(-p figures_root "$R/figures")
 for ds in synth-bp4d synth-disfa synth-gft; do
     seeds=$(python -c "import sys, pathlib; print(sorted({int(p.name[4:]) for p in
         pathlib.Path(sys.argv[1]).glob('*/seed*')}))" "$R/results/$ds")
-    nb 10_mechanism "10_$ds" -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}" -y "{seeds: $seeds}"
-    nb 09_claims "09_$ds" -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}" -p measure True
+    nb 09_mechanism "09_$ds" -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}" -y "{seeds: $seeds}"
+    nb 10_claims "10_$ds" -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}" -p measure True
     nb 05_report "05_$ds" -p dataset "$ds" -p results_root "$R/results"
     nb 06_figures "06_$ds" -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}"
 done

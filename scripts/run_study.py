@@ -8,7 +8,7 @@ reproduction check against the committed results.
 
 Notebooks run in order: data (01), stage 1 (02), stage 2 of HiVA (03), every ablation row (04,
 reusing the runs of 02/03), the report (05), figures (06), efficiency (07), inference (08),
-the mechanism diagnostics (10), the paper's claims tested (09, after 10: C5 reads its
+the mechanism diagnostics (09), the paper's claims tested (10, after 09: C5 reads its
 mechanism.csv), the reproduction check (11).
 
 Where it writes. By default every output goes to the git-ignored ``study_out/``: runs/,
@@ -40,7 +40,7 @@ from hiva_lib.engine.config import COMMITTED_ROOTS, OUTPUT_ROOT  # noqa: E402
 
 NOTEBOOKS = ["01_prepare_data", "02_train_stage1", "03_train_stage2", "04_ablations",
              "05_report", "06_figures", "07_efficiency", "08_inference",
-             "10_mechanism", "09_claims", "11_reproduce"]  # 10 before 09: C5 reads mechanism.csv
+             "09_mechanism", "10_claims", "11_reproduce"]  # C5 (in 10) reads mechanism.csv (09)
 
 
 def output_roots(args: argparse.Namespace) -> tuple[dict[str, str], Path]:

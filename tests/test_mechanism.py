@@ -175,7 +175,7 @@ def test_layer_embeddings_end_in_z():
     assert model.text.training  # restored
 
 
-# ----------------------------------------------------------------------------- notebook 10
+# ----------------------------------------------------------------------------- notebook 09
 def test_notebook_10_smoke(tmp_path, smoke_data_root):
     import pandas as pd
     from conftest import run_notebook
@@ -185,7 +185,7 @@ def test_notebook_10_smoke(tmp_path, smoke_data_root):
     roots = dict(data_root=str(smoke_data_root), runs_root=str(tmp_path / "runs"),
                  results_root=str(tmp_path / "results"))
     run_variant(make_config("synth-disfa", smoke=True, variant="full", **roots))
-    run_notebook("10_mechanism", tmp_path, dataset="synth-disfa", smoke=True, seeds=[0],
+    run_notebook("09_mechanism", tmp_path, dataset="synth-disfa", smoke=True, seeds=[0],
                  max_frames=6, figures_root=str(tmp_path / "figures"), **roots)
     out = tmp_path / "results" / "synth-disfa"
     table, layers = pd.read_csv(out / M.MECHANISM), pd.read_csv(out / M.LAYERS)

@@ -64,12 +64,12 @@ def test_04_05_smoke_two_variants_one_fold(roots):
     assert out.exists()
 
 
-def test_09_claims_smoke(roots):
+def test_10_claims_smoke(roots):
     r, base = roots
     _ensure_smoke_data(r, base)
     run("04_ablations", base, dataset="synth-disfa", smoke=True,
         variants=["baseline", "full", "lambda_0.1"], folds=[1], **r)
-    run("09_claims", base, dataset="synth-disfa", smoke=True, seeds=[0], max_frames=8,
+    run("10_claims", base, dataset="synth-disfa", smoke=True, seeds=[0], max_frames=8,
         figures_root=str(base / "figures"), **r)
     res = Path(r["results_root"]) / "synth-disfa"
     claims = pd.read_csv(res / "claims.csv")

@@ -32,7 +32,7 @@ def test_committed_claims_reproduce_from_results_alone(copied, dataset, tmp_path
     paths = C.write_claims(table, tmp_path, dataset)
     committed = ROOT / "results" / dataset / "claims.csv"
     assert paths["csv"].read_text() == committed.read_text(), (
-        f"{committed} does not follow from results/ by the current rules: run notebook 09 "
+        f"{committed} does not follow from results/ by the current rules: run notebook 10 "
         f"for {dataset}")
 
 

@@ -76,7 +76,7 @@ class Part:
 class ClaimInputs:
     """Where one data set's saved results are, and lazy access to them. The claims read
     ``results/`` only (per-run metrics and the small per-run tables that
-    :func:`measure_from_models` and notebook 10 write), so a fresh clone reproduces them."""
+    :func:`measure_from_models` and notebook 09 write), so a fresh clone reproduces them."""
 
     dataset: str
     results_root: str | Path
@@ -261,7 +261,7 @@ def eval_c4(inputs: ClaimInputs) -> Result:
 
 
 # ----------------------------------------------------------------------------- C5
-MECHANISM = "mechanism.csv"  # per run, variant and stage-2 epoch (notebook 10); epoch 0: before
+MECHANISM = "mechanism.csv"  # per run, variant and stage-2 epoch (notebook 09); epoch 0: before
 
 
 def c5_per_run(table: pd.DataFrame) -> pd.DataFrame:
@@ -293,7 +293,7 @@ def eval_c5(inputs: ClaimInputs) -> Result:
     table = inputs.csv(MECHANISM)
     if table is None or not {"full", "wo_ldiff"} <= set(table["variant"]):
         return missing(f"text-embedding tracks of full and wo_ldiff on {inputs.dataset} "
-                       f"({MECHANISM}: notebook 10)")
+                       f"({MECHANISM}: notebook 09)")
     per_run = c5_per_run(table)
     if per_run.empty:
         return missing(f"two trained epochs of full and wo_ldiff in {MECHANISM}")
@@ -323,7 +323,7 @@ def eval_c6(inputs: ClaimInputs) -> Result:
     table = inputs.csv("attention_scores.csv")
     per_run = None if table is None else c6_per_run(table)
     if per_run is None or per_run.empty:
-        return missing(f"DDCA scores of {inputs.dataset} (attention_scores.csv: notebook 09 "
+        return missing(f"DDCA scores of {inputs.dataset} (attention_scores.csv: notebook 10 "
                        "with trained models, SynthFACS only)")
     parts = [Part(f"{score} - chance", _per_run(per_run[score], inputs.method))
              for score in ("pointing", "energy")]
@@ -389,7 +389,7 @@ def eval_c7(inputs: ClaimInputs) -> Result:
     table = inputs.csv("graph_degrees.csv")
     if table is None or not {"full", "baseline"} <= set(table["variant"]):
         return missing(f"graph degrees of full and baseline on {inputs.dataset} "
-                       "(graph_degrees.csv: notebook 09 with trained models)")
+                       "(graph_degrees.csv: notebook 10 with trained models)")
     per_run = c7_per_run(table)
     base = _per_run(per_run["active_baseline"].dropna(), inputs.method)
     note = (f"; the Baseline's active - inactive in-degree: {base.text(2)}; one value per run "

@@ -1,6 +1,6 @@
 """Why the language branch does nothing here (issue 25): per-run diagnostics of the text
 embeddings and of the attention maps, written to ``results/<dataset>/mechanism.csv`` and
-``mechanism_layers.csv`` and drawn by :func:`plot_mechanism` (notebook 10).
+``mechanism_layers.csv`` and drawn by :func:`plot_mechanism` (notebook 09).
 
 ``mechanism.csv``: one row per (run, variant, stage-2 epoch), from the H and Z that stage 2
 saves after every epoch (``runs/.../text_emb/epochNNN.pt``; epoch 0 = before stage 2):

@@ -7,7 +7,7 @@ a copy of it between two marker lines (:func:`sync_readme`; a test checks that t
                                                 # diagnosis tables into docs/model.md)
 
 What it reads, per SynthFACS preset: ``report/summary.csv`` and ``report/gains.csv``
-(notebook 05), ``claims.csv`` (notebook 09), ``mechanism.csv`` (notebook 10, when present);
+(notebook 05), ``claims.csv`` (notebook 10), ``mechanism.csv`` (notebook 09, when present);
 and ``bench_noise-v2.csv`` (the newest noise measurement). Missing inputs leave their rows out.
 :func:`mechanism_markdown` is docs/model.md's generated block (``mechanism.csv`` and
 ``mechanism_layers.csv``), kept in step by the same command.
@@ -150,7 +150,7 @@ def _mechanism(root: Path) -> str | None:
     if not lines:
         return None
     return ("Mean off-diagonal cosine of the AU embeddings Z before stage 2 -> after it "
-            "(`mechanism.csv`, notebook 10):\n\n" + "\n".join(lines))
+            "(`mechanism.csv`, notebook 09):\n\n" + "\n".join(lines))
 
 
 def _before_after(first: pd.Series, last: pd.Series, digits: int = 2) -> str:
@@ -219,7 +219,7 @@ def mechanism_markdown(results_root: str | Path) -> str:
     rows = [r for ds in PRESETS if (t := _csv(root / ds / "mechanism.csv")) is not None
             for r in _mechanism_rows(t, ds)]
     if not rows:
-        return "No `mechanism.csv` in results/ yet: run notebook 10.\n"
+        return "No `mechanism.csv` in results/ yet: run notebook 09.\n"
     table = pd.DataFrame(rows).fillna("")
     embed = list(table.columns[:8])
     attend = [*table.columns[:3], *table.columns[8:]]
