@@ -351,6 +351,31 @@ def test_efficiency_table_never_overwrites_a_measurement(tmp_path):
     assert first.loc[0, "n_aus"] == 8 and first.loc[0, "params_total"] > 0
 
 
+def test_batch_latency_is_the_cached_pass_plus_the_text_path(monkeypatch):
+    """The batch is timed once (text cached); the pass that runs the text path adds the text
+    path's own time, which a planted delay in the text branch shows."""
+    import time as _time
+
+    import torch
+
+    from hiva_lib.study import efficiency as E
+
+    model, _ = E.build_model("test-tiny", "disfa")
+    assert E.text_path_ms(model, torch.device("cpu"), 1) > 0
+    real = model.text.forward
+
+    def slow(step=None):
+        _time.sleep(0.05)
+        return real(step)
+
+    monkeypatch.setattr(model.text, "forward", slow)
+    assert E.text_path_ms(model, torch.device("cpu"), 3) >= 50
+    monkeypatch.setattr(E, "build_model", lambda *a, **k: (model, {}))
+    row = E.measure("test-tiny", "disfa", "cpu", 2, 1, 1)
+    assert row["ms_per_batch"] - row["ms_per_batch_text_cached"] >= 50
+    assert row["ms_per_image_in_batch"] == row["ms_per_batch"] / 2
+
+
 def test_08_inference_notebook_on_a_video(study):
     roots, base = study
     from hiva_lib.data.prepared import load_prepared
