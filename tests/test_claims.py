@@ -9,7 +9,9 @@ import pytest
 from scipy import stats as sps
 
 from hiva_lib.data.au import au_keys, dataset_aus
+from hiva_lib.study import claim_measures as M
 from hiva_lib.study import claims as C
+from hiva_lib.study import ledger as L
 from hiva_lib.study.stats import CONTRADICTED, NOT_RESOLVED, SUPPORTED
 
 DS = "synth-disfa"
@@ -48,7 +50,7 @@ GAINS = {"full": 3.0, "wo_aug": 2.0, "wo_ldiff": 2.0, "wo_ddca": 1.0, "wo_cdca":
 @pytest.fixture
 def planted(tmp_path):
     _plant(tmp_path, GAINS)
-    return C.ClaimInputs(DS, tmp_path, data_root=str(tmp_path / "no-data"))
+    return M.ClaimInputs(DS, tmp_path, data_root=str(tmp_path / "no-data"))
 
 
 def test_claims_are_data():
@@ -78,24 +80,24 @@ def test_a_gain_within_noise_is_not_resolved(tmp_path):
     noisy = {"full": 0.0}
     _plant(tmp_path, noisy)
     # full vs baseline: the noise alone (mean 0.011, std 0.22)
-    res = C.eval_c1(C.ClaimInputs(DS, tmp_path))
+    res = C.eval_c1(M.ClaimInputs(DS, tmp_path))
     assert res.verdict == NOT_RESOLVED and res.low < 0 < res.high
 
 
 def test_a_loss_is_contradicted_and_seeds_filter(tmp_path):
     _plant(tmp_path, {"full": -2.0})
-    assert C.eval_c1(C.ClaimInputs(DS, tmp_path)).verdict == CONTRADICTED
-    one_seed = C.eval_c1(C.ClaimInputs(DS, tmp_path, seeds=(0,)))
+    assert C.eval_c1(M.ClaimInputs(DS, tmp_path)).verdict == CONTRADICTED
+    one_seed = C.eval_c1(M.ClaimInputs(DS, tmp_path, seeds=(0,)))
     assert one_seed.n == 3 and one_seed.verdict == CONTRADICTED
 
 
 def test_missing_inputs_are_not_resolved_with_a_reason(tmp_path):
-    table = C.evaluate_claims(C.ClaimInputs(DS, tmp_path, data_root=str(tmp_path / "d")))
+    table = C.evaluate_claims(M.ClaimInputs(DS, tmp_path, data_root=str(tmp_path / "d")))
     assert list(table["claim"]) == list(C.CLAIM_IDS)
     assert (table["verdict"] == NOT_RESOLVED).all()
     assert table["reason"].str.startswith("no results for").all()
     _plant(tmp_path, {"full": 3.0})  # only full and baseline: C2 lacks the removals
-    c2 = C.eval_c2(C.ClaimInputs(DS, tmp_path))
+    c2 = C.eval_c2(M.ClaimInputs(DS, tmp_path))
     assert c2.verdict == NOT_RESOLVED and "wo_aug" in c2.reason
 
 
@@ -105,12 +107,12 @@ def test_c4_rarer_aus_gain_more(tmp_path):
     freq = np.linspace(5.0, 40.0, len(AUS))
     per_au = BASE * 100 * (60.0 - freq) / 100.0 * 0.2  # relative gain falls with frequency
     _plant(tmp_path, {"full": 0.0}, per_au=per_au)
-    res = C.eval_c4(C.ClaimInputs(DS, tmp_path))
+    res = C.eval_c4(M.ClaimInputs(DS, tmp_path))
     assert res.verdict == NOT_RESOLVED and res.reason.startswith("no results for")
     pd.DataFrame([dict(fold=f, au=a, frequency=q + f) for f in (1, 2, 3)
                   for a, q in zip(AUS, freq, strict=True)]).to_csv(
-        tmp_path / DS / C.AU_FREQUENCY, index=False)
-    res = C.eval_c4(C.ClaimInputs(DS, tmp_path))
+        tmp_path / DS / M.AU_FREQUENCY, index=False)
+    res = C.eval_c4(M.ClaimInputs(DS, tmp_path))
     # by hand, one run: relative gain (full - base) / base against the frequency
     base = BASE + SPREAD[0]
     rel = (per_au + NOISE[0]) / 100.0 / base
@@ -129,24 +131,24 @@ def _mechanism(root, full: list[float], wo: list[float], jitter: float = 0.01):
             rows += [dict(dataset=DS, variant=v, seed=s, fold=f, epoch=e,
                           h_cosine=c + jitter * NOISE[j] * (e > 0), z_cosine=c)
                      for e, c in enumerate(track)]
-    pd.DataFrame(rows).to_csv(root / DS / C.MECHANISM, index=False)
+    pd.DataFrame(rows).to_csv(root / DS / M.MECHANISM, index=False)
 
 
 def test_c5_is_about_the_trained_epochs_and_the_contrast(tmp_path):
     _plant(tmp_path, {"full": 3.0})
     # HiVA falls over its trained epochs (0.6 -> 0.3) and ends below w/o L_diff (0.88)
     _mechanism(tmp_path, [0.9, 0.6, 0.3], [0.9, 0.9, 0.88])
-    res = C.eval_c5(C.ClaimInputs(DS, tmp_path))
+    res = C.eval_c5(M.ClaimInputs(DS, tmp_path))
     assert res.verdict == SUPPORTED and res.n == 9
     assert "before stage 2 0.90" in res.reason and "Holm over 2 parts" in res.reason
     # both rise from the untrained state, HiVA less: a drop from epoch 0 would not show it,
     # the trained trend (up) contradicts the claim
     _mechanism(tmp_path, [0.5, 0.8, 0.9], [0.5, 0.85, 0.95])
-    res = C.eval_c5(C.ClaimInputs(DS, tmp_path))
+    res = C.eval_c5(M.ClaimInputs(DS, tmp_path))
     assert res.verdict == CONTRADICTED and "HiVA last - first trained epoch: 0.10" in res.reason
     # the same tracks for both: the contrast is 0 and the trend within noise
     _mechanism(tmp_path, [0.5, 0.7, 0.7], [0.5, 0.7, 0.7], jitter=1.0)
-    assert C.eval_c5(C.ClaimInputs(DS, tmp_path)).verdict == NOT_RESOLVED
+    assert C.eval_c5(M.ClaimInputs(DS, tmp_path)).verdict == NOT_RESOLVED
 
 
 def test_c6_one_value_per_run(tmp_path):
@@ -159,14 +161,14 @@ def test_c6_one_value_per_run(tmp_path):
                   pointing=0.0, energy=0.0, chance=0.9)]  # means are not counted again
     table = pd.DataFrame(rows)
     table.to_csv(tmp_path / DS / "attention_scores.csv", index=False)
-    c6 = C.eval_c6(C.ClaimInputs(DS, tmp_path))
+    c6 = C.eval_c6(M.ClaimInputs(DS, tmp_path))
     assert c6.verdict == SUPPORTED and c6.n == 3  # runs, not (AU, run) pairs
     per_run = table[table.au != "mean"].assign(d=lambda t: t.pointing - t.chance)
     by_hand = per_run.groupby("seed")["d"].mean()
     assert "pointing - chance: " + f"{by_hand.mean():.2f}" in c6.reason
     # two runs: no interval however many AUs, so not resolved
     table[table.seed < 2].to_csv(tmp_path / DS / "attention_scores.csv", index=False)
-    assert C.eval_c6(C.ClaimInputs(DS, tmp_path)).verdict == NOT_RESOLVED
+    assert C.eval_c6(M.ClaimInputs(DS, tmp_path)).verdict == NOT_RESOLVED
 
 
 def _degrees(root, run_means: list[float], frames: int = 128, seed: int = 0):
@@ -197,7 +199,7 @@ def test_c7_frames_are_not_replicates(tmp_path):
     frames = (full.active_indegree - full.inactive_indegree).to_numpy()
     lo, hi = sps.t.interval(0.95, len(frames) - 1, frames.mean(), sps.sem(frames))
     assert lo > 0  # frames as units: "supported"
-    c7 = C.eval_c7(C.ClaimInputs(DS, tmp_path))
+    c7 = C.eval_c7(M.ClaimInputs(DS, tmp_path))
     assert c7.verdict == NOT_RESOLVED
     by_hand = full.assign(g=frames).groupby("seed")["g"].mean().mean()
     assert f"HiVA active - inactive in-degree: {by_hand:.2f} [" in c7.reason
@@ -221,7 +223,7 @@ def test_holm_within_a_claim(tmp_path):
     diffs = 0.08 + 0.5 * noise
     p_alone = sps.ttest_1samp(diffs, 0.0).pvalue
     assert 0.01 < p_alone < 0.05
-    c2 = C.eval_c2(C.ClaimInputs(DS, tmp_path))
+    c2 = C.eval_c2(M.ClaimInputs(DS, tmp_path))
     assert "full - wo_ddca" in c2.reason and c2.verdict == NOT_RESOLVED
     part = [x for x in c2.reason.split("; ") if x.startswith("full - wo_ddca")][0]
     assert f"Holm p={min(1.0, 5 * p_alone):.2g} not resolved" in part
@@ -244,12 +246,12 @@ def test_effect_size_and_power_columns(planted, tmp_path):
 def test_write_claims_and_the_verdict_figure(planted, tmp_path):
     table = C.evaluate_claims(planted)
     assert table.set_index("claim").loc["C1", "paper"].startswith("Table V: HiVA - Baseline")
-    paths = C.write_claims(table, tmp_path, DS)
+    paths = L.write_claims(table, tmp_path, DS)
     back = pd.read_csv(paths["csv"])
     assert list(back["verdict"].iloc[:3]) == [SUPPORTED] * 3
     md = paths["md"].read_text()
     assert "| C1: HiVA beats the vision-only Baseline." in md and "supported" in md
-    png = C.verdict_figure(tmp_path, tmp_path / "figures")
+    png = L.verdict_figure(tmp_path, tmp_path / "figures")
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -257,7 +259,7 @@ def test_alternative_reading_beside_hiva(tmp_path):
     """Ambiguity 7's alternative through the ledger: paired gains and the Z cosine against
     HiVA per run, one Holm family; nothing when it was not run."""
     _plant(tmp_path, {"full": 3.0})
-    assert C.alternative_checks(C.ClaimInputs(DS, tmp_path), "full_ldiff_z").empty
+    assert C.alternative_checks(M.ClaimInputs(DS, tmp_path), "full_ldiff_z").empty
     for j, (s, f) in enumerate(KEYS):  # the same gain as HiVA, the same noise
         _write(tmp_path, "full_ldiff_z", s, f, BASE + SPREAD[j] + (3.0 + NOISE[j]) / 100.0)
     rows = []
@@ -265,8 +267,8 @@ def test_alternative_reading_beside_hiva(tmp_path):
         for v, last in (("full", 0.99), ("full_ldiff_z", 0.2 + 0.01 * NOISE[j])):
             rows += [dict(variant=v, seed=s, fold=f, epoch=e, h_cosine=0.5, z_cosine=c)
                      for e, c in enumerate([0.77, last])]
-    pd.DataFrame(rows).to_csv(tmp_path / DS / C.MECHANISM, index=False)
-    checks = C.alternative_checks(C.ClaimInputs(DS, tmp_path), "full_ldiff_z").set_index(
+    pd.DataFrame(rows).to_csv(tmp_path / DS / M.MECHANISM, index=False)
+    checks = C.alternative_checks(M.ClaimInputs(DS, tmp_path), "full_ldiff_z").set_index(
         "check")
     gain = checks.loc["full_ldiff_z - baseline (AVE F1)"]
     d = 3.0 + np.array(NOISE)

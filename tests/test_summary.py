@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hiva_lib.study import claim_measures as M
 from hiva_lib.study import claims as C
+from hiva_lib.study import ledger as L
 from hiva_lib.study import summary as S
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +28,10 @@ def copied(tmp_path_factory):
 
 @pytest.mark.parametrize("dataset", PRESETS)
 def test_committed_claims_reproduce_from_results_alone(copied, dataset, tmp_path):
-    inputs = C.ClaimInputs(dataset, copied, data_root=str(tmp_path / "no-data"),
+    inputs = M.ClaimInputs(dataset, copied, data_root=str(tmp_path / "no-data"),
                            runs_root=str(tmp_path / "no-runs"))
     table = C.evaluate_claims(inputs)
-    paths = C.write_claims(table, tmp_path, dataset)
+    paths = L.write_claims(table, tmp_path, dataset)
     committed = ROOT / "results" / dataset / "claims.csv"
     assert paths["csv"].read_text() == committed.read_text(), (
         f"{committed} does not follow from results/ by the current rules: run notebook 10 "

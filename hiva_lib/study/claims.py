@@ -1,31 +1,35 @@
-"""The paper's claims as data, each with the test that decides it (issue 16).
+"""The paper's claims as data, each with the test that decides it.
 
 :data:`CLAIMS` lists C1-C8: an id, the claim in our words, where the paper makes it, the test
 and its statistic, and the function that evaluates it from saved results (the per-run
 metrics, Fig. 4's per-AU gains, Fig. 5's text embeddings, the attention scores of Fig. 6,
-the graph degrees of Fig. 7). Every verdict comes from one rule,
+the graph degrees of Fig. 7; read and reduced to one value per run by
+:mod:`hiva_lib.study.claim_measures`). Every verdict comes from one rule,
 :func:`hiva_lib.study.stats.verdict` on a 95% interval (multi-part claims:
 :func:`~hiva_lib.study.stats.combine`); a claim whose inputs are missing is "not resolved"
-with the reason "no results for ...". :func:`evaluate_claims` gives the table,
-:func:`write_claims` writes ``results/<dataset>/claims.csv`` and ``claims.md``,
-:func:`plot_verdicts` the verdicts across data sets.
+with the reason "no results for ...". :func:`evaluate_claims` gives the table;
+:mod:`hiva_lib.study.ledger` writes and draws it.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
-from hiva_lib.data.au import au_keys
-from hiva_lib.data.prepared import DatasetError
 from hiva_lib.study import stats
+from hiva_lib.study.claim_measures import (
+    AU_FREQUENCY,
+    MECHANISM,
+    ClaimInputs,
+    c4_per_run,
+    c5_per_run,
+    c6_per_run,
+    c7_per_run,
+    paired_runs,
+)
 from hiva_lib.study.stats import NOT_RESOLVED, Estimate
-
-MISSING = (FileNotFoundError, DatasetError)  # FigureError and ReportError are FileNotFoundErrors
 
 
 @dataclass(frozen=True)
@@ -70,52 +74,6 @@ class Part:
     direction: str = "greater"
     paper: float = float("nan")
     f1_points: bool = False  # in F1 points: the pairs for a 1-point effect are stated
-
-
-@dataclass
-class ClaimInputs:
-    """Where one data set's saved results are, and lazy access to them. The claims read
-    ``results/`` only (per-run metrics and the small per-run tables that
-    :func:`measure_from_models` and notebook 09 write), so a fresh clone reproduces them."""
-
-    dataset: str
-    results_root: str | Path
-    data_root: str | None = None
-    runs_root: str | None = None
-    seeds: tuple[int, ...] | None = None  # None: every seed with results
-    method: str = "t"
-    smoke: bool = False
-    _runs: pd.DataFrame | None = field(default=None, repr=False)
-
-    def runs(self) -> pd.DataFrame | None:
-        """Per run: variant, seed, fold, each AU's F1 and AVE in %; None without results."""
-        from hiva_lib.study.report import ReportError, collect_results, runs_in_points
-
-        if self._runs is None:
-            try:
-                points = runs_in_points(collect_results(self.results_root, self.dataset))
-            except ReportError:
-                return None
-            if self.seeds is not None:
-                points = points[points["seed"].isin(list(self.seeds))]
-            self._runs = points
-        return self._runs
-
-    def study(self, seed: int = 0, fold: int = 1):
-        from hiva_lib.study.study import Study
-
-        return Study.open(self.dataset, data_root=self.data_root, runs_root=self.runs_root,
-                          results_root=str(self.results_root), smoke=self.smoke, seed=seed,
-                          fold=fold)
-
-    def csv(self, name: str) -> pd.DataFrame | None:
-        path = Path(self.results_root) / self.dataset / name
-        if not path.exists():
-            return None
-        table = pd.read_csv(path)
-        if self.seeds is not None and "seed" in table:
-            table = table[table["seed"].isin(list(self.seeds))]
-        return table
 
 
 # ----------------------------------------------------------------------------- the rule
@@ -214,39 +172,6 @@ def eval_c8(inputs: ClaimInputs) -> Result:
 
 
 # ----------------------------------------------------------------------------- C4
-AU_FREQUENCY = "au_frequency.csv"  # per fold and AU: the AU's base rate in the training rows
-
-
-def au_frequency(study, folds: list[int]) -> pd.DataFrame:
-    """fold, au, frequency (% of the fold's training rows where the AU is present)."""
-    keys = au_keys(study.data.au_ids)
-    rows = []
-    for fold in folds:
-        freq = study.data.labels(study.data.split(fold)[0]).mean(0) * 100
-        rows += [dict(fold=fold, au=k, frequency=float(f))
-                 for k, f in zip(keys, freq, strict=True)]
-    return pd.DataFrame(rows)
-
-
-def c4_per_run(runs: pd.DataFrame, frequency: pd.DataFrame) -> pd.Series:
-    """Per (seed, fold) run that HiVA and the Baseline share: Spearman's rho over AUs of the
-    relative gain (% of the Baseline's F1, Fig. 4) with the AU's training frequency in that
-    fold. AUs where the Baseline scores 0 have no relative gain and are left out."""
-    aus = list(dict.fromkeys(frequency["au"]))
-    full = runs[runs.variant == "full"].set_index(["seed", "fold"])
-    base = runs[runs.variant == "baseline"].set_index(["seed", "fold"])
-    freq = frequency.pivot(index="fold", columns="au", values="frequency")
-    out = {}
-    for key in full.index.intersection(base.index).sort_values():
-        a, b = full.loc[key, aus].to_numpy(float), base.loc[key, aus].to_numpy(float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(b > 0, (a - b) / b * 100, np.nan)
-        f = freq.loc[key[1], aus].to_numpy(float)
-        ok = np.isfinite(rel)
-        out[key] = (sps.spearmanr(f[ok], rel[ok]).statistic if ok.sum() >= 3 else np.nan)
-    return pd.Series(out, dtype=float).dropna()
-
-
 def eval_c4(inputs: ClaimInputs) -> Result:
     """Per run: Spearman of the per-AU relative gain (Fig. 4) with the AU's training
     frequency; the claim (rarer AU, larger gain) is a negative mean correlation over runs."""
@@ -261,30 +186,6 @@ def eval_c4(inputs: ClaimInputs) -> Result:
 
 
 # ----------------------------------------------------------------------------- C5
-MECHANISM = "mechanism.csv"  # per run, variant and stage-2 epoch (notebook 09); epoch 0: before
-
-
-def c5_per_run(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (seed, fold) run with HiVA and w/o L_diff tracks: the mean off-diagonal cosine of H
-    before stage 2 (epoch 0, shared), after the first trained epoch and at the last, for both;
-    ``trend`` = HiVA's last - first trained epoch, ``gap`` = w/o L_diff - HiVA at the last."""
-    wide = table.pivot_table(index=["seed", "fold", "epoch"], columns="variant",
-                             values="h_cosine")
-    rows = {}
-    for (seed, fold), run in wide.groupby(level=["seed", "fold"]):
-        run = run.droplevel([0, 1])[["full", "wo_ldiff"]].dropna()
-        trained = run[run.index >= 1]
-        if len(trained) < 2:
-            continue
-        first, last = trained.iloc[0], trained.iloc[-1]
-        start = run.loc[0, "full"] if 0 in run.index else np.nan
-        rows[(seed, fold)] = dict(epoch0=start, full_first=first["full"],
-                                  full_last=last["full"], wo_last=last["wo_ldiff"],
-                                  trend=last["full"] - first["full"],
-                                  gap=last["wo_ldiff"] - last["full"])
-    return pd.DataFrame.from_dict(rows, orient="index")
-
-
 def eval_c5(inputs: ClaimInputs) -> Result:
     """Per run: HiVA's similarity of H falls over its trained epochs (last - first trained
     epoch < 0) and ends below w/o L_diff's (w/o L_diff - HiVA at the last epoch > 0). The state
@@ -307,16 +208,6 @@ def eval_c5(inputs: ClaimInputs) -> Result:
 
 
 # ----------------------------------------------------------------------------- C6
-def c6_per_run(table: pd.DataFrame, variant: str = "full", method: str = "ddca"
-               ) -> pd.DataFrame:
-    """Per (seed, fold) run: the mean over AUs (with scored frames) of pointing - chance and
-    energy - chance for one model's maps (attention_scores.csv)."""
-    t = table[(table["variant"] == variant) & (table["method"] == method)
-              & (table["au"] != "mean") & (table["n_frames"] > 0)]
-    t = t.assign(pointing=t["pointing"] - t["chance"], energy=t["energy"] - t["chance"])
-    return t.groupby(["seed", "fold"])[["pointing", "energy"]].mean()
-
-
 def eval_c6(inputs: ClaimInputs) -> Result:
     """HiVA's DDCA maps against chance (the region's area), one value per run (the mean over
     AUs): pointing game and energy inside; the Baseline's Grad-CAM is stated beside."""
@@ -334,54 +225,6 @@ def eval_c6(inputs: ClaimInputs) -> Result:
 
 
 # ----------------------------------------------------------------------------- C7
-def graph_degrees(study, variants: tuple[str, ...] = ("full", "baseline"),
-                  max_frames: int = 128, batch_size: int = 16) -> pd.DataFrame:
-    """Per test frame (a fixed random subset) and model: the top-K AU graph's mean degree
-    (an edge where either AU picked the other) and the mean in-degree of the active and of the
-    inactive AUs. Written to ``results/<dataset>/graph_degrees.csv`` (the rows of other runs
-    kept)."""
-    from hiva_lib.study.faces import load_views
-    from hiva_lib.study.maps import model_maps
-
-    _, test = study.data.split(study.cfg.fold)
-    rows = np.sort(np.random.default_rng(study.cfg.seed).permutation(test)[:max_frames])
-    labels = study.data.labels(rows) > 0.5
-    records = []
-    for v in variants:
-        model = study.model(v)
-        adj = np.concatenate([model_maps(model, load_views(
-            study, rows[i:i + batch_size], model.cfg.img_size)[0])["graph"]
-            for i in range(0, len(rows), batch_size)]) > 0
-        n = adj.shape[-1]
-        adj[:, np.arange(n), np.arange(n)] = False
-        degree = (adj | adj.transpose(0, 2, 1)).sum(-1).mean(-1)
-        indeg = adj.sum(1)
-        with np.errstate(invalid="ignore"):
-            act = np.where(labels.any(1), (indeg * labels).sum(1) / labels.sum(1), np.nan)
-            ina = np.where((~labels).any(1), (indeg * ~labels).sum(1) / (~labels).sum(1),
-                           np.nan)
-        records += [dict(variant=v, seed=study.cfg.seed, fold=study.cfg.fold, row=int(r),
-                         mean_degree=float(d), active_indegree=a, inactive_indegree=i)
-                    for r, d, a, i in zip(rows, degree, act, ina, strict=True)]
-    from hiva_lib.study.study import write_run_rows
-
-    path = Path(study.cfg.results_root) / study.dataset / "graph_degrees.csv"
-    return write_run_rows(pd.DataFrame(records), path)
-
-
-def c7_per_run(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (seed, fold) run, the means over its test frames of: HiVA's mean degree minus the
-    Baseline's (``denser``), and the active AUs' mean in-degree minus the inactive ones' in
-    HiVA's graph (``active``) and in the Baseline's (``active_baseline``)."""
-    wide = table.pivot_table(index=["seed", "fold", "row"], columns="variant",
-                             values="mean_degree")
-    gap = table.assign(d=table["active_indegree"] - table["inactive_indegree"])
-    gap = gap.pivot_table(index=["seed", "fold", "row"], columns="variant", values="d")
-    per_frame = pd.DataFrame({"denser": wide["full"] - wide["baseline"],
-                              "active": gap.get("full"), "active_baseline": gap.get("baseline")})
-    return per_frame.groupby(level=["seed", "fold"]).mean()
-
-
 def eval_c7(inputs: ClaimInputs) -> Result:
     """Per run (the mean over its test frames): HiVA's graph minus the Baseline's mean degree
     (> 0), and in HiVA's graph the active AUs' mean in-degree minus the inactive ones' (> 0);
@@ -399,63 +242,6 @@ def eval_c7(inputs: ClaimInputs) -> Result:
                     Part("HiVA active - inactive in-degree",
                          _per_run(per_run["active"].dropna(), inputs.method))],
                    inputs.dataset, note)
-
-
-def _attempt(what: str, seed: int | None, fold: int | None, fn, *args, **kwargs) -> dict:
-    """Run one measurement; a missing model or data set is a listed skip, not an error."""
-    from hiva_lib.study.study import FigureError
-
-    try:
-        fn(*args, **kwargs)
-        status = "done"
-    except (FigureError, DatasetError) as e:
-        status = f"skipped: {str(e).splitlines()[0][:200]}"
-    return dict(seed=seed, fold=fold, what=what, status=status)
-
-
-def _write_frequency(inputs: ClaimInputs, folds: list[int]) -> None:
-    from hiva_lib.engine.checkpoint import atomic_write_text
-
-    table = au_frequency(inputs.study(fold=folds[0]), folds)
-    path = Path(inputs.results_root) / inputs.dataset / AU_FREQUENCY
-    atomic_write_text(table.to_csv(index=False, float_format="%.6f"), path)
-
-
-def measure_from_models(inputs: ClaimInputs, max_frames: int = 128) -> pd.DataFrame:
-    """What the claims need from the data and the trained models, written to small per-run
-    tables in ``results/<dataset>/`` so that the claims can be evaluated from ``results/``
-    alone: the AUs' training frequency per fold (C4, ``au_frequency.csv``); for every
-    (seed, fold) with results of HiVA and the Baseline their AU graph degrees (C7,
-    ``graph_degrees.csv``) and attention maps scored against the SynthFACS regions (C6,
-    ``attention_scores.csv``); the gradient ratio of lambda·L_diff to L_au of HiVA and of each
-    lambda-sweep run (``ldiff_balance.csv``, shown by the report). What is missing is skipped
-    and listed (a table's rows of other runs are kept). Returns what was done."""
-    from hiva_lib.study import ldiff_balance
-    from hiva_lib.study.fig6_attention import score_attention
-    from hiva_lib.variants import CONTROLS
-
-    runs = inputs.runs()
-    if runs is None:
-        return pd.DataFrame(columns=["seed", "fold", "what", "status"])
-    folds = sorted({int(f) for f in runs["fold"]})
-    done, ratios = [_attempt("AU frequency", None, None, _write_frequency, inputs, folds)], []
-    sweep = ["full", *(v for v in CONTROLS if v.startswith("lambda_"))]
-    for seed, fold in sorted({(int(s), int(f)) for s, f in runs[["seed", "fold"]].to_numpy()}):
-        study = inputs.study(seed, fold)
-        have = set(runs.loc[(runs["seed"] == seed) & (runs["fold"] == fold), "variant"])
-        if {"full", "baseline"} <= have:
-            done.append(_attempt("graph degrees", seed, fold, graph_degrees, study,
-                                 max_frames=max_frames))
-            scored = ["full", "baseline", *(v for v in ALTERNATIVES if v in have)]
-            done.append(_attempt("attention scores", seed, fold, score_attention, study,
-                                 scored, max_frames=max_frames))
-        for v in [v for v in sweep if v in have]:
-            done.append(_attempt(f"gradient ratio {v}", seed, fold,
-                                 lambda st, var: ratios.append(ldiff_balance.measure_run(st, var)),
-                                 study, v))
-    if ratios:
-        ldiff_balance.write_balance(ratios, inputs.results_root, inputs.dataset)
-    return pd.DataFrame(done)
 
 
 # ----------------------------------------------------------------------------- the claims
@@ -570,59 +356,7 @@ def power_table(inputs: ClaimInputs, half_widths: tuple[float, ...] = (1.0, 2.0)
     return pd.DataFrame(rows)
 
 
-CAVEAT = ("The comparison with the paper's effect is about this setting (SynthFACS, a small "
-          "pretrained model, short training), not about the paper's data.")
-
-
-def claims_markdown(table: pd.DataFrame) -> str:
-    from hiva_lib.study import paper_tables as PT
-
-    def ours(r) -> str:
-        if not np.isfinite(r.value):
-            return ""
-        ci = f" [{r.low:.2f}, {r.high:.2f}]" if np.isfinite(r.low) else " (no interval)"
-        return f"{r.statistic}: {r.value:.2f}{ci}, n={r.n} run(s)"
-
-    def power(r) -> str:
-        if not np.isfinite(r.mde_80):
-            return "no sd (fewer than 3 runs)" if np.isfinite(r.value) else ""
-        need = f"; {int(r.pairs_for_1pt)} pairs for 1 point" if np.isfinite(r.pairs_for_1pt) \
-            else ""
-        return f"{r.mde_80:.2g}{need}"
-
-    dataset = table["dataset"].iat[0]
-    view = pd.DataFrame({"claim": [f"{c}: {s}" for c, s in zip(table["claim"],
-                                                               table["statement"],
-                                                               strict=True)],
-                         "paper's evidence": [f"{w}; {p}" for w, p in zip(
-                             table["where"], table["paper"], strict=True)],
-                         "ours (95% CI)": [ours(r) for r in table.itertuples()],
-                         "verdict": table["verdict"],
-                         "vs the paper's effect": table["vs_paper"].fillna(""),
-                         "80% power at": [power(r) for r in table.itertuples()],
-                         "reason": table["reason"]})
-    return "\n".join([
-        f"# The paper's claims on {dataset}", "",
-        "Rules (docs/claims.md): one value per trained (seed, fold) run, a 95% interval over "
-        "the runs; the parts of a claim are one family, tested at a family-wise 5% level by "
-        "Holm's method: supported when every part is resolved on the claimed side, "
-        "contradicted when any part is resolved on the other side, not resolved otherwise. "
-        "'80% power at': the smallest true effect these runs detect with 80% power (at the "
-        "first Holm step's level) and, for F1 gains, the pairs a 1-point effect needs. "
-        + CAVEAT, "",
-        PT.markdown_table(view), ""])
-
-
 # ----------------------------------------------------------------------------- ambiguity 7
-ALTERNATIVES = ("full_ldiff_z", "full_au_id")  # ambiguity 7's readings beside HiVA
-
-
-def _paired_runs(a: pd.DataFrame, b: pd.DataFrame) -> pd.Series:
-    """a - b per (seed, fold) run both have (Series indexed by seed, fold, a single column)."""
-    both = a.index.intersection(b.index)
-    return (a.loc[both] - b.loc[both]).iloc[:, 0]
-
-
 def alternative_checks(inputs: ClaimInputs, slug: str) -> pd.DataFrame:
     """An alternative reading of ambiguity 7 (``slug``) through the ledger beside HiVA, one
     family under Holm: its gain over the Baseline (C1 with it) and over HiVA, its Z cosine at
@@ -642,12 +376,12 @@ def alternative_checks(inputs: ClaimInputs, slug: str) -> pd.DataFrame:
                     .transform("max")].set_index(["seed", "fold"])
         z = {v: last[last["variant"] == v][["z_cosine"]] for v in (slug, "full")}
         parts.append(Part(f"{slug} - full (Z cosine, last epoch)",
-                          _per_run(_paired_runs(z[slug], z["full"]), inputs.method)))
+                          _per_run(paired_runs(z[slug], z["full"]), inputs.method)))
     scores = inputs.csv("attention_scores.csv")
     if scores is not None and slug in set(scores["variant"]):
         point = {v: c6_per_run(scores, v)[["pointing"]] for v in (slug, "full")}
         parts.append(Part(f"{slug} - full (DDCA pointing game)",
-                          _per_run(_paired_runs(point[slug], point["full"]), inputs.method)))
+                          _per_run(paired_runs(point[slug], point["full"]), inputs.method)))
     verdicts, adjusted = stats.family_verdicts([p.est for p in parts],
                                                ["greater"] * len(parts))
     return pd.DataFrame([dict(dataset=inputs.dataset, variant=slug, check=p.name,
@@ -655,101 +389,3 @@ def alternative_checks(inputs: ClaimInputs, slug: str) -> pd.DataFrame:
                               p_holm=a, resolved=v != NOT_RESOLVED)
                          for p, v, a in zip(parts, verdicts, adjusted, strict=True)])
 
-
-def _alternatives_markdown(checks: pd.DataFrame) -> str:
-    from hiva_lib.study import paper_tables as PT
-
-    if checks.empty:
-        return ""
-    view = checks.assign(ci=[f"[{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else "no interval"
-                             for lo, hi in zip(checks["low"], checks["high"], strict=True)])
-    view = view[["check", "value", "ci", "n", "p_holm", "resolved"]].round(3)
-    return "\n".join([
-        "## Ambiguity 7 beside HiVA (docs/model.md)", "",
-        "Each alternative reading of how the AUs' text embeddings are kept apart, paired per "
-        "(seed, fold) run with HiVA and the Baseline; one family per alternative under Holm.",
-        "", PT.markdown_table(view), ""])
-
-
-def write_claims(table: pd.DataFrame, results_root: str | Path, dataset: str,
-                 checks: pd.DataFrame | None = None) -> dict[str, Path]:
-    """``results/<dataset>/claims.csv`` and ``claims.md`` (derived from the results; a previous
-    pair is replaced and the replacement announced), with ``checks``
-    (:func:`alternative_checks`) in ``ambiguity7.csv`` and in the markdown when given."""
-    from hiva_lib.engine.checkpoint import atomic_write_text
-
-    out = Path(results_root) / dataset
-    paths = {"csv": out / "claims.csv", "md": out / "claims.md"}
-    if paths["csv"].exists():
-        print(f"{paths['csv']}: replacing the previous claims table")
-    atomic_write_text(table.to_csv(index=False), paths["csv"])
-    md = claims_markdown(table)
-    if checks is not None and not checks.empty:
-        paths["ambiguity7"] = out / "ambiguity7.csv"
-        atomic_write_text(checks.to_csv(index=False), paths["ambiguity7"])
-        md += "\n" + _alternatives_markdown(checks)
-    atomic_write_text(md, paths["md"])
-    return paths
-
-
-def write_ledger(inputs: ClaimInputs, results_root: str | Path | None = None
-                 ) -> dict[str, Path]:
-    """Evaluate every claim and ambiguity 7's alternatives from ``inputs`` and write the
-    ledger (:func:`write_claims`) under ``results_root`` (default: the inputs' own)."""
-    checks = pd.concat([alternative_checks(inputs, v) for v in ALTERNATIVES])
-    return write_claims(evaluate_claims(inputs), results_root or inputs.results_root,
-                        inputs.dataset, checks)
-
-
-VERDICT_COLOURS = {stats.SUPPORTED: "tab:green", stats.CONTRADICTED: "tab:red",
-                   stats.NOT_RESOLVED: "lightgrey"}
-
-
-def plot_verdicts(tables: dict[str, pd.DataFrame]):
-    """The verdict of every claim (rows) on every data set (columns), coloured by verdict."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    datasets = list(tables)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.8 * len(datasets), 0.6 + 0.45 * len(CLAIMS)))
-    for j, ds in enumerate(datasets):
-        table = tables[ds].set_index("claim")
-        for i, cid in enumerate(CLAIM_IDS):
-            v = table["verdict"].get(cid, NOT_RESOLVED)
-            # inputs missing: hatched, so "no results" is not read as "within noise"
-            absent = str(table["reason"].get(cid, "no results")).startswith("no results")
-            ax.add_patch(plt.Rectangle((j - 0.45, i - 0.4), 0.9, 0.8, facecolor=VERDICT_COLOURS[v],
-                                       hatch="//" if absent else None, edgecolor="white"))
-            ax.text(j, i, "no results" if absent else v, ha="center", va="center", fontsize=7)
-    ax.set_xlim(-0.5, len(datasets) - 0.5)
-    ax.set_ylim(len(CLAIMS) - 0.5, -0.5)
-    ax.set_xticks(range(len(datasets)), datasets, fontsize=8)
-    ax.set_yticks(range(len(CLAIMS)), CLAIM_IDS, fontsize=8)
-    ax.set_title("The paper's claims: verdicts per data set", fontsize=10)
-    ax.legend(handles=[Patch(color=c, label=v) for v, c in VERDICT_COLOURS.items()],
-              fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3,
-              frameon=False)
-    fig.tight_layout()
-    return fig
-
-
-def verdict_figure(results_root: str | Path, figures_root: str | Path,
-                   datasets: list[str] | None = None) -> Path | None:
-    """:func:`plot_verdicts` of every ``results/<dataset>/claims.csv`` found (or of
-    ``datasets``), saved as ``figures_root/claims_verdicts.png``; None when none is found."""
-    import matplotlib.pyplot as plt
-
-    root = Path(results_root)
-    found = sorted(p.parent.name for p in root.glob("*/claims.csv"))
-    names = [d for d in (datasets or found) if (root / d / "claims.csv").exists()]
-    if not names:
-        return None
-    fig = plot_verdicts({d: pd.read_csv(root / d / "claims.csv") for d in names})
-    path = Path(figures_root) / "claims_verdicts.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return path
