@@ -10,6 +10,8 @@ reduce those tables to one value per run, which :mod:`hiva_lib.study.claims` tes
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,11 @@ AU_FREQUENCY = "au_frequency.csv"  # per fold and AU: the AU's base rate in the 
 MECHANISM = "mechanism.csv"  # per run, variant and stage-2 epoch (notebook 09); epoch 0: before
 ALTERNATIVES = ("full_ldiff_z", "full_au_id")  # ambiguity 7's readings beside HiVA
 
+
+class ClaimsError(FileNotFoundError):
+    """No runs where the ledger looks: nothing is written."""
+
+
 @dataclass
 class ClaimInputs:
     """Where one data set's saved results are, and lazy access to them. The claims read
@@ -37,21 +44,62 @@ class ClaimInputs:
     seeds: tuple[int, ...] | None = None  # None: every seed with results
     method: str = "t"
     smoke: bool = False
-    _runs: pd.DataFrame | None = field(default=None, repr=False)
+    _found: pd.DataFrame | None = field(default=None, repr=False)
 
-    def runs(self) -> pd.DataFrame | None:
-        """Per run: variant, seed, fold, each AU's F1 and AVE in %; None without results."""
-        from hiva_lib.study.report import ReportError, collect_results, runs_in_points
+    def _collected(self) -> pd.DataFrame | None:
+        """The finished runs' metrics files (one row per run), of ``seeds`` only."""
+        from hiva_lib.study.report import ReportError, collect_results
 
-        if self._runs is None:
+        if self._found is None:
             try:
-                points = runs_in_points(collect_results(self.results_root, self.dataset))
+                found = collect_results(self.results_root, self.dataset)
             except ReportError:
                 return None
             if self.seeds is not None:
-                points = points[points["seed"].isin(list(self.seeds))]
-            self._runs = points
-        return self._runs
+                found = found[found["seed"].isin(list(self.seeds))]
+            self._found = found
+        return self._found
+
+    def runs(self) -> pd.DataFrame | None:
+        """Per run: variant, seed, fold, each AU's F1 and AVE in %; None without results."""
+        from hiva_lib.study.report import runs_in_points
+
+        found = self._collected()
+        return None if found is None else runs_in_points(found)
+
+    def require_runs(self) -> pd.DataFrame:
+        """:meth:`runs`, or one error that says where it looked and how to read the committed
+        results (so that no ledger of "no results" is written)."""
+        runs = self.runs()
+        if runs is None or runs.empty:
+            where = Path(self.results_root) / self.dataset
+            raise ClaimsError(
+                f"{where}: no finished runs (no <variant>/seed<s>/fold<k>/metrics.json"
+                f"{'' if self.seeds is None else f' of seeds {list(self.seeds)}'}); nothing "
+                "written. Train first (notebooks 02-04), or read the committed results: "
+                "papermill notebooks/10_claims.ipynb out.ipynb -p dataset "
+                f"{self.dataset} -p results_root results -p figures_root figures "
+                "-p measure False")
+        return runs
+
+    def graph_in_stage2(self, variant: str) -> set[bool]:
+        """Ambiguity 2's reading of ``variant``'s runs: whether its AU graph feeds the
+        classifier in stage 2, from each run's saved config (its model preset and overrides,
+        then the variant); a run that saved no model preset reads as the library's default."""
+        from hiva_lib.model.config import ModelConfig
+        from hiva_lib.presets import MODEL_PRESETS
+        from hiva_lib.variants import VARIANTS, apply_variant
+
+        found = self._collected()
+        if found is None or variant not in VARIANTS:
+            return set()
+        readings = set()
+        for path in found.loc[found["variant"] == variant, "path"]:
+            config = json.loads(Path(path).read_text()).get("config") or {}
+            base = MODEL_PRESETS.get(config.get("model_preset"), ModelConfig())
+            base = dataclasses.replace(base, **(config.get("model_overrides") or {}))
+            readings.add(bool(apply_variant(base, variant).graph_in_stage2))
+        return readings
 
     def study(self, seed: int = 0, fold: int = 1):
         from hiva_lib.study.study import Study
@@ -68,7 +116,6 @@ class ClaimInputs:
         if self.seeds is not None and "seed" in table:
             table = table[table["seed"].isin(list(self.seeds))]
         return table
-
 
 
 # ----------------------------------------------------------------------------- C4
@@ -102,28 +149,33 @@ def c4_per_run(runs: pd.DataFrame, frequency: pd.DataFrame) -> pd.Series:
     return pd.Series(out, dtype=float).dropna()
 
 
-
 # ----------------------------------------------------------------------------- C5
 def c5_per_run(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (seed, fold) run with HiVA and w/o L_diff tracks: the mean off-diagonal cosine of H
-    before stage 2 (epoch 0, shared), after the first trained epoch and at the last, for both;
-    ``trend`` = HiVA's last - first trained epoch, ``gap`` = w/o L_diff - HiVA at the last."""
+    """Per (seed, fold) run of HiVA, the mean off-diagonal cosine of H over every epoch:
+    ``epoch0`` (before stage 2, where saved), ``full_first`` (after the first trained epoch),
+    ``full_last``; ``slope``, the least-squares slope of the cosine on the epoch over every
+    epoch, epoch 0 included (the trend the paper calls "progressively"); ``last_step``, the
+    change over the last epoch; where w/o L_diff has the run too, ``wo_last`` and ``gap`` =
+    w/o L_diff - HiVA at the last epoch (NaN otherwise)."""
     wide = table.pivot_table(index=["seed", "fold", "epoch"], columns="variant",
                              values="h_cosine")
     rows = {}
     for (seed, fold), run in wide.groupby(level=["seed", "fold"]):
-        run = run.droplevel([0, 1])[["full", "wo_ldiff"]].dropna()
-        trained = run[run.index >= 1]
-        if len(trained) < 2:
+        run = run.droplevel([0, 1])
+        full = run["full"].dropna() if "full" in run else pd.Series(dtype=float)
+        if len(full) < 2 or full.index.max() < 1:
             continue
-        first, last = trained.iloc[0], trained.iloc[-1]
-        start = run.loc[0, "full"] if 0 in run.index else np.nan
-        rows[(seed, fold)] = dict(epoch0=start, full_first=first["full"],
-                                  full_last=last["full"], wo_last=last["wo_ldiff"],
-                                  trend=last["full"] - first["full"],
-                                  gap=last["wo_ldiff"] - last["full"])
-    return pd.DataFrame.from_dict(rows, orient="index")
-
+        epochs = full.index.to_numpy(float)
+        wo = run["wo_ldiff"].dropna() if "wo_ldiff" in run else pd.Series(dtype=float)
+        wo_last = wo.iloc[-1] if len(wo) and wo.index[-1] == full.index[-1] else np.nan
+        rows[(seed, fold)] = dict(
+            epoch0=full.get(0, np.nan), full_first=full[full.index >= 1].iloc[0],
+            full_last=full.iloc[-1], last_step=full.iloc[-1] - full.iloc[-2],
+            slope=float(np.polyfit(epochs, full.to_numpy(float), 1)[0]),
+            wo_last=wo_last, gap=wo_last - full.iloc[-1])
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.names = ["seed", "fold"]
+    return out
 
 
 # ----------------------------------------------------------------------------- C6
@@ -135,7 +187,6 @@ def c6_per_run(table: pd.DataFrame, variant: str = "full", method: str = "ddca"
               & (table["au"] != "mean") & (table["n_frames"] > 0)]
     t = t.assign(pointing=t["pointing"] - t["chance"], energy=t["energy"] - t["chance"])
     return t.groupby(["seed", "fold"])[["pointing", "energy"]].mean()
-
 
 
 # ----------------------------------------------------------------------------- C7
@@ -174,18 +225,21 @@ def graph_degrees(study, variants: tuple[str, ...] = ("full", "baseline"),
     return write_run_rows(pd.DataFrame(records), path)
 
 
-def c7_per_run(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (seed, fold) run, the means over its test frames of: HiVA's mean degree minus the
-    Baseline's (``denser``), and the active AUs' mean in-degree minus the inactive ones' in
-    HiVA's graph (``active``) and in the Baseline's (``active_baseline``)."""
+def c7_per_run(table: pd.DataFrame, variant: str = "full") -> pd.DataFrame:
+    """Per (seed, fold) run, the means over its test frames of: ``variant``'s mean degree
+    minus the Baseline's (``denser``), the active AUs' mean in-degree minus the inactive ones'
+    in ``variant``'s graph (``active``) and in the Baseline's (``active_baseline``), and the
+    difference of the two gaps, frame by frame (``active_vs_baseline``)."""
     wide = table.pivot_table(index=["seed", "fold", "row"], columns="variant",
                              values="mean_degree")
     gap = table.assign(d=table["active_indegree"] - table["inactive_indegree"])
     gap = gap.pivot_table(index=["seed", "fold", "row"], columns="variant", values="d")
-    per_frame = pd.DataFrame({"denser": wide["full"] - wide["baseline"],
-                              "active": gap.get("full"), "active_baseline": gap.get("baseline")})
+    mine, base = gap.get(variant), gap.get("baseline")
+    per_frame = pd.DataFrame({"denser": wide[variant] - wide["baseline"], "active": mine,
+                              "active_baseline": base,
+                              "active_vs_baseline": None if mine is None or base is None
+                              else mine - base})
     return per_frame.groupby(level=["seed", "fold"]).mean()
-
 
 
 # ----------------------------------------------------------------------------- ambiguity 7
@@ -193,7 +247,6 @@ def paired_runs(a: pd.DataFrame, b: pd.DataFrame) -> pd.Series:
     """a - b per (seed, fold) run both have (Series indexed by seed, fold, a single column)."""
     both = a.index.intersection(b.index)
     return (a.loc[both] - b.loc[both]).iloc[:, 0]
-
 
 
 # ------------------------------------------------------------ measured from the trained models
