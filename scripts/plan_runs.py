@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from hiva_lib.study import claim_measures as M
 from hiva_lib.study import claims as C
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tables = []
     for ds in names:
-        table = C.power_table(C.ClaimInputs(ds, args.results_root), tuple(args.half_widths))
+        table = C.power_table(M.ClaimInputs(ds, args.results_root), tuple(args.half_widths))
         tables.append(table.assign(dataset=ds))
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(f"\n== {ds}\n" + table.round(3).to_string(index=False))

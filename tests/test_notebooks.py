@@ -73,8 +73,11 @@ def test_10_claims_smoke(roots):
         figures_root=str(base / "figures"), **r)
     res = Path(r["results_root"]) / "synth-disfa"
     claims = pd.read_csv(res / "claims.csv")
-    assert list(claims["claim"]) == [f"C{i}" for i in range(1, 9)]
-    assert set(claims["verdict"]) <= {"supported", "contradicted", "not resolved"}
+    assert list(claims["claim"]) == [f"C{i}" for i in range(1, 10)]
+    assert set(claims["verdict"]) <= {"supported", "contradicted", "not resolved",
+                                      "not resolved (holds within runs only)",
+                                      "not applicable under the default reading"}
+    assert (res / "claims_parts.csv").exists() and "verdict_family" in claims
     # one (seed, fold) pair: no interval, so C1 is not resolved, and says so
     c1 = claims.set_index("claim").loc["C1"]
     assert c1["n"] == 1 and c1["verdict"] == "not resolved" and "pairs" in c1["reason"]

@@ -192,3 +192,100 @@ def test_compare_to_paper():
     assert S.compare_to_paper(est, -2.0) == "larger than the paper's -2.0"
     assert S.compare_to_paper(S.Estimate(2.1, math.nan, math.nan, 1, "t"), 5.8).startswith(
         "no interval")
+
+
+# ----------------------------------------------------------------------------- seed x fold
+def _grid(effect_seed, effect_fold, noise, mean=1.0) -> pd.Series:
+    """One value per (seed, fold) run: mean + seed effect + fold effect + noise[s][f]."""
+    return pd.Series({(s, f): mean + a + b + noise[s][f]
+                      for s, a in enumerate(effect_seed) for f, b in enumerate(effect_fold)})
+
+
+def _anova_by_hand(y: list[list[float]]) -> tuple[float, float, float]:
+    """The two-way mean squares with loops (textbook sums of squares)."""
+    S, F = len(y), len(y[0])
+    grand = sum(sum(r) for r in y) / (S * F)
+    rows = [sum(r) / F for r in y]
+    cols = [sum(y[s][f] for s in range(S)) / S for f in range(F)]
+    ss_s = F * sum((m - grand) ** 2 for m in rows)
+    ss_f = S * sum((m - grand) ** 2 for m in cols)
+    ss_e = sum((y[s][f] - rows[s] - cols[f] + grand) ** 2 for s in range(S) for f in range(F))
+    return ss_s / (S - 1), ss_f / (F - 1), ss_e / ((S - 1) * (F - 1))
+
+
+NOISE_3X4 = [[0.3, -0.1, 0.2, -0.4], [-0.2, 0.5, -0.3, 0.0], [0.1, -0.2, 0.4, -0.1]]
+
+
+def test_crossed_interval_matches_hand_computation():
+    y = _grid([0.8, -0.6, 0.1], [0.5, -0.2, 0.9, -0.7], NOISE_3X4)
+    table = [[y[(s, f)] for f in range(4)] for s in range(3)]
+    ms_s, ms_f, ms_e = _anova_by_hand(table)
+    assert ms_s > ms_e and ms_f > ms_e  # both components enter
+    var = (ms_s + ms_f - ms_e) / 12
+    # Satterthwaite: the combination MS_s + MS_f - MS_e with df 2, 3, 6
+    df = (ms_s + ms_f - ms_e) ** 2 / (ms_s ** 2 / 2 + ms_f ** 2 / 3 + ms_e ** 2 / 6)
+    half = sps.t.ppf(0.975, df) * math.sqrt(var)
+    est = S.crossed_interval(y)
+    assert est.value == pytest.approx(y.mean())
+    assert (est.low, est.high) == pytest.approx((y.mean() - half, y.mean() + half))
+    assert est.p == pytest.approx(2 * sps.t.sf(abs(y.mean()) / math.sqrt(var), df))
+    assert est.method == "seed x fold" and est.n == 12
+    # no seed or fold effect beyond the residual: both truncated, V = MS_res / (S F) on
+    # (S-1)(F-1) df
+    flat = _grid([0.0] * 3, [0.0] * 4, NOISE_3X4)
+    ms_s, ms_f, ms_e = _anova_by_hand([[flat[(s, f)] for f in range(4)] for s in range(3)])
+    c = S.crossed_components(flat)
+    assert (c.ms_seed, c.ms_fold, c.ms_residual) == pytest.approx((ms_s, ms_f, ms_e))
+    if ms_s < ms_e and ms_f < ms_e:
+        assert c.var_mean == pytest.approx(ms_e / 12) and c.df == pytest.approx(6)
+
+
+def test_a_planted_seed_effect_the_t_interval_misses():
+    """Three seeds that land far apart, the same in every fold: the nine runs look like nine
+    independent draws around 1.0 to the t-interval; over seeds the mean rests on three."""
+    small = [[0.05, -0.05, 0.0], [0.0, 0.05, -0.05], [-0.05, 0.0, 0.05]]
+    y = _grid([2.0, 0.2, 0.9], [0.0, 0.0, 0.0], small, mean=0.0)
+    plain, crossed = S.mean_interval(y.to_numpy()), S.crossed_interval(y)
+    assert plain.resolved and plain.low > 0
+    assert crossed.low < 0 < crossed.high and crossed.high - crossed.low > plain.high - plain.low
+    # the seed means alone: a t-interval over three values, what the design says
+    by_seed = S.mean_interval(y.groupby(level=0).mean().to_numpy())
+    assert (crossed.low, crossed.high) == pytest.approx((by_seed.low, by_seed.high), rel=0.05)
+    assert S.design_verdict(S.verdict(plain.low, plain.high),
+                            S.verdict(crossed.low, crossed.high)) == S.WITHIN_RUNS_ONLY
+
+
+def test_a_planted_fold_effect_the_t_interval_misses():
+    small = [[0.05, -0.05, 0.0], [0.0, 0.05, -0.05], [-0.05, 0.0, 0.05]]
+    y = _grid([0.0, 0.0, 0.0], [2.0, 0.2, 0.9], small, mean=0.0)
+    plain, crossed = S.mean_interval(y.to_numpy()), S.crossed_interval(y)
+    assert plain.low > 0 and crossed.low < 0 < crossed.high
+
+
+def test_crossed_interval_covers_under_the_model():
+    """Simulated 3 x 3 designs with seed, fold and residual variance 1 each: the crossed
+    interval covers the true mean about 95% of the time, the t-interval over runs far less."""
+    rng = np.random.default_rng(0)
+    cover_plain = cover_crossed = 0
+    draws = 400
+    for _ in range(draws):
+        a, b, e = rng.normal(size=3), rng.normal(size=3), rng.normal(size=(3, 3))
+        y = _grid(a, b, e, mean=0.0)
+        plain, crossed = S.mean_interval(y.to_numpy()), S.crossed_interval(y)
+        cover_plain += plain.low < 0 < plain.high
+        cover_crossed += crossed.low < 0 < crossed.high
+    assert cover_plain / draws < 0.85
+    assert cover_crossed / draws > 0.92
+
+
+def test_one_fold_or_seed_gives_no_crossed_interval():
+    nine_seeds = pd.Series({(s, 1): float(s) for s in range(9)})
+    est = S.crossed_interval(nine_seeds)
+    assert math.isnan(est.low) and est.n == 9 and est.value == pytest.approx(4.0)
+    assert S.design_note(nine_seeds).startswith("one fold (9 seeds)")
+    assert S.design_note(pd.Series({(0, f): float(f) for f in (1, 2, 3)})).startswith(
+        "one seed (3 folds)")
+    holes = pd.Series({(s, f): 1.0 for s in range(3) for f in range(3) if (s, f) != (2, 2)})
+    assert math.isnan(S.crossed_interval(holes).low) and "do not fill" in S.design_note(holes)
+    assert S.design_verdict(S.SUPPORTED, S.SUPPORTED) == S.SUPPORTED
+    assert S.design_verdict(S.NOT_RESOLVED, S.SUPPORTED) == S.NOT_RESOLVED

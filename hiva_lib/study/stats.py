@@ -28,6 +28,11 @@ or the bootstrap's, :func:`mean_interval`). A part is resolved when its Holm-adj
 Power (:func:`min_detectable_effect`, :func:`pairs_needed`, :func:`pairs_for_half_width`):
 from the sample sd of the paired differences, the smallest true mean difference a two-sided
 paired t-test at 5% detects with 80% power (noncentral t), and the pairs a target needs.
+
+The design (:func:`crossed_interval`): runs are crossed seeds x folds, so the t-interval over
+the runs holds the noise of these seeds and folds only. The crossed random-effects interval
+treats both as draws: its derivation is in that function's docstring. A verdict must hold
+under it as well (:func:`design_verdict`), else it is :data:`WITHIN_RUNS_ONLY`.
 """
 from __future__ import annotations
 
@@ -44,6 +49,10 @@ POWER = 0.8
 METHODS = ("t", "bootstrap")
 SUPPORTED, CONTRADICTED, NOT_RESOLVED = "supported", "contradicted", "not resolved"
 VERDICTS = (SUPPORTED, CONTRADICTED, NOT_RESOLVED)
+# a verdict resolved over the runs that the seed x fold interval does not confirm
+WITHIN_RUNS_ONLY = "not resolved (holds within runs only)"
+# a claim about a part of the model that the evaluated model does not use (C7, ambiguity 2)
+NOT_APPLICABLE = "not applicable under the default reading"
 
 
 @dataclass(frozen=True)
@@ -322,3 +331,107 @@ def compare_to_paper(est: Estimate, paper: float) -> str:
     if est.low > paper:
         return f"larger than the paper's {paper:+.1f}"
     return f"consistent with the paper's {paper:+.1f}"
+
+
+# ----------------------------------------------------------------------------- seed x fold
+@dataclass(frozen=True)
+class Crossed:
+    """The mean squares of a complete seeds x folds table and the variance of its mean."""
+
+    seeds: int
+    folds: int
+    ms_seed: float
+    ms_fold: float
+    ms_residual: float
+    var_mean: float
+    df: float
+
+
+def crossed_components(values: pd.Series) -> Crossed | None:
+    """The two-way ANOVA of one value per (seed, fold) run (``values`` indexed by seed, fold:
+    the first two index levels); None unless the runs fill a complete grid of at least 2
+    seeds x 2 folds (see :func:`crossed_interval`)."""
+    v = values[np.isfinite(values.to_numpy(float))]
+    grid = v.groupby(level=[0, 1]).mean().unstack()
+    s, f = grid.shape
+    if s < 2 or f < 2 or grid.isna().any().any() or len(v) != s * f:
+        return None
+    y = grid.to_numpy(float)
+    mean, seed_means, fold_means = y.mean(), y.mean(1), y.mean(0)
+    ms_seed = f * ((seed_means - mean) ** 2).sum() / (s - 1)
+    ms_fold = s * ((fold_means - mean) ** 2).sum() / (f - 1)
+    resid = y - seed_means[:, None] - fold_means[None, :] + mean
+    ms_res = (resid ** 2).sum() / ((s - 1) * (f - 1))
+    # each variance component truncated at 0: the mean squares that enter, with their net
+    # coefficients (MS_res enters once, less once per component kept)
+    kept = [(ms, dfk) for ms, dfk in ((ms_seed, s - 1), (ms_fold, f - 1)) if ms > ms_res]
+    terms = [(ms, 1.0, dfk) for ms, dfk in kept] + [(ms_res, 1.0 - len(kept),
+                                                     (s - 1) * (f - 1))]
+    total = sum(c * ms for ms, c, _ in terms)
+    # Satterthwaite: the df of a linear combination of independent mean squares
+    spread = sum((c * ms) ** 2 / dfk for ms, c, dfk in terms)
+    df = total ** 2 / spread if spread > 0 else float("inf")
+    return Crossed(s, f, float(ms_seed), float(ms_fold), float(ms_res), float(total / (s * f)),
+                   float(df))
+
+
+def crossed_interval(values: pd.Series, level: float = LEVEL) -> Estimate:
+    """The mean of one value per (seed, fold) run with a 95% interval that treats seed and
+    fold as crossed random effects (method ``"seed x fold"``).
+
+    Model: y_sf = mu + a_s + b_f + e_sf, with a_s ~ N(0, s_a^2) (seed), b_f ~ N(0, s_b^2)
+    (fold: its subjects) and e_sf ~ N(0, s_e^2) independent, one run per cell of a complete
+    S x F grid. The grand mean ybar estimates mu with
+
+        Var(ybar) = s_a^2 / S + s_b^2 / F + s_e^2 / (S F).
+
+    From the two-way ANOVA without interaction, MS_seed = F sum_s (ybar_s. - ybar)^2 / (S-1),
+    MS_fold = S sum_f (ybar_.f - ybar)^2 / (F-1), MS_res = sum (y_sf - ybar_s. - ybar_.f +
+    ybar)^2 / ((S-1)(F-1)), with E[MS_seed] = s_e^2 + F s_a^2, E[MS_fold] = s_e^2 + S s_b^2,
+    E[MS_res] = s_e^2. The moment estimates s_a^2 = max(0, (MS_seed - MS_res) / F) and
+    s_b^2 = max(0, (MS_fold - MS_res) / S) give
+
+        V = [MS_res + (MS_seed - MS_res)^+ + (MS_fold - MS_res)^+] / (S F)
+
+    (without truncation: (MS_seed + MS_fold - MS_res) / (S F)). The small-sample correction is
+    Satterthwaite's: V is a linear combination sum_k c_k MS_k / (S F) of independent mean
+    squares with df_k, and nu = (sum_k c_k MS_k)^2 / sum_k (c_k MS_k)^2 / df_k; the interval
+    is ybar +- t_{0.975, nu} sqrt(V), and p = 2 P(T_nu > |ybar| / sqrt(V)).
+
+    With one seed or one fold (or a grid with holes) that factor's variance is not estimable
+    from the runs: no interval (NaN), so no verdict can rest on it."""
+    x = values.to_numpy(float)
+    ok = np.isfinite(x)
+    mean, n = (float(x[ok].mean()) if ok.any() else float("nan")), int(ok.sum())
+    sd = float(x[ok].std(ddof=1)) if n > 1 else float("nan")
+    c = crossed_components(values) if n >= MIN_PAIRS else None
+    if c is None:
+        return Estimate(mean, float("nan"), float("nan"), n, "seed x fold", sd=sd)
+    se = np.sqrt(c.var_mean)
+    if se == 0:
+        return Estimate(mean, mean, mean, n, "seed x fold", float(mean == 0), sd)
+    half = float(sps.t.ppf(1 - (1 - level) / 2, c.df)) * se
+    p = float(2 * sps.t.sf(abs(mean) / se, c.df))
+    return Estimate(mean, mean - half, mean + half, n, "seed x fold", p, sd)
+
+
+def design_note(values: pd.Series) -> str:
+    """Why a seed x fold interval is missing: '' when :func:`crossed_components` has one."""
+    v = values[np.isfinite(values.to_numpy(float))]
+    if len(v) < MIN_PAIRS or crossed_components(v) is not None:
+        return ""
+    seeds, folds = (v.index.get_level_values(i).nunique() for i in (0, 1))
+    if folds < 2:
+        return f"one fold ({seeds} seeds): the fold's variance is not estimable"
+    if seeds < 2:
+        return f"one seed ({folds} folds): the seed's variance is not estimable"
+    return f"{len(v)} runs do not fill the {seeds} x {folds} grid of seeds and folds"
+
+
+def design_verdict(within_runs: str, design: str) -> str:
+    """A claim's verdict over the runs, kept when the seed x fold rule gives the same;
+    :data:`WITHIN_RUNS_ONLY` when a resolved verdict does not hold under the design (a verdict
+    the design resolves and the runs do not is not promoted)."""
+    if within_runs in (SUPPORTED, CONTRADICTED) and design != within_runs:
+        return WITHIN_RUNS_ONLY
+    return within_runs
