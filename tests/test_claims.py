@@ -1,4 +1,4 @@
-"""The claims ledger (issue 16) on planted results: each verdict from the one rule."""
+"""The claims ledger on planted results: each verdict from the one rule."""
 from __future__ import annotations
 
 import json

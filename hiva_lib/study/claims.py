@@ -1,4 +1,4 @@
-"""The paper's claims as data, each with the test that decides it (issue 16).
+"""The paper's claims as data, each with the test that decides it.
 
 :data:`CLAIMS` lists C1-C8: an id, the claim in our words, where the paper makes it, the test
 and its statistic, and the function that evaluates it from saved results (the per-run
@@ -501,7 +501,7 @@ CLAIMS: tuple[Claim, ...] = (
           eval_c7),
     Claim("C8", "The meaning of the descriptions matters: HiVA beats the same model with "
           "shuffled descriptions and with learned tokens and no language model.",
-          "the paper's premise (Sec. I, III-B); controls of issue 16",
+          "the paper's premise (Sec. I, III-B); the controls",
           "paired gains HiVA - shuffled_text and HiVA - no_language, each above 0 (Holm over "
           "2)", "AVE gain of the deciding part (F1 points)", eval_c8),
 )
