@@ -65,7 +65,7 @@ LAMBDA_SWEEP = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 
 def lambda_slug(value: float) -> str:
-    """``lambda_0``, ``lambda_1e-5``, ``lambda_1``: the sweep variant of lambda ``value``."""
+    """``lambda_0``, ``lambda_1e-05``, ``lambda_100``: the sweep variant of lambda ``value``."""
     return "lambda_" + ("0" if value == 0 else f"{value:g}")
 
 
