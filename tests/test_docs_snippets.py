@@ -1,10 +1,11 @@
 """Docs that cannot drift: every ```python block of README.md and docs/*.md runs, and every
 command they quote names what exists.
 
-* Python blocks run in document order in one namespace per document (a later block may use
-  what an earlier one made), each in a fresh working folder. Paths a reader replaces by their
-  own (``/path/to/BP4D``, ``ME-GraphAU/data/BP4D/list``) are built there as tiny trees in the
-  data set's distributed layout (tests/real_fixtures.py); any other ``/path/to`` is an error.
+* Python blocks run in document order in one namespace and one fresh working folder per
+  document (a later block may use what an earlier one made, as in a reader's session).
+  Paths a reader replaces by their own (``/path/to/BP4D``, ``ME-GraphAU/data/DISFA/list``)
+  are built there as tiny trees in the data set's distributed layout
+  (tests/real_fixtures.py); any other ``/path/to`` is an error.
 * ``python scripts/<name>.py`` commands: the script exists, its ``--help`` exits 0 and names
   every ``--option`` the docs give it.
 * ``papermill notebooks/<name>.ipynb`` commands: the notebook exists and every ``-p``/``-y``
@@ -18,6 +19,7 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +32,7 @@ DOCS = ["README.md"] + sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "d
 # docs/history.md keeps the commands of its dates (old notebook numbers, old options): its
 # commands are not checked; its python blocks would be
 CURRENT = [doc for doc in DOCS if doc != "docs/history.md"]
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+BLOCK = re.compile(r"^([ \t]*)```python\n(.*?)^\1```", re.MULTILINE | re.DOTALL)
 
 
 def _bp4d_raw(folder: Path) -> Path:
@@ -38,31 +40,34 @@ def _bp4d_raw(folder: Path) -> Path:
     return folder / "BP4D"
 
 
-def _bp4d_lists(folder: Path) -> Path:
-    make_megraphau(folder / "ME-GraphAU" / "data", "bp4d")
-    return folder / "ME-GraphAU" / "data" / "BP4D" / "list"
+def _disfa_lists(folder: Path) -> Path:
+    make_megraphau(folder / "ME-GraphAU" / "data", "disfa")
+    return folder / "ME-GraphAU" / "data" / "DISFA" / "list"
 
 
 # what a block may name in place of the reader's own copy: text -> builder(working folder) of a
 # tiny stand-in; an absolute placeholder is replaced by the stand-in's path in the block
 STAND_INS: dict[str, Callable[[Path], Path]] = {
     "/path/to/BP4D": _bp4d_raw,
-    "ME-GraphAU/data/BP4D/list": _bp4d_lists,
+    "ME-GraphAU/data/DISFA/list": _disfa_lists,
 }
 
 
 def python_blocks(doc: str) -> list[tuple[int, str]]:
-    """(first line, code) of each ```python block of ``doc``."""
+    """(first line, code) of each ```python block of ``doc`` (one inside a list item too)."""
     text = (ROOT / doc).read_text()
-    return [(text[:m.start()].count("\n") + 2, m.group(1)) for m in BLOCK.finditer(text)]
+    return [(text[:m.start()].count("\n") + 2, textwrap.dedent(m.group(2)))
+            for m in BLOCK.finditer(text)]
 
 
-def with_stand_ins(code: str, folder: Path) -> str:
+def with_stand_ins(code: str, folder: Path, built: dict[str, Path]) -> str:
+    """``code`` with each placeholder it names built (once per document) and replaced."""
     for text, build in STAND_INS.items():
         if text in code:
-            path = build(folder)
+            if text not in built:
+                built[text] = build(folder)
             if text.startswith("/"):
-                code = code.replace(text, path.as_posix())
+                code = code.replace(text, built[text].as_posix())
     return code
 
 
@@ -77,11 +82,10 @@ def test_the_docs_hold_python_blocks():
 @pytest.mark.parametrize("doc", DOCS_WITH_CODE)
 def test_python_blocks_run(doc, tmp_path, monkeypatch):
     namespace: dict = {"__name__": "__doc_snippet__"}
-    for i, (line, code) in enumerate(python_blocks(doc)):
-        folder = tmp_path / f"block{i}"
-        folder.mkdir()
-        monkeypatch.chdir(folder)
-        code = with_stand_ins(code, folder)
+    built: dict[str, Path] = {}
+    monkeypatch.chdir(tmp_path)
+    for line, code in python_blocks(doc):
+        code = with_stand_ins(code, tmp_path, built)
         assert "/path/to" not in code, (
             f"{doc}:{line}: a placeholder path with no stand-in; add one to STAND_INS in "
             f"tests/test_docs_snippets.py or use a path the block makes itself")
