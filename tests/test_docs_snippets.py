@@ -200,3 +200,29 @@ def test_notebooks_the_docs_name_exist():
     have = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
     assert names and not names - have, f"the docs name notebooks that do not exist: " \
                                         f"{sorted(names - have)}"
+
+
+# --- paths ----------------------------------------------------------------------------------
+
+PROJECT_PATH = re.compile(r"`((?:docs|hiva_lib|scripts|tests|results|figures|notebooks|\.ci)"
+                          r"/[\w./-]*)`")
+# paths the docs name as what a command will write (not in a fresh clone)
+WRITTEN = {"results/gpu_check.csv"}
+LINK = re.compile(r"\]\((?!https?:|#)([^)\s]+)\)")
+
+
+def test_project_paths_the_docs_name_exist():
+    """Every file or folder of the project a doc names in backticks or links to is there,
+    except patterns (``<dataset>``, ``*``), smoke outputs and the outputs listed in WRITTEN."""
+    missing = []
+    for doc in CURRENT:
+        for m in PROJECT_PATH.finditer((ROOT / doc).read_text()):
+            path = m.group(1)
+            if any(c in path for c in "<*{") or "_smoke" in path or path in WRITTEN:
+                continue
+            if not (ROOT / path.rstrip("/")).exists():
+                missing.append(f"{doc}: {path}")
+        for m in LINK.finditer((ROOT / doc).read_text()):  # images and relative links
+            if not ((ROOT / doc).parent / m.group(1).split("#")[0]).exists():
+                missing.append(f"{doc}: link {m.group(1)}")
+    assert not missing, "the docs name project paths that do not exist:\n" + "\n".join(missing)
