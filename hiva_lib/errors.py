@@ -1,4 +1,4 @@
-"""Errors shared by the rooms: here so that the model can raise them without importing the
+"""Errors shared by the subpackages: here so that the model can raise them without importing the
 engine (model -> engine would be a layer leak)."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Integrity on the ground floor: atomic writes, SHA-256 checksums, versioned names, JSON
-records read with one clear error. Used by the data, engine and study rooms alike.
+"""Integrity at the base layer: atomic writes, SHA-256 checksums, versioned names, JSON
+records read with one clear error. Used by the data, engine and study subpackages alike.
 
 - **Atomic writes** (:func:`atomic_write` and its text / JSON / bytes forms): a file is
   written to a temporary sibling and moved into place with ``os.replace``, so a kill leaves

@@ -1,5 +1,5 @@
 """Where the project lives: its root folder, the default output root and figures folder
-(ground floor: the data room draws figures too)."""
+(base layer: the data subpackage draws figures too)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -6,7 +6,7 @@ only; every other row is a stage-2 model started from that shared stage-1 checkp
 "HiVA (w/o CDCA, w/o DDCA)" keeps the text branch and fuses Z_i without cross-attention
 (``fusion_without_attention``, ambiguity 3), which is what makes it differ from Baseline.
 
-The controls (issue 16; no row of the paper; the report shows them in their own table):
+The controls (no row of the paper; the report shows them in their own table):
 ``shuffled_text`` gives every AU another AU's descriptions (a fixed derangement, no AU keeps
 its own); ``no_language`` puts learned per-AU token embeddings of the same shapes in place of
 the text encoder's output (no language model at all); ``lambda_<v>`` is HiVA with L_diff's
@@ -34,7 +34,7 @@ class Variant:
     stages: tuple[int, ...] = (1, 2)
     # the row's name in a table that prints it differently (Table IV: "VLU" for Baseline)
     table_names: dict[int, str] = field(default_factory=dict)
-    control: bool = False  # a control of issue 16, not a row of Tables IV-VI
+    control: bool = False  # a control, not a row of Tables IV-VI
 
     @property
     def aliases(self) -> tuple[str, ...]:
@@ -65,7 +65,7 @@ LAMBDA_SWEEP = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 
 def lambda_slug(value: float) -> str:
-    """``lambda_0``, ``lambda_1e-5``, ``lambda_1``: the sweep variant of lambda ``value``."""
+    """``lambda_0``, ``lambda_1e-05``, ``lambda_100``: the sweep variant of lambda ``value``."""
     return "lambda_" + ("0" if value == 0 else f"{value:g}")
 
 
@@ -76,7 +76,7 @@ _CONTROLS = (
             dict(text_control="learned"), control=True),
     *(Variant(lambda_slug(v), f"Sweep: lambda = {v:g}", dict(lambda_diff=v), control=True)
       for v in LAMBDA_SWEEP),
-    # ambiguity 7 (issue 25), not rows of the paper, so shown with the controls: HiVA with a
+    # ambiguity 7 (docs/model.md), not rows of the paper, so shown with the controls: HiVA with a
     # learned AU-identity embedding before Eq. 2's Transformer; HiVA with L_diff on Z at a
     # lambda that keeps Z apart (1: measured on synth-bp4d, docs/model.md)
     Variant("full_au_id", "HiVA + AU identity (ambiguity 7)",

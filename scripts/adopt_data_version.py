@@ -1,5 +1,5 @@
 """Record the data version of runs and results saved before data fingerprints, after checking
-each against the data (hiva_lib.engine.adopt; issue 13). Prints one line per result.
+each against the data (hiva_lib.engine.adopt). Prints one line per result.
 
     python scripts/adopt_data_version.py synth-bp4d synth-disfa --data-root data/prepared
 """

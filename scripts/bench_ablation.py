@@ -36,7 +36,7 @@ from hiva_lib.engine.ablation import default_workers  # noqa: E402
 from hiva_lib.integrity import atomic_write_text, free_version  # noqa: E402
 
 DATASETS = ("synth-bp4d", "synth-disfa", "synth-gft")
-GOAL_MIN = 90.0  # the whole miniature (all three tables, the seeds below), issue 17
+GOAL_MIN = 90.0  # the whole miniature (all three tables, the seeds below), the SynthFACS budget
 # seeds per table: 3 on every fold of Table IV; Table V one seed on its 3 folds; Table VI (one
 # test fold) one seed (the budget)
 SEEDS = {"synth-bp4d": [0, 1, 2], "synth-disfa": [0], "synth-gft": [0]}

@@ -5,7 +5,7 @@ PIL vs OpenCV vs torchvision.io, JPEG (quality 95, as data preparation writes) a
     python scripts/bench_decode.py [--n 200] [--rounds 5] [--image face.jpg]
 
 The test image is a SynthFACS face rendered at 224 and 256 px (or ``--image``), so its entropy
-is that of a face crop, not of noise. Printed, not asserted (issue 15, item 4; docs/data.md).
+is that of a face crop, not of noise. Printed, not asserted (docs/data.md).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Benchmark: the seed and thread noise of the vision-only Baseline (issue 17, goal printed).
+"""Benchmark: the seed and thread noise of the vision-only Baseline (noise calibration).
 
 Trains stage 1 (the Baseline) of the default SynthFACS training preset on one fold of each
 data set for several seeds, evaluates it on the test fold, and prints per data set the mean F1

@@ -1,4 +1,4 @@
-"""The first command to run on a GPU (issue 15, item 5): can this machine train the paper's model?
+"""The first command to run on a GPU: can this machine train the paper's model?
 
     python scripts/check_gpu.py                       # paper size on CUDA, smoke size on a CPU
     python scripts/check_gpu.py --smoke               # smoke size anywhere (seconds)

@@ -8,7 +8,7 @@
 #   ONLY=derive bash scripts/regenerate_results.sh     # measurements, ledger, report, figures
 #
 # What is trained (notebook 04; (seed, fold) runs):
-#   synth-bp4d  the eight rows of Table IV, seeds 0-2 x folds 1-3; the controls of issue 16
+#   synth-bp4d  the eight rows of Table IV, seeds 0-2 x folds 1-3; the controls
 #               (shuffled_text, no_language, the lambda sweep's 1e-5 ... 100) fold 1 x seeds
 #               0-2; ambiguity 7: full_ldiff_z seeds 0-1 x folds 1-3, full_au_id fold 1 x
 #               seeds 0-2

@@ -1,4 +1,4 @@
-"""scripts/check_gpu.py at smoke size on the CPU (issue 15, item 5): one table with the
+"""scripts/check_gpu.py at smoke size on the CPU: one table with the
 documented columns and checks, the learning check passed, nothing overwritten, and its
 memory counter checked against a planted computation."""
 from __future__ import annotations

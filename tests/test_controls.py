@@ -1,4 +1,4 @@
-"""The controls of issue 16: shuffled descriptions, no language model, the lambda sweep."""
+"""The controls: shuffled descriptions, no language model, the lambda sweep."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""The engine's GPU memory and speed options (issue 15), checked on the CPU: micro-batches give
+"""The engine's GPU memory and speed options, checked on the CPU: micro-batches give
 the update of the whole batch, activation checkpointing the same gradients, the training step
 makes no host-device sync, and DDP evaluation on 2 gloo processes the metrics of one."""
 from __future__ import annotations

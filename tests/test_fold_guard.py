@@ -1,5 +1,5 @@
 """A checkpoint knows its training subjects; evaluating it on a fold that holds any of them
-is refused before anything is written (issue 18, item 3)."""
+is refused before anything is written."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""Integrity end to end (issue 28): damaged checkpoints and changed images never pass
+"""Integrity end to end: damaged checkpoints and changed images never pass
 silently, versions never nest, locks hold under races, a full disk gets one clear error, and
 every other bad input is one error before anything is written."""
 from __future__ import annotations
@@ -517,10 +517,10 @@ def test_hiva_detect_checks_its_output_before_inference(tmp_path, capsys, monkey
         assert "not writable" in capsys.readouterr().err
 
 
-# ----------------------------------------------------------------------------- 7. rooms
-def test_the_data_room_imports_neither_engine_nor_study():
+# ----------------------------------------------------------------------------- 7. layers
+def test_the_data_package_imports_neither_engine_nor_study():
     """hiva_lib/data/ sits below the engine: what it needs of integrity and paths comes from
-    the ground floor (hiva_lib.integrity, hiva_lib.project)."""
+    the base layer (hiva_lib.integrity, hiva_lib.project)."""
     leaks = []
     for path in (ROOT / "hiva_lib" / "data").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

@@ -1,5 +1,6 @@
-"""Issue 25: the mechanism diagnostics on planted embeddings and maps, and ambiguity 7's
-switches (they change only what they say; the default path is unchanged)."""
+"""Why the language branch does nothing: the mechanism diagnostics on planted embeddings
+and maps, and ambiguity 7's switches (they change only what they say; the default path is
+unchanged)."""
 from __future__ import annotations
 
 import dataclasses

@@ -122,3 +122,45 @@ def test_synthfacs_refuses_a_size_it_cannot_honour(tmp_path, smoke_data_root):
         assert data.meta["image_size"] == 128
     with pytest.raises(ValueError, match=r"image_size='big': pass 'auto'"):
         prepare_dataset("bp4d", tmp_path, raw_root=tmp_path, image_size="big")
+
+
+# --- notebook 01: replacing an export is its own switch ------------------------------------
+
+NOTEBOOK_01 = Path(__file__).resolve().parents[1] / "notebooks" / "01_prepare_data.ipynb"
+
+
+def _run_notebook_01(**params) -> None:
+    """Notebook 01's code cells in order, ``params`` set after its parameters cell (as
+    papermill injects them), in this process: seconds at smoke size."""
+    import json
+
+    namespace: dict = {}
+    for cell in json.loads(NOTEBOOK_01.read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        exec("".join(cell["source"]), namespace)  # noqa: S102 - the notebook's own code
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            namespace.update(params)
+
+
+def test_notebook_01_replaces_an_export_only_with_overwrite_export(tmp_path):
+    from hiva_lib.data.prepared import DatasetError
+
+    export = tmp_path / "export"
+    params = dict(dataset="synth-disfa", smoke=True, data_root=str(tmp_path / "data"),
+                  figures_root=str(tmp_path / "figures"), megraphau_export_dir=str(export))
+    _run_notebook_01(**params)
+    index = tmp_path / "data" / "synth-disfa" / "index.csv"
+    prepared_at = index.stat().st_mtime_ns
+    (export / "stale.txt").write_text("from an earlier export")
+
+    for flags in ({}, {"overwrite": True}):  # the data set's switch leaves the export alone
+        with pytest.raises(DatasetError, match="overwrite_export"):
+            _run_notebook_01(**params, **flags)
+        assert (export / "stale.txt").exists()
+    prepared_again_at = index.stat().st_mtime_ns
+    assert prepared_again_at != prepared_at  # overwrite=True did prepare the data set again
+
+    _run_notebook_01(**params, overwrite_export=True)
+    assert not (export / "stale.txt").exists() and (export / "list").is_dir()
+    assert index.stat().st_mtime_ns == prepared_again_at  # the data set was reused as it was

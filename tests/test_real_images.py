@@ -1,4 +1,4 @@
-"""How real face crops are stored and decoded (issue 15, item 4): prepared at 256 px by default
+"""How real face crops are stored and decoded: prepared at 256 px by default
 (the loader's resize size for the 224 crop, so nothing is resized at load), stored as JPEG
 whatever the source (DISFA's ME-GraphAU PNGs too), decoded by OpenCV with the same pixels as
 the former PIL decoder (SynthFACS PNGs bit for bit)."""

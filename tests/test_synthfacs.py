@@ -79,7 +79,7 @@ def test_presets_mimic_the_real_sets():
         assert p.au_ids == au.dataset_aus(p.real) == au.dataset_aus(name)
         assert set(p.base_rates) == set(p.au_ids)
         assert p.n_subjects < p.real_subjects
-        # enough frames for seed-to-seed noise below 1 F1 point (SynthFACS 1.2, issue 17),
+        # enough frames for seed-to-seed noise below 1 F1 point (SynthFACS 1.2, calibration),
         # few enough to render in well under a minute
         assert 3000 <= p.n_subjects * p.frames_per_subject <= 5000
     assert sf.SYNTH_PRESETS["synth-gft"].protocol == "train_test"

@@ -1,4 +1,4 @@
-"""Runs you can trust (issue 13): bad input refused before anything is written, image leakage,
+"""Runs you can trust: bad input refused before anything is written, image leakage,
 cut videos, unwritable outputs, unreadable inference inputs; data versions, NaN stops, versions
 and locks of runs."""
 from __future__ import annotations

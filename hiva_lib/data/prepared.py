@@ -55,7 +55,7 @@ PROTOCOLS = ("3fold", "train_test")
 # (frames, videos, ME-GraphAU's PNG); a 256 px face crop is about 25 KiB and decodes in < 1 ms
 JPEG_QUALITY = 95
 # their side by default: the loader's resize size for the paper's 224 crop (loader.load_size_for),
-# so the loader neither resizes them nor upsamples a 224 crop to 256 (as before issue 15)
+# so the loader neither resizes them nor upsamples a 224 crop to 256 (the former 224 storage)
 REAL_IMAGE_SIZE = 256
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 

@@ -1,5 +1,5 @@
 """Runs and results saved before data fingerprints existed: record the data version they were
-made on, after checking it (issue 13).
+made on, after checking it (runs you can trust).
 
 A run or result recorded before data fingerprints has an "unknown data version" and is never
 reused. When the prepared data set it was made on is still there, :func:`adopt_data_version`

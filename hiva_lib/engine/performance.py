@@ -1,4 +1,4 @@
-"""GPU memory and speed options of a run (issue 15), all off by default where they change
+"""GPU memory and speed options of a run, all off by default where they change
 numerics: micro-batches (gradient accumulation, with the micro-batch chosen from the free GPU
 memory on request), activation checkpointing of the backbone, ``torch.compile``, TF32,
 ``cudnn.benchmark``, and the loader workers per rank."""

@@ -38,7 +38,7 @@ def git(*args: str) -> str | None:
 
 
 # training options that leave a run's meaning (and signature) alone but change the last digits
-# of its numbers on a GPU: recorded with each result (issue 15; docs/training.md)
+# of its numbers on a GPU: recorded with each result (docs/training.md)
 NUMERICS_FIELDS = ("amp", "tf32", "compile", "cudnn_benchmark", "grad_accum_steps",
                    "micro_batch", "grad_checkpointing")
 

@@ -42,7 +42,7 @@ class ModelConfig:
     text_heads: int = 8
     text_ff_dim: int | None = None  # feed-forward width of Eq. 2's layers; None = dim
     descriptions_path: str | None = None  # None: hiva_lib/assets/au_descriptions.json
-    # controls (issue 16, hiva_lib.variants): "none"; "shuffled": every AU gets another AU's
+    # controls (hiva_lib.variants): "none"; "shuffled": every AU gets another AU's
     # descriptions (a fixed derangement); "learned": learned per-AU token embeddings in place
     # of the text encoder's output, no language model
     text_control: str = "none"

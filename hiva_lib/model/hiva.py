@@ -1,9 +1,9 @@
-"""HiVA: the full model of Sec. III (Fig. 2), its configuration and presets.
+"""HiVA: the full model of Sec. III (Fig. 2), assembled from one module per component.
 
     (a) Backbone          images -> X_g (B, C, H, W)                     backbone.py
     (c) AU branches+graph X_g -> F_i, U_i; Eq. 3; stage-1 FC per AU      au_graph.py
-    (b) Text              descriptions -> H (Eq. 1: L_diff), Z (Eq. 2)   text_encoder.py
-    (d) DDCA / CDCA       (F_i, U_i, Z) -> D_i (Eq. 5); (X_g, Z) -> C_i  cross_attention.py
+    (b) Text              descriptions -> H (Eq. 1: L_diff), Z (Eq. 2)   text.py
+    (d) DDCA / CDCA       (F_i, U_i, Z) -> D_i (Eq. 5); (X_g, Z) -> C_i  attention.py
     head                  concat(U_i, D_i, C_i) -> FC -> ReLU -> per-AU logit
 
 Stage 1 (Sec. III-E) runs (a) + (c) and predicts from the graph-refined U_i'. Stage 2 runs

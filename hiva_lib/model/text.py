@@ -277,7 +277,7 @@ class _TokenTable(nn.Module):
 
 
 class LearnedText(nn.Module):
-    """The ``no_language`` control (issue 16): :class:`TextEncoder`'s outputs with no language
+    """The ``no_language`` control: :class:`TextEncoder`'s outputs with no language
     model and no descriptions. Each AU has ``tokens`` learned token states (width ``dim``);
     H_i is their mean, and W_p and the Transformer of Eq. 2 are as in TextEncoder, so Z, the
     DDCA keys and L_diff (Eq. 1, on H) keep their shapes and roles. What is removed is exactly

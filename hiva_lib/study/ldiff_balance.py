@@ -1,4 +1,4 @@
-"""Eq. 7's balance: from what lambda does L_diff (Eq. 1) do anything? (issue 16, the lambda sweep)
+"""Eq. 7's balance: from what lambda does L_diff (Eq. 1) do anything? (the lambda sweep)
 
 L_diff depends on the text embeddings H only, so the parameters it can move are the trained
 text layers (the last BERT layers; the learned token table of ``no_language``). On those

@@ -11,8 +11,9 @@ AVE is the mean over AUs of the per-AU F1 of a run, then averaged over runs, whi
 paper's protocol (per-AU F1 averaged over the 3 folds, AVE their mean).
 Gains over the Baseline are paired per (seed, fold) run, with a 95% interval over the pairs
 (:mod:`hiva_lib.study.stats`, t-interval by default); a gain is resolved only when its interval
-excludes 0. The controls of issue 16 (:data:`hiva_lib.variants.CONTROLS`) are not rows of the
-paper's tables: they get their own table (``controls.csv``).
+excludes 0. The controls (shuffled descriptions, no language model, the lambda sweep;
+:data:`hiva_lib.variants.CONTROLS`) are not rows of the paper's tables: they get their own
+table (``controls.csv``).
 :func:`write_report` writes ``results/<dataset>/report/``.
 """
 from __future__ import annotations
@@ -284,7 +285,7 @@ def _gain_lines(ours: pd.DataFrame, abl: str, method: str) -> list[str]:
 
 def controls_table(runs: pd.DataFrame, method: str = "t",
                    balance: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The controls of issue 16 (one row each, those with results): AVE mean ± std over runs,
+    """The controls (one row each, those with results): AVE mean ± std over runs,
     and their AVE gains paired per (seed, fold) over the Baseline and over HiVA (full), each
     with its 95% interval, p and ``resolved``: the controls against one reference are one
     family, resolved when the Holm-adjusted p (``p_holm_vs_<ref>``) < 0.05; for the lambda
@@ -332,7 +333,7 @@ def _controls_lines(controls: pd.DataFrame, method: str) -> list[str]:
         table[f"resolved vs {name}"] = np.where(controls[f"resolved_vs_{ref}"], "yes", "no")
     if "grad_ratio" in controls:
         table["grad ratio"] = [f"{r:.2g}" if r == r else "" for r in controls["grad_ratio"]]
-    return ["## Controls (issue 16; not rows of the paper)", "",
+    return ["## Controls (not rows of the paper)", "",
             "shuffled_text: every AU gets another AU's descriptions; no_language: learned "
             "per-AU tokens, no language model; lambda_<v>: HiVA with Eq. 7's lambda = v. "
             f"Gains paired per (seed, fold), 95% {METHOD_NAMES[method]}; resolved: Holm-"

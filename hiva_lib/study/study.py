@@ -132,7 +132,7 @@ class Study:
         return path
 
     def _check_data_version(self, run: Path, fingerprint: str | None) -> None:
-        """Refuse a model of another version of the prepared data (issue 13): a figure must
+        """Refuse a model of another version of the prepared data: a figure must
         not show it beside this data's frames and regions."""
         current = runs.data_version(self.cfg)  # None while the data is not prepared here
         if fingerprint and current and fingerprint != current:

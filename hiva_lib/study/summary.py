@@ -28,7 +28,7 @@ from hiva_lib.study.stats import CONTRADICTED, SUPPORTED
 
 PRESETS = ("synth-bp4d", "synth-disfa", "synth-gft")
 START, END = "<!-- summary:start -->", "<!-- summary:end -->"
-# docs/model.md's block of the language branch's diagnosis (issue 25), generated the same way
+# docs/model.md's block of the language branch's diagnosis, generated the same way
 MECHANISM_DOC = "docs/model.md"
 MECHANISM_MARKS = ("<!-- mechanism:start -->", "<!-- mechanism:end -->")
 CAVEAT = ("SynthFACS is a cartoon with known AU regions: nothing here is evidence about BP4D, "

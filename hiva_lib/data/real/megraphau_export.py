@@ -163,7 +163,8 @@ def _check_export_dir(out_dir: Path, overwrite: bool, data: PreparedDataset) -> 
         if overwrite:
             return
         raise DatasetError(f"{out_dir}: an export is already here. Use it, or pass "
-                           "overwrite=True to write it again.")
+                           "overwrite=True to write it again (notebook 01: overwrite_export="
+                           "True, which leaves the prepared data set as it is).")
     raise DatasetError(
         f"{out_dir}: exists and is not an export of ours (no {EXPORT_MARKER}), so it is left "
         "alone, even with overwrite=True (it may hold ME-GraphAU's own lists and images). "
