@@ -45,3 +45,12 @@ def heartbeat(what: str, every: float = 30.0) -> Iterator[None]:
         stop.set()
         thread.join()
     print(f"{what}: done in {time.monotonic() - start:.0f} s", flush=True)
+
+
+def say(message: str) -> None:
+    """A log line that never shares a line with a progress bar: written above the bar of this
+    process (tqdm.write), and not at all in the parallel workers of an ablation
+    (``HIVA_PROGRESS=0``), whose parent's bar they would be glued onto (the parent prints its
+    plan, which lists the finished runs it reuses, and their status)."""
+    if os.environ.get("HIVA_PROGRESS") != "0":
+        tqdm.write(message, file=sys.stdout)

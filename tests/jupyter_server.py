@@ -33,13 +33,14 @@ def api(url: str, method: str = "GET", body: dict | None = None) -> dict:
 
 
 @contextmanager
-def jupyter(root_dir: Path, tmp: Path, app: str = "jupyter_server"):
-    """``python -m <app>`` serving ``root_dir``; yields its base URL."""
+def jupyter(root_dir: Path, tmp: Path, app: str = "jupyter_server", **env: str):
+    """``python -m <app>`` serving ``root_dir`` (``env``: more environment variables); yields
+    its base URL."""
     prefix = tmp / "jupyter_prefix"
     jupyter_guard.install(prefix=prefix, repo=root_dir)
     port = _free_port()
     env = {**os.environ, "JUPYTER_CONFIG_PATH": str(prefix / "etc" / "jupyter"),
-           "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"), "PYTHONPATH": str(root_dir)}
+           "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"), "PYTHONPATH": str(root_dir), **env}
     log = (tmp / f"{app}.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", app, "--no-browser", f"--ServerApp.port={port}",
