@@ -22,7 +22,7 @@ from jupyter_server import jupyter
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH = ["01_prepare_data", "02_train_stage1", "03_train_stage2", "06_figures"]
-IMAGES = {"01_prepare_data": "contact_sheet_figure", "06_figures": "F.fig6"}  # cell -> image
+IMAGES = {"01_prepare_data": "sheet = contact_sheet_figure", "06_figures": "F.fig6"}  # cell -> image
 RUN_LIMIT_S = 900  # one notebook at smoke size, on a loaded 2-core machine
 
 pytestmark = pytest.mark.slow
