@@ -22,7 +22,7 @@ from jupyter_server import jupyter
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH = ["01_prepare_data", "02_train_stage1", "03_train_stage2", "06_figures"]
-IMAGES = {"01_prepare_data": "sheet = contact_sheet_figure", "06_figures": "F.fig6"}  # cell -> image
+IMAGES = {"01_prepare_data": "sheet = contact_sheet_figure", "06_figures": "F.fig6"}  # shown by
 RUN_LIMIT_S = 900  # one notebook at smoke size, on a loaded 2-core machine
 
 pytestmark = pytest.mark.slow
@@ -100,7 +100,10 @@ def _wait(what: str, check, limit: float, driver=None, shot: Path | None = None)
     raise AssertionError(f"timed out after {limit:.0f} s waiting for {what}")
 
 
-def _panel(driver):
+def _panel(driver, name: str):
+    """The notebook panel of ``name`` once it is the current tab (the page's title names it)."""
+    if not driver.title.startswith(f"{name}.ipynb"):
+        return None
     panels = driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden)")
     return panels[0] if panels else None
 
@@ -156,7 +159,8 @@ def _cell_images(panel, marker: str) -> int:
 
 def _run_notebook(driver, url: str, name: str, shots: Path) -> None:
     driver.get(f"{url}/lab/tree/notebooks/{name}.ipynb")
-    panel = _wait(f"{name} to open", lambda: _panel(driver), 120, driver, shots / f"{name}.png")
+    panel = _wait(f"{name} to open", lambda: _panel(driver, name), 120, driver,
+                  shots / f"{name}.png")
     _wait(f"{name}'s kernel", lambda: driver.find_elements(
         By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell"), 60)
     _wait(f"{name}'s kernel to be idle", lambda: "Idle" in driver.find_element(
@@ -177,6 +181,8 @@ def _run_notebook(driver, url: str, name: str, shots: Path) -> None:
     if name in IMAGES:
         assert _cell_images(panel, IMAGES[name]) >= 1, f"{name}: no image from {IMAGES[name]}"
     _menu(driver, "Kernel", "Shut Down Kernel")
+    time.sleep(2)
+    _menu(driver, "File", "Close Tab")
 
 
 def test_01_02_03_06_in_jupyterlab(clone, lab, browser, tmp_path):
