@@ -24,7 +24,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def api(url: str, method: str = "GET", body: dict | None = None) -> dict:
+def api(url: str, method: str = "GET", body: dict | None = None) -> dict | list:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json"})

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from jupyter_server import jupyter
+from jupyter_server import api, jupyter
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH = ["01_prepare_data", "02_train_stage1", "03_train_stage2", "06_figures"]
@@ -101,8 +101,10 @@ def _wait(what: str, check, limit: float, driver=None, shot: Path | None = None)
 
 
 def _panel(driver, name: str):
-    """The notebook panel of ``name`` once it is the current tab (the page's title names it)."""
-    if not driver.title.startswith(f"{name}.ipynb"):
+    """The notebook panel of ``name`` once it is the current tab of the main area."""
+    current = driver.find_elements(
+        By.CSS_SELECTOR, "#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel")
+    if not any(tab.text == f"{name}.ipynb" for tab in current):
         return None
     panels = driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden)")
     return panels[0] if panels else None
@@ -180,9 +182,8 @@ def _run_notebook(driver, url: str, name: str, shots: Path) -> None:
     assert not _broken_images(driver, panel), f"{name}: broken images"
     if name in IMAGES:
         assert _cell_images(panel, IMAGES[name]) >= 1, f"{name}: no image from {IMAGES[name]}"
-    _menu(driver, "Kernel", "Shut Down Kernel")
-    time.sleep(2)
-    _menu(driver, "File", "Close Tab")
+    for session in api(f"{url}/api/sessions"):  # the kernel's memory, for the next notebook
+        api(f"{url}/api/sessions/{session['id']}", "DELETE")
 
 
 def test_01_02_03_06_in_jupyterlab(clone, lab, browser, tmp_path):
