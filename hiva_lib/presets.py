@@ -59,9 +59,10 @@ TRAIN_PRESETS: dict[str, dict] = {
         num_workers=0,
     ),
 }
-# Smoke size for tests and `-p smoke True`: a few steps of everything, kept apart from real runs.
+# Smoke size for tests and `smoke = True`: a few steps of everything, kept apart from real runs
+# (its folders: hiva_lib.project.default_roots).
 SMOKE = dict(model_preset="test-tiny", epochs_stage1=1, epochs_stage2=1, batch_size=8,
-             max_steps_per_epoch=2, runs_root="runs/_smoke", results_root="results/_smoke")
+             max_steps_per_epoch=2)
 
 
 # SynthFACS smoke size: 6 subjects x 8 frames

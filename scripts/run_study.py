@@ -36,7 +36,7 @@ import papermill as pm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hiva_lib.engine.config import COMMITTED_ROOTS, OUTPUT_ROOT  # noqa: E402
+from hiva_lib.project import COMMITTED_ROOTS, OUTPUT_ROOT, default_roots  # noqa: E402
 
 NOTEBOOKS = ["01_prepare_data", "02_train_stage1", "03_train_stage2", "04_ablations",
              "05_report", "06_figures", "07_efficiency", "08_inference",
@@ -48,11 +48,13 @@ def output_roots(args: argparse.Namespace) -> tuple[dict[str, str], Path]:
     if args.into_committed:
         return ({k: str(ROOT / v) for k, v in COMMITTED_ROOTS.items()},
                 ROOT / "results" / "notebooks" / args.dataset)  # results/notebooks: ignored
-    base = args.root or ROOT / OUTPUT_ROOT / ("_smoke" if args.smoke else "")
-    folders = ("data", "runs", "results", "figures") if args.root or args.smoke else (
-        "runs", "results", "figures")  # data/prepared is shared (an input, not an output)
-    return ({f"{k}_root": str(base / k) for k in folders},
-            base / "notebooks" / args.dataset)
+    if args.root:
+        return ({f"{k}_root": str(args.root / k) for k in ("data", "runs", "results", "figures")},
+                args.root / "notebooks" / args.dataset)
+    # the notebooks' own defaults (hiva_lib.project.default_roots): a notebook run by hand
+    # in JupyterLab reads and writes the same folders as the study command, smoke size apart
+    roots = {k: str(ROOT / v) for k, v in default_roots(args.smoke).items()}
+    return roots, Path(roots["runs_root"]).parent / "notebooks" / args.dataset
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

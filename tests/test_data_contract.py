@@ -205,7 +205,10 @@ def test_make_config_presets_and_overrides(tmp_path):
     synth = make_config("synth-disfa", lr_stage1=None, batch_size=7)
     assert synth.model_preset == "cpu-lite0" and synth.batch_size == 7
     smoke = make_config("synth-disfa", smoke=True)
-    assert smoke.model_preset == "test-tiny" and smoke.results_root.endswith("results/_smoke")
+    assert smoke.model_preset == "test-tiny"
+    assert smoke.results_root.endswith("study_out/_smoke/results")  # apart from full size
+    assert smoke.data_root.endswith("study_out/_smoke/data") and synth.data_root.endswith(
+        "data/prepared")
     with pytest.raises(ValueError, match="lr_stage3=1.0: not a training parameter"):
         make_config("disfa", lr_stage3=1.0)
     json.dumps(paper.to_dict())

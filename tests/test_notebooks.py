@@ -9,6 +9,8 @@ import papermill as pm
 import pytest
 from conftest import run_notebook as run
 
+pytestmark = pytest.mark.slow  # notebooks end to end
+
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):

@@ -4,14 +4,16 @@ form byte for byte, and the git filter that scripts/install.sh sets strips a dir
 from __future__ import annotations
 
 import copy
-import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbconvert.preprocessors import ClearOutputPreprocessor
+
+from hiva_lib import jupyter_guard
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -48,11 +50,10 @@ def test_committed_notebook_is_clean(path: Path):
     assert text == cleared(text), f"{path.name}: not in its cleared form; {fix}"
 
 
-def _filter_command() -> str:
+def _filter_command(python: str | None = None) -> str:
     install = (ROOT / "scripts" / "install.sh").read_text()
-    m = re.search(r'filter\.nbclean\.clean \\\s*"([^"]+)"', install)
-    assert m, "scripts/install.sh does not set git's nbclean filter"
-    return m.group(1)
+    assert "python -m hiva_lib.jupyter_guard" in install, "install.sh sets no nbclean filter"
+    return jupyter_guard.filter_command(python)
 
 
 def test_git_filter_strips_what_jupyterlab_saves():
@@ -67,3 +68,14 @@ def test_git_filter_strips_what_jupyterlab_saves():
     out = subprocess.run(shlex.split(_filter_command()), input=dirty, capture_output=True,
                          text=True, cwd=ROOT, check=True)
     assert out.stdout == clean
+
+
+def test_git_filter_is_silent_where_its_interpreter_is_gone(tmp_path):
+    """From a shell without the environment (or after it is deleted) the filter passes the
+    notebook through unchanged and prints nothing: git status stays quiet."""
+    text = committed_text(NOTEBOOKS[0]).replace('"cells"', '"cells" ', 1)
+    gone = str(tmp_path / "no env" / "bin" / "python")
+    out = subprocess.run(shlex.split(_filter_command(gone)), input=text, capture_output=True,
+                         text=True, cwd=ROOT)
+    assert (out.returncode, out.stdout, out.stderr) == (0, text, "")
+    assert shlex.quote(sys.executable) in _filter_command()  # the installing interpreter

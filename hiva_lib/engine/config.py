@@ -18,6 +18,7 @@ from hiva_lib.project import (  # noqa: F401  (re-exported: their old home)
     COMMITTED_ROOTS,
     OUTPUT_ROOT,
     default_figures_root,
+    default_roots,
     project_root,
 )
 
@@ -75,7 +76,8 @@ def make_config(dataset: str, preset: str | None = None, smoke: bool = False,
     from hiva_lib.engine.validate import check_train_values
 
     preset = preset or (default_preset(dataset) if isinstance(dataset, str) else "paper")
-    values = {**TRAIN_PRESETS.get(preset, {}), **(SMOKE if smoke is True else {}),
+    folders = {k: v for k, v in default_roots(smoke).items() if k != "figures_root"}
+    values = {**folders, **TRAIN_PRESETS.get(preset, {}), **(SMOKE if smoke is True else {}),
               "smoke": smoke}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values = check_train_values(dataset, preset, smoke, values)

@@ -70,6 +70,7 @@ from hiva_lib.engine.runs import (  # noqa: F401  (re-exported)
 from hiva_lib.engine.validate import check_writable, notebook_hint
 from hiva_lib.model import hiva
 from hiva_lib.model.pretrained import LITE0, PretrainedUnavailableError, lite0_weights_path
+from hiva_lib.progress import say
 
 __all__ = ["RunResult", "load_data", "model_config", "train_stage1", "train_stage2",
            "load_stage1_checkpoint", "run_variant", "evaluate_run", "aggregate_folds",
@@ -161,7 +162,7 @@ def _start(run_dir: Path, cfg: TrainConfig, stage: int) -> None:
 
 def _reused(run_dir: Path, stage: int, how: str) -> RunResult:
     """A finished run, reused after its checkpoint is checked (a damaged one never is)."""
-    print(f"stage {stage} {how}: {run_dir} (reused; if_exists='version' reruns it)")
+    say(f"stage {stage} {how}: {run_dir} (reused; if_exists='version' reruns it)")
     return RunResult(run_dir, check_finished(run_dir), skipped=True)
 
 

@@ -73,7 +73,7 @@ CONTACT_SHEET = "synthfacs_contact_sheet.png"
 def write_contact_sheet(data: PreparedDataset, figures_root: str | Path | None = None,
                         smoke: bool = False, overwrite: bool = False) -> Path:
     """The contact sheet of a SynthFACS data set at ``figures_root/<dataset>/`` (default
-    figures/, smoke: figures/_smoke/, under the project root); returns its path.
+    figures/, smoke: study_out/_smoke/figures/, under the project root); returns its path.
 
     The PNG carries the SHA-256 of the data set's index.csv. A sheet of the same data set is
     reused; one of another data set is kept and the new sheet goes to the first free
