@@ -91,13 +91,13 @@ def _held_mid_run(lock: Path, last_pt: bool) -> int:
     saved a last.pt), so that the test's signal lands mid-run even on a fast machine where a
     smoke run lasts seconds; returns its pid (SIGCONT it after signalling)."""
     pid = json.loads(lock.read_text())["pid"]
-    while True:
-        os.kill(pid, signal.SIGSTOP)
-        if lock.exists() and (not last_pt or (lock.parent / "last.pt").exists()):
-            return pid
+    while last_pt and lock.exists() and not (lock.parent / "last.pt").exists():
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGSTOP)
+    if not (lock.exists() and (not last_pt or (lock.parent / "last.pt").exists())):
         os.kill(pid, signal.SIGCONT)
-        assert lock.exists(), "the run finished before the test could signal it"
-        time.sleep(0.02)
+        raise AssertionError(f"the run of {lock.parent} ended before the test could signal it")
+    return pid
 
 
 def _wait_state(job_id: str, states: tuple[str, ...], timeout: float = 120) -> str:
@@ -136,6 +136,9 @@ def test_no_stage2_job_starts_before_its_folds_stage1_job_ends(grid):
         assert "#SBATCH --kill-on-invalid-dep=yes" in script and "--gres" not in script
     for job_id in (*stage1, *stage2):  # 1 CPU each: jobs were not given the whole node
         assert _job(job_id)["NumCPUs"] == "1"
+    script = Path(roots["runs_root"], "synth-disfa", "jobs",
+                  f"{stage1[0].split('_')[0]}_submission.sh").read_text()
+    assert "--gres" not in script and "dependency" not in script
     for log in table.log:
         assert "run " in Path(log).read_text()
     for log in table[table.variant == "full"].log:  # it reused its fold's stage 1
@@ -229,7 +232,7 @@ def test_a_cancelled_job_is_recorded_failed_and_resumes_from_last_pt(
     assert "SIGTERM" in str(err.value) and "log: " in str(err.value)
     status = _status(roots)
     assert list(status.status) == ["failed"] and status.job_id[0] == job_id
-    assert _job(job_id)["JobState"] == "CANCELLED"
+    _wait_state(job_id, ("CANCELLED",))  # its result written, the job ends as cancelled
     assert (lock.parent / "last.pt").exists()
     table = _grid(roots, ["baseline"], [1])
     assert list(table.status) == ["done"] and table.job_id[0] != job_id
