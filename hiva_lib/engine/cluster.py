@@ -11,12 +11,13 @@ which is all the local executor has). Everything else is one array, at most
 
 Resumable and honest: finished runs are reused and not submitted; a run still queued or running
 from an earlier call is not submitted twice; every job's id, state and log go to
-``ablation_status.csv``. A job stops cleanly on SLURM's warning before its time limit (SIGUSR2
-of submitit's ``--signal``, or SIGUSR1) and on SIGTERM: ``last.pt`` saved at the current step
-(:mod:`hiva_lib.engine.stop`), then submitit requeues it (up to ``max_requeues`` times) and it
-resumes from there; a job that ends unfinished resumes the same way when the grid is submitted
-again. With more than one GPU per job the run is trained under ``torchrun --standalone``
-inside the job (DDP on the job's GPUs).
+``ablation_status.csv`` (SLURM states from slurmctld, ``squeue``: right on clusters without
+an accounting database, where submitit's ``sacct`` has none). A job stops cleanly on SLURM's
+warning before its time limit (SIGUSR2 of submitit's ``--signal``, or SIGUSR1) and on SIGTERM:
+``last.pt`` saved at the current step (:mod:`hiva_lib.engine.stop`), then submitit requeues it
+(up to ``max_requeues`` times) and it resumes from there; a job that ends unfinished resumes
+the same way when the grid is submitted again. With more than one GPU per job the run is
+trained under ``torchrun --standalone`` inside the job (DDP on the job's GPUs).
 """
 from __future__ import annotations
 
