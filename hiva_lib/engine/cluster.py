@@ -11,12 +11,13 @@ which is all the local executor has). Everything else is one array, at most
 
 Resumable and honest: finished runs are reused and not submitted; a run still queued or running
 from an earlier call is not submitted twice; every job's id, state and log go to
-``ablation_status.csv``. A job stops cleanly on SLURM's warning before its time limit (SIGUSR2
-of submitit's ``--signal``, or SIGUSR1) and on SIGTERM: ``last.pt`` saved at the current step
-(:mod:`hiva_lib.engine.stop`), then submitit requeues it (up to ``max_requeues`` times) and it
-resumes from there; a job that ends unfinished resumes the same way when the grid is submitted
-again. With more than one GPU per job the run is trained under ``torchrun --standalone``
-inside the job (DDP on the job's GPUs).
+``ablation_status.csv`` (SLURM states from slurmctld, ``squeue``: right on clusters without
+an accounting database, where submitit's ``sacct`` has none). A job stops cleanly on SLURM's
+warning before its time limit (SIGUSR2 of submitit's ``--signal``, or SIGUSR1) and on SIGTERM:
+``last.pt`` saved at the current step (:mod:`hiva_lib.engine.stop`), then submitit requeues it
+(up to ``max_requeues`` times) and it resumes from there; a job that ends unfinished resumes
+the same way when the grid is submitted again. With more than one GPU per job the run is
+trained under ``torchrun --standalone`` inside the job (DDP on the job's GPUs).
 """
 from __future__ import annotations
 
@@ -291,20 +292,20 @@ class Tracked:
     def ended(self) -> bool:
         if self.paths.result_pickle.exists():
             return True
+        if self.kind == "slurm":  # not submitit's sacct: it is absent where accounting is off
+            return self.state() not in SLURM_ACTIVE
         if self.handle is not None:
             return self.handle.done()
-        if self.kind == "slurm":
-            return submitit.SlurmJob(self.folder, self.job_id).done()
         return not _pid_alive(int(self.job_id.split("_")[0]))
 
     def state(self) -> str:
         if self.paths.result_pickle.exists():
             return "ENDED"
+        if self.kind == "slurm":
+            return SLURM_STATES.get(self.job_id)
         try:
-            job = self.handle or (submitit.SlurmJob(self.folder, self.job_id)
-                                  if self.kind == "slurm" else None)
-            return job.state if job is not None else "RUNNING"
-        except Exception:  # sacct unreachable: the state is unknown, the job may still run
+            return self.handle.state if self.handle is not None else "RUNNING"
+        except Exception:  # the state is unknown, the job may still run
             return "UNKNOWN"
 
     def outcome(self) -> tuple[tuple[bool, float] | None, float, str | None]:
@@ -319,6 +320,65 @@ class Tracked:
         if state == "success":
             return (value[0], value[1]), value[2], None
         return None, float("nan"), f"job {self.job_id}: {last_line(value)}; {logs}"
+
+
+# a job in one of these states may still run (UNKNOWN: slurmctld did not answer)
+SLURM_ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
+                "REQUEUE_FED", "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT",
+                "RESV_DEL_HOLD", "PREEMPTED", "UNKNOWN")
+
+
+class SlurmStates:
+    """The states of this process's SLURM jobs, read from slurmctld (``squeue``): one call for
+    all of them at most every ``max_age_s``, not one per job. Where slurmctld no longer holds
+    a job (``MinJobAge`` after its end) ``sacct`` is asked; where accounting is disabled (no
+    slurmdbd, as on many small clusters) that fails and the job is ``ENDED``. (submitit reads
+    states from ``sacct`` alone: without accounting every job stays UNKNOWN and a job that
+    ended without a result, e.g. cancelled, would be waited for forever.)"""
+
+    def __init__(self, max_age_s: float = 5.0) -> None:
+        self.max_age_s = max_age_s
+        self.ids: set[str] = set()
+        self.states: dict[str, str] = {}
+        self.read_at = float("-inf")
+
+    def get(self, job_id: str) -> str:
+        if job_id not in self.ids or time.time() - self.read_at > self.max_age_s:
+            self.ids.add(job_id)
+            self.refresh()
+        return self.states.get(job_id) or _sacct_state(job_id)
+
+    def refresh(self) -> None:
+        try:
+            out = subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%T|%r",
+                                  "-j", ",".join(sorted(self.ids))],
+                                 capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            out = None
+        if out is None or (out.returncode and "Invalid job id" not in out.stderr):
+            self.states = {i: "UNKNOWN" for i in self.ids}  # no answer: may still run
+        else:  # rc 1 "Invalid job id": none of them is held any more
+            self.states = {}
+            for line in out.stdout.splitlines():
+                job_id, state, reason = (line.split("|") + ["", ""])[:3]
+                ended_why = reason not in ("", "None") and state not in SLURM_ACTIVE
+                self.states[job_id] = f"{state} ({reason})" if ended_why else state
+        self.read_at = time.time()
+
+
+def _sacct_state(job_id: str) -> str:
+    """The state ``sacct`` recorded for a job slurmctld no longer holds; ``ENDED`` where
+    accounting is disabled or knows nothing of it (the job is over either way)."""
+    try:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id],
+                             capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return "ENDED"
+    words = out.stdout.split()
+    return words[0] if out.returncode == 0 and words else "ENDED"
+
+
+SLURM_STATES = SlurmStates()
 
 
 def _pid_alive(pid: int) -> bool:
