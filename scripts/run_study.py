@@ -36,7 +36,7 @@ import papermill as pm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hiva_lib.engine.config import COMMITTED_ROOTS, OUTPUT_ROOT  # noqa: E402
+from hiva_lib.project import COMMITTED_ROOTS, OUTPUT_ROOT  # noqa: E402
 
 NOTEBOOKS = ["01_prepare_data", "02_train_stage1", "03_train_stage2", "04_ablations",
              "05_report", "06_figures", "07_efficiency", "08_inference",

@@ -16,12 +16,12 @@ import pytest
 
 from hiva_lib.data.prepared import DatasetError, data_fingerprint, load_prepared
 from hiva_lib.engine.config import make_config
+from hiva_lib.engine.notebook_hints import notebook_command
 from hiva_lib.engine.validate import (
     ParameterError,
     check_ablation_values,
     check_notebook_parameters,
     check_writable,
-    notebook_command,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -129,10 +129,8 @@ def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
     Results already there from the same checkpoint (same SHA-256) are reused. Results of
     another checkpoint (the committed reference results on a fresh clone, or an earlier run)
     are kept: this evaluation goes to the first free versioned sibling (fold1-v2, -v3...)."""
-    if data is None:  # train.py holds the entry points, load_data among them
-        from hiva_lib.engine.train import load_data
-
-        data = load_data(cfg)
+    if data is None:
+        data = runs.load_data(cfg)
     state = load_checkpoint(checkpoint, "checkpoint", TRAIN_FIRST)
     check_held_out(state.get("trained_on"), data, cfg.fold, checkpoint)  # before any reuse
     fingerprint = data.fingerprint

@@ -52,7 +52,7 @@ class ReproduceError(FileNotFoundError):
 
 def noise_csv(project: Path | None = None) -> Path:
     """The newest ``results/bench_noise*.csv`` of the project (the committed measurement)."""
-    from hiva_lib.engine.config import project_root
+    from hiva_lib.project import project_root
 
     base = (project or project_root()) / "results" / "bench_noise.csv"
     path = layout.newest_version(base)
@@ -265,7 +265,7 @@ def check(dataset: str, results_root: str | Path, reference_root: str | Path | N
     the noise of one run); SynthFACS against ``reference_root`` (default: the committed
     results/, :func:`reproduction_table`, the noise from ``noise``)."""
     from hiva_lib.data.au import REAL_DATASETS
-    from hiva_lib.engine.config import project_root
+    from hiva_lib.project import project_root
 
     if dataset in REAL_DATASETS:
         return paper_comparison(results_root, dataset, sd)
