@@ -13,6 +13,7 @@ import pytest
 from hiva_lib.data.au import au_keys, dataset_aus
 from hiva_lib.study import paper_tables as PT
 from hiva_lib.study import report as R
+from hiva_lib.study import report_render
 
 
 # ----------------------------------------------------------------------------- tables
@@ -318,7 +319,7 @@ def test_failed_rendering_writes_nothing(tree, monkeypatch):
     def broken(fig, fmt):
         raise RuntimeError("no space left on device")
 
-    monkeypatch.setattr(R, "_figure_bytes", broken)
+    monkeypatch.setattr(report_render, "_figure_bytes", broken)
     with pytest.raises(RuntimeError, match="no space"):
         R.write_report(tree, "synth-disfa", out)
     assert not out.exists()

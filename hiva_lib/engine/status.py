@@ -19,8 +19,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from hiva_lib import variants
-from hiva_lib.engine.checkpoint import atomic_write_text
 from hiva_lib.engine.grid import Job, Plan
+from hiva_lib.integrity import atomic_write_text
 
 STATUS_KEY = ["variant", "seed", "fold"]
 STATUS_COLUMNS = ["variant", "row_name", "fold", "seed", "status", "mean_f1", "error",
