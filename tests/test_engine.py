@@ -15,8 +15,8 @@ import hiva_lib.engine.evaluate as evaluate
 import hiva_lib.engine.loop as loop
 import hiva_lib.engine.runs as runs
 import hiva_lib.engine.train as train
-from hiva_lib.engine.checkpoint import CheckpointError
 from hiva_lib.engine.config import make_config
+from hiva_lib.errors import CheckpointError
 
 
 def _cfg(root, tag, data_root, **kw):

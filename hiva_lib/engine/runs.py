@@ -40,8 +40,9 @@ from hiva_lib.data.prepared import (
     load_prepared,
     prepare_hint,
 )
-from hiva_lib.engine.checkpoint import CheckpointError, load_checkpoint
+from hiva_lib.engine.checkpoint import load_checkpoint
 from hiva_lib.engine.config import TrainConfig, model_config
+from hiva_lib.errors import CheckpointError
 from hiva_lib.integrity import (  # noqa: F401  (the version names, used through runs.*)
     file_versions,
     finished_versions,

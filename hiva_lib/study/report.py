@@ -30,6 +30,7 @@ import pandas as pd
 
 from hiva_lib.data.au import au_keys, dataset_aus
 from hiva_lib.engine import runs as layout  # the results folder layout
+from hiva_lib.integrity import latest_versions
 from hiva_lib.study import paper_tables as PT
 from hiva_lib.study import report_render as render
 from hiva_lib.study import stats
@@ -54,7 +55,7 @@ def collect_results(results_root: str | Path, dataset: str) -> pd.DataFrame:
     """One row per finished run: dataset, variant, seed, fold, run, n_test, mean_f1, one
     column per AU (fractions 0-1), checkpoint, path. Of several versions of one
     (variant, seed, fold) run (``fold1``, ``fold1-v2``, ``fold1-v10``) the newest by version
-    number is kept (:func:`hiva_lib.engine.runs.latest_versions`)."""
+    number is kept (:func:`hiva_lib.integrity.latest_versions`)."""
     base = layout.dataset_results(results_root, dataset)
     found = layout.finished_results(results_root, dataset)
     if not found:
@@ -62,7 +63,7 @@ def collect_results(results_root: str | Path, dataset: str) -> pd.DataFrame:
                           + _run_hint(dataset))
     keys = au_keys(dataset_aus(dataset))
     rows = []
-    for folder in layout.latest_versions(found):
+    for folder in latest_versions(found):
         path = folder / "metrics.json"
         try:
             m = json.loads(path.read_text())

@@ -35,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from hiva_lib.engine import runs as layout
+from hiva_lib.integrity import newest_version
 
 K = 3.0  # band half-width in standard deviations of the difference
 IDENTICAL = 0.005  # F1 points: equal to the two decimals shown
@@ -55,7 +56,7 @@ def noise_csv(project: Path | None = None) -> Path:
     from hiva_lib.project import project_root
 
     base = (project or project_root()) / "results" / "bench_noise.csv"
-    path = layout.newest_version(base)
+    path = newest_version(base)
     if path is None:
         raise ReproduceError(f"{base}: no seed-noise measurement. Measure it: python "
                              "scripts/bench_noise.py --threads 1 --other-threads 2")
