@@ -11,6 +11,10 @@ The ablation rows of Tables IV-VI are in :mod:`hiva_lib.variants`.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
+
+from hiva_lib import variants
 from hiva_lib.model.config import ModelConfig
 
 MODEL_PRESETS: dict[str, ModelConfig] = {
@@ -69,6 +73,22 @@ SMOKE = dict(model_preset="test-tiny", epochs_stage1=1, epochs_stage2=1, batch_s
 SMOKE_SYNTH = {"n_subjects": 6, "frames_per_subject": 8}
 # real data smoke size: per subject / per sequence
 SMOKE_SEQUENCES, SMOKE_FRAMES = 2, 8
+
+
+def preset_config(preset: str, variant: str = "full", **overrides) -> ModelConfig:
+    """The model configuration of model preset ``preset`` with ``overrides`` (ModelConfig
+    fields), for the ablation variant ``variant`` (:mod:`hiva_lib.variants`)."""
+    if preset not in MODEL_PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose one of {list(MODEL_PRESETS)}")
+    fields = [f.name for f in dataclasses.fields(ModelConfig)]
+    unknown = [k for k in overrides if k not in fields]
+    if unknown:
+        close = "".join(f"; {k}: did you mean {m[0]!r}?" for k in unknown
+                        if (m := difflib.get_close_matches(k, fields, 1)))
+        raise ValueError(f"unknown model settings {unknown}{close}; the fields of "
+                         "hiva_lib.model.config.ModelConfig are the settings")
+    return variants.apply_variant(dataclasses.replace(MODEL_PRESETS[preset], **overrides),
+                                  variant)
 
 
 def default_preset(dataset: str) -> str:

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hiva_lib.data.prepare import prepare_dataset  # noqa: E402
-from hiva_lib.engine import train  # noqa: E402
+from hiva_lib.engine import evaluate, train  # noqa: E402
 from hiva_lib.engine.config import TrainConfig, make_config  # noqa: E402
 from hiva_lib.integrity import atomic_write_text, free_version  # noqa: E402
 
@@ -50,7 +50,7 @@ def one_run(cfg: TrainConfig, threads: int, data, stage1: Path | None = None) ->
     else:
         run = train.train_stage2(cfg, data, stage1)
     t1 = time.time()
-    metrics, _ = train.evaluate_run(cfg, run.checkpoint, run.run_dir, data)
+    metrics, _ = evaluate.evaluate_run(cfg, run.checkpoint, run.run_dir, data)
     return dict(dataset=cfg.dataset, fold=cfg.fold, seed=cfg.seed, threads=threads,
                 stage=1 if stage1 is None else 2, checkpoint=str(run.checkpoint),
                 variant=cfg.variant,

@@ -33,22 +33,18 @@ STAGES = (("vision-only (stage 1)", "baseline", 1), ("full HiVA (stage 2)", "ful
 def _models(preset: str, batch: int, dataset: str) -> tuple[dict, torch.Tensor]:
     """Per stage of :data:`STAGES`: (model in training mode, its optimizer as train.py builds
     it, a random batch of images); and the labels, shared."""
-    from hiva_lib.data import au
-    from hiva_lib.engine.config import make_config, model_config
-    from hiva_lib.model.hiva import HiVA
+    from hiva_lib import create_model
 
-    cfg = make_config(dataset, model_preset=preset)
-    ids = au.dataset_aus(dataset)
     runs = {}
     for name, variant, stage in STAGES:
         torch.manual_seed(0)
-        model = HiVA(model_config(cfg, variant), ids)
+        model = create_model(preset, variant, dataset)
         model.set_stage(stage)
         model.train()
         opt = torch.optim.AdamW(model.param_groups(stage, 1e-4), fused=True)  # as train.py
         size = model.cfg.img_size
         runs[name] = (model, opt, torch.randn(batch, 3, size, size))
-    return runs, (torch.rand(batch, len(ids)) < 0.3).float()
+    return runs, (torch.rand(batch, len(model.au_ids)) < 0.3).float()
 
 
 def _step(model, opt, x: torch.Tensor, y: torch.Tensor, i: int) -> tuple[float, float, float]:

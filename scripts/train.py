@@ -20,8 +20,9 @@ import ast
 import sys
 
 from hiva_lib.engine.config import make_config
+from hiva_lib.engine.distributed import setup_distributed
 from hiva_lib.engine.stop import stop_on_signals
-from hiva_lib.engine.train import run_variant, setup_distributed
+from hiva_lib.engine.train import run_variant
 
 
 def _value(text: str):

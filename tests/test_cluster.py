@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import hiva_lib.engine.loop as loop
+import hiva_lib.engine.runs as runs
 import hiva_lib.engine.train as train
 from hiva_lib.engine import stop
 from hiva_lib.engine.ablation import run_ablation
@@ -53,7 +54,7 @@ def test_a_stop_signal_saves_last_pt_and_the_run_resumes_to_the_same_weights(
     monkeypatch.setattr(loop, "train_step", step_then_signal)
     with stop.stop_on_signals(), pytest.raises(stop.TrainingStopped, match="SIGUSR1.*last.pt"):
         train.train_stage1(cfg)
-    state = torch.load(train.stage1_dir(cfg) / "last.pt", weights_only=False)
+    state = torch.load(runs.stage1_dir(cfg) / "last.pt", weights_only=False)
     assert (state["epoch"], state["batch"], state["step"]) == (1, 2, 6)
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handlers put back
     steps["n"] = -100  # no further signal
@@ -99,7 +100,7 @@ def _training_pid(roots: dict, saved: bool = False, timeout: float = 240) -> int
     """The pid in the LOCK of a stage-1 run folder (fold1, fold1-v2...) once a job trains
     (``saved``: and has saved a last.pt)."""
     cfg = make_config("synth-disfa", **KW, **roots)
-    base, t0 = train.stage1_dir(cfg), time.time()
+    base, t0 = runs.stage1_dir(cfg), time.time()
     while time.time() - t0 < timeout:
         for lock in base.parent.glob(f"{base.name}*/LOCK"):
             text = lock.read_text() if lock.exists() else ""

@@ -11,10 +11,12 @@ import pytest
 import torch
 
 import hiva_lib.engine.distributed as distributed
+import hiva_lib.engine.evaluate as evaluate
 import hiva_lib.engine.loop as loop
+import hiva_lib.engine.runs as runs
 import hiva_lib.engine.train as train
-from hiva_lib.engine.checkpoint import CheckpointError
 from hiva_lib.engine.config import make_config
+from hiva_lib.errors import CheckpointError
 
 
 def _cfg(root, tag, data_root, **kw):
@@ -46,13 +48,13 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, smoke_data_root, monkey
     train_fn = train.train_stage1 if stage == 1 else train.train_stage2
     if stage == 2:  # both stage-2 runs start from the same stage-1 weights
         s1 = train.train_stage1(ref)
-        shutil.copytree(s1.run_dir, train.stage1_dir(ran))
+        shutil.copytree(s1.run_dir, runs.stage1_dir(ran))
     a = train_fn(ref)
     with monkeypatch.context() as m:
         _kill_at(m, 5)  # mid second epoch, after the step-4 checkpoint
         with pytest.raises(KeyboardInterrupt):
             train_fn(ran)
-    assert (train.stage1_dir(ran) if stage == 1 else train.stage2_dir(ran)).joinpath(
+    assert (runs.stage1_dir(ran) if stage == 1 else runs.stage2_dir(ran)).joinpath(
         "last.pt").exists()
     with monkeypatch.context() as m:
         steps = _kill_at(m, None)
@@ -63,8 +65,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, smoke_data_root, monkey
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
-    ma, _ = train.evaluate_run(ref, a.checkpoint, a.run_dir)
-    mb, _ = train.evaluate_run(ran, b.checkpoint, b.run_dir)
+    ma, _ = evaluate.evaluate_run(ref, a.checkpoint, a.run_dir)
+    mb, _ = evaluate.evaluate_run(ran, b.checkpoint, b.run_dir)
     assert ma["f1"] == mb["f1"]
 
 
@@ -88,17 +90,17 @@ def test_results_of_another_checkpoint_are_kept_and_the_new_ones_versioned(tmp_p
 
     cfg = _cfg(tmp_path, "r", smoke_data_root)
     run = train.train_stage1(cfg)
-    m1, out1 = train.evaluate_run(cfg, run.checkpoint, run.run_dir)
+    m1, out1 = evaluate.evaluate_run(cfg, run.checkpoint, run.run_dir)
     assert m1["checkpoint_sha256"] == hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()
-    assert train.evaluate_run(cfg, run.checkpoint, run.run_dir)[1] == out1  # same: reused
+    assert evaluate.evaluate_run(cfg, run.checkpoint, run.run_dir)[1] == out1  # same: reused
     committed = json.loads((out1 / "metrics.json").read_text())
     committed["checkpoint_sha256"] = "0" * 64  # results of some other checkpoint
     (out1 / "metrics.json").write_text(json.dumps(committed))
     before = (out1 / "metrics.json").read_text()
-    m2, out2 = train.evaluate_run(cfg, run.checkpoint, run.run_dir)
+    m2, out2 = evaluate.evaluate_run(cfg, run.checkpoint, run.run_dir)
     assert out2.name == "fold1-v2" and (out1 / "metrics.json").read_text() == before
     assert m2["f1"] == m1["f1"]
-    assert train.evaluate_run(cfg, run.checkpoint, run.run_dir)[1] == out2
+    assert evaluate.evaluate_run(cfg, run.checkpoint, run.run_dir)[1] == out2
 
 
 def test_stage2_without_or_with_mismatching_stage1(tmp_path, smoke_data_root):
@@ -106,7 +108,7 @@ def test_stage2_without_or_with_mismatching_stage1(tmp_path, smoke_data_root):
     with pytest.raises(CheckpointError, match="02_train_stage1.ipynb"):
         train.train_stage2(cfg)
     train.train_stage1(cfg)
-    other_fold = train.stage1_dir(cfg) / "final.pt"
+    other_fold = runs.stage1_dir(cfg) / "final.pt"
     with pytest.raises(CheckpointError, match="fold: checkpoint 1 vs now 2"):
         train.train_stage2(dataclasses.replace(cfg, fold=2), stage1_checkpoint=other_fold)
 
@@ -120,7 +122,7 @@ def test_run_variant_writes_results_with_config(tmp_path, smoke_data_root):
     assert all(0 <= v <= 1 for v in m["f1"].values())
     assert (res.results_dir / "config.json").exists() and (res.results_dir / "f1.csv").exists()
     base = train.run_variant(dataclasses.replace(cfg, variant="baseline"))
-    assert base.run_dir == train.stage1_dir(cfg)  # the Baseline is the shared stage-1 model
+    assert base.run_dir == runs.stage1_dir(cfg)  # the Baseline is the shared stage-1 model
 
 
 def test_torchrun_ddp_two_processes_on_cpu(tmp_path, smoke_data_root):
@@ -164,8 +166,8 @@ def test_stage2_only_switch_reuses_stage1_and_versions_stage2(tmp_path, smoke_da
     literal = train.run_variant(literal_cfg)
     assert literal.run_dir.name == "fold1-v2" and literal.results_dir.name == "fold1-v2"
     assert spatial.results_dir.name == "fold1"
-    assert train.find_finished(train.stage1_dir(cfg)) == train.stage1_dir(cfg)  # one stage 1
-    assert not (train.stage1_dir(cfg).parent / "fold1-v2").exists()
+    assert runs.find_finished(runs.stage1_dir(cfg)) == runs.stage1_dir(cfg)  # one stage 1
+    assert not (runs.stage1_dir(cfg).parent / "fold1-v2").exists()
     state = torch.load(literal.checkpoint, weights_only=False)
     assert state["model_config"]["ddca_mode"] == "literal"
     assert literal.metrics["config"]["model_overrides"] == {"ddca_mode": "literal"}
@@ -174,13 +176,13 @@ def test_stage2_only_switch_reuses_stage1_and_versions_stage2(tmp_path, smoke_da
 def test_versioned_stage1_feeds_its_own_stage2(tmp_path, smoke_data_root):
     cfg = _cfg(tmp_path, "v", smoke_data_root)
     train.run_variant(cfg)
-    old = train.stage1_dir(cfg) / "final.pt"  # mark the first stage-1 weights
+    old = runs.stage1_dir(cfg) / "final.pt"  # mark the first stage-1 weights
     marked = torch.load(old, weights_only=False)
     marked["model"]["stage1_head.weight"] += 1.0
     torch.save(marked, old)
     rerun = train.run_variant(dataclasses.replace(cfg, if_exists="version"))
     assert rerun.run_dir.name == "fold1-v2"
-    new = torch.load(train.stage1_dir(cfg).parent / "fold1-v2" / "final.pt", weights_only=False)
+    new = torch.load(runs.stage1_dir(cfg).parent / "fold1-v2" / "final.pt", weights_only=False)
     head = torch.load(rerun.checkpoint, weights_only=False)["model"]["stage1_head.weight"]
     # stage 2 does not train the stage-1 head: it still holds the weights it started from
     torch.testing.assert_close(head, new["model"]["stage1_head.weight"])
@@ -195,7 +197,7 @@ def test_aggregate_takes_the_newest_version_of_each_fold(tmp_path):
         (base / name).mkdir(parents=True)
         (base / name / "metrics.json").write_text(json.dumps(
             dict(fold=int(name[4]), f1={"AU1": f1})))
-    summary = train.aggregate_folds(tmp_path, "synth-disfa", "full", 0)
+    summary = evaluate.aggregate_folds(tmp_path, "synth-disfa", "full", 0)
     assert summary["folds"] == [1, 2]
     assert summary["f1"]["AU1"] == pytest.approx((0.6 + 0.5) / 2)
 
@@ -224,10 +226,10 @@ def test_evaluation_needs_no_backbone_download(tmp_path, smoke_data_root, monkey
     hub_ckpt = tmp_path / "hub.pt"
     torch.save(state, hub_ckpt)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model = train.load_trained(hub_ckpt)
+    model = evaluate.load_trained(hub_ckpt)
     for k, v in state["model"].items():
         torch.testing.assert_close(model.state_dict()[k], v, msg=k)
-    metrics, out = train.evaluate_run(cfg, hub_ckpt, run.run_dir)
+    metrics, out = evaluate.evaluate_run(cfg, hub_ckpt, run.run_dir)
     prov = metrics["provenance"]
     assert prov["torch"] == torch.__version__ and "git_commit" in prov
     assert prov["data"]["dataset"] == "synth-disfa"
@@ -247,7 +249,7 @@ def test_bf16_autocast_training_path(tmp_path, smoke_data_root, monkeypatch):
     cfg = _cfg(tmp_path, "b", smoke_data_root)
     res = train.run_variant(cfg)
     assert seen and all(seen)  # amp=True reached the autocast of every step and prediction
-    for run in (train.stage1_dir(cfg), res.run_dir):
+    for run in (runs.stage1_dir(cfg), res.run_dir):
         log = pd.read_csv(run / "log.csv")
         assert log["loss"].notna().all() and (log["loss"].abs() < 1e6).all()
     assert 0 <= res.metrics["mean_f1"] <= 1
@@ -262,7 +264,7 @@ def test_ablation_with_two_workers_trains_stage1_once_per_fold(tmp_path, smoke_d
     assert sorted(table.variant) == ["baseline", "full", "wo_ddca"]
     assert set(table.status) == {"done"}
     cfg = make_config("synth-disfa", **kw)
-    assert [p.name for p in train.stage1_dir(cfg).parent.iterdir()] == ["fold1"]
+    assert [p.name for p in runs.stage1_dir(cfg).parent.iterdir()] == ["fold1"]
     for slug in ("baseline", "full", "wo_ddca"):
         metrics = json.loads((Path(kw["results_root"]) / "synth-disfa" / slug / "seed0" / "fold1"
                               / "metrics.json").read_text())
@@ -281,9 +283,9 @@ def test_ablation_rerun_with_version_shares_one_new_stage1(tmp_path, smoke_data_
     run_ablation("synth-disfa", ["baseline", "full"], [1], workers=1, **kw)
     run_ablation("synth-disfa", ["baseline", "full"], [1], if_exists="version", workers=2, **kw)
     cfg = make_config("synth-disfa", **kw)
-    stage1 = sorted(p.name for p in train.stage1_dir(cfg).parent.iterdir())
+    stage1 = sorted(p.name for p in runs.stage1_dir(cfg).parent.iterdir())
     assert stage1 == ["fold1", "fold1-v2"]  # not one new stage 1 per variant
-    full = train.stage2_dir(dataclasses.replace(cfg, variant="full")).parent
+    full = runs.stage2_dir(dataclasses.replace(cfg, variant="full")).parent
     assert sorted(p.name for p in full.iterdir()) == ["fold1", "fold1-v2"]
     sig = json.loads((full / "fold1-v2" / "signature.json").read_text())
     assert sig["variant"] == "full"

@@ -407,7 +407,7 @@ def test_infer_matches_the_evaluation_path_and_rejects_bad_input(study, tmp_path
 
     from hiva_lib.data.loader import FrameDataset, load_size_for, prepare_batch
     from hiva_lib.data.prepared import load_prepared
-    from hiva_lib.engine.train import load_trained
+    from hiva_lib.engine.evaluate import load_trained
     from hiva_lib.study.figures import Study
     from hiva_lib.study.inference import InferenceError, infer
 
@@ -495,7 +495,7 @@ def test_infer_detects_a_rendered_face_with_mtcnn(study, tmp_path):
     from hiva_lib.data import synthfacs
     from hiva_lib.data.loader import load_size_for, prepare_batch
     from hiva_lib.data.real.face_align import FaceAligner
-    from hiva_lib.engine.train import load_trained
+    from hiva_lib.engine.evaluate import load_trained
     from hiva_lib.study.figures import Study
     from hiva_lib.study.inference import au_column, infer
 

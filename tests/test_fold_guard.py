@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+import hiva_lib.engine.evaluate as evaluate
 import hiva_lib.engine.train as train
 from hiva_lib.data.prepared import load_prepared
 from hiva_lib.engine.config import make_config
@@ -25,12 +26,12 @@ def test_checkpoint_records_its_training_subjects_and_the_wrong_fold_is_refused(
     assert record["subjects"] == sorted(str(s) for s in folds.index[folds != 1])
     assert record["dataset"] == "synth-disfa" and record["fold"] == 1
     # its own test fold: evaluated as usual
-    train.evaluate_run(cfg, run.checkpoint, run.run_dir, data)
+    evaluate.evaluate_run(cfg, run.checkpoint, run.run_dir, data)
     # fold 2's test subjects are among fold 1's training subjects: refused, nothing written
     wrong = dataclasses.replace(cfg, fold=2)
     before = sorted(p for p in (tmp_path / "res").rglob("*"))
     with pytest.raises(FoldMixError, match=r"fold=1.*checkpoint trained for fold 2"):
-        train.evaluate_run(wrong, run.checkpoint, run.run_dir, data)
+        evaluate.evaluate_run(wrong, run.checkpoint, run.run_dir, data)
     assert sorted(p for p in (tmp_path / "res").rglob("*")) == before
 
 

@@ -74,9 +74,9 @@ def test_final_checkpoint_records_its_sha256_in_sha256sum_format(trained):
 
 
 def test_a_byte_flipped_checkpoint_is_refused_everywhere(trained, tmp_path, smoke_data_root):
-    from hiva_lib.engine.evaluate import evaluate_run
+    from hiva_lib.engine.evaluate import evaluate_run, load_trained
     from hiva_lib.engine.runs import stage1_dir
-    from hiva_lib.engine.train import load_stage1_checkpoint, load_trained, train_stage1
+    from hiva_lib.engine.train import load_stage1_checkpoint, train_stage1
     from hiva_lib.study.cli import main
     from hiva_lib.study.study import Study
 

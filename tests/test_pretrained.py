@@ -183,7 +183,7 @@ def _checkpoint(model: HiVA, path, drop_normalisation: bool = False):
 
 
 def test_checkpoint_records_normalisation(tmp_path):
-    from hiva_lib.engine.train import load_trained
+    from hiva_lib.engine.evaluate import load_trained
 
     lite = dataclasses.replace(MODEL_PRESETS["cpu-lite0"], pretrained=False, use_text=False,
                                dim=16, head_dim=16)

@@ -13,6 +13,7 @@ import pytest
 from hiva_lib.data.au import au_keys, dataset_aus
 from hiva_lib.study import paper_tables as PT
 from hiva_lib.study import report as R
+from hiva_lib.study import report_render
 
 
 # ----------------------------------------------------------------------------- tables
@@ -318,7 +319,7 @@ def test_failed_rendering_writes_nothing(tree, monkeypatch):
     def broken(fig, fmt):
         raise RuntimeError("no space left on device")
 
-    monkeypatch.setattr(R, "_figure_bytes", broken)
+    monkeypatch.setattr(report_render, "_figure_bytes", broken)
     with pytest.raises(RuntimeError, match="no space"):
         R.write_report(tree, "synth-disfa", out)
     assert not out.exists()
@@ -370,6 +371,7 @@ def fake_ablation(tmp_path, monkeypatch):
     """run_ablation with a stand-in for run_variant: finished runs are reused, as the engine
     does; the runs named in ``fail_once`` raise the first time. Records every call."""
     from hiva_lib.engine import ablation as A
+    from hiva_lib.engine import grid
 
     state = SimpleNamespace(finished=set(), fail_once=set(), calls=[],
                             path=tmp_path / "synth-disfa" / "ablation_status.csv")
@@ -387,7 +389,7 @@ def fake_ablation(tmp_path, monkeypatch):
         state.finished.add(key)
         return SimpleNamespace(skipped=skipped, metrics={"mean_f1": 0.5})
 
-    monkeypatch.setattr(A, "run_variant", run_variant)
+    monkeypatch.setattr(grid, "run_variant", run_variant)  # what each run of the grid calls
     monkeypatch.setattr(A, "load_data", lambda cfg: SimpleNamespace(test_folds=[1, 2, 3]))
     monkeypatch.setattr(A, "aggregate_folds", lambda *args: None)
     state.run = lambda folds: A.run_ablation("synth-disfa", ["full", "wo_ddca"], folds,
@@ -428,16 +430,16 @@ def test_ablation_status_of_a_killed_run_stays_started(fake_ablation):
     def killed(cfg, data, stage1_if_exists=None):
         raise KeyboardInterrupt  # the kernel is interrupted: nothing after this line runs
 
-    from hiva_lib.engine import ablation as A
+    from hiva_lib.engine import grid
 
-    A.run_variant = killed  # monkeypatch (fixture) restores it
+    grid.run_variant = killed  # monkeypatch (fixture) restores it
     with pytest.raises(KeyboardInterrupt):
         s.run([1])
     assert _statuses(s.path) == {("full", 1): "started"}
 
 
 def test_unreadable_status_file_stops_before_any_run(fake_ablation):
-    from hiva_lib.engine.ablation import AblationStatusError
+    from hiva_lib.engine.status import AblationStatusError
 
     s = fake_ablation
     s.path.parent.mkdir(parents=True)

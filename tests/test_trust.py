@@ -16,12 +16,12 @@ import pytest
 
 from hiva_lib.data.prepared import DatasetError, data_fingerprint, load_prepared
 from hiva_lib.engine.config import make_config
+from hiva_lib.engine.notebook_hints import notebook_command
 from hiva_lib.engine.validate import (
     ParameterError,
     check_ablation_values,
     check_notebook_parameters,
     check_writable,
-    notebook_command,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -219,9 +219,9 @@ def _new_data_version(data_root: Path) -> None:
 
 def test_a_run_of_another_data_version_is_never_reused(tmp_path, smoke_data_root, capsys):
     from hiva_lib.engine import runs
-    from hiva_lib.engine.checkpoint import CheckpointError
     from hiva_lib.engine.evaluate import evaluate_run
     from hiva_lib.engine.train import train_stage1
+    from hiva_lib.errors import CheckpointError
 
     data_root = _own_data(tmp_path, smoke_data_root)
     cfg = _smoke_cfg(tmp_path, data_root)

@@ -28,64 +28,24 @@ import dataclasses
 import multiprocessing
 import os
 import queue
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from hiva_lib import variants
 from hiva_lib.data.prepared import PreparedDataset
-from hiva_lib.engine.checkpoint import atomic_write_text
+from hiva_lib.engine.cluster import check_executor, run_on_cluster
 from hiva_lib.engine.config import TrainConfig, make_config
 from hiva_lib.engine.distributed import launched_by_torchrun, resolve_device
 from hiva_lib.engine.evaluate import aggregate_folds
-from hiva_lib.engine.grid import Job, Plan, describe, estimate, make_plan, progress_bar
-from hiva_lib.engine.runs import ablation_status_path
-from hiva_lib.engine.train import load_data, run_variant
+from hiva_lib.engine.grid import Job, describe, estimate, make_plan, progress_bar, run_one
+from hiva_lib.engine.runs import ablation_status_path, load_data
+from hiva_lib.engine.status import STATUS_COLUMNS, RunRecorder, StatusFile
 from hiva_lib.engine.validate import check_ablation_values
-
-STATUS_KEY = ["variant", "seed", "fold"]
-STATUS_COLUMNS = ["variant", "row_name", "fold", "seed", "status", "mean_f1", "error",
-                  "seconds", "updated", "executor", "job_id", "job_state", "log"]
-FINISHED = ("done", "reused")
-
-
-class AblationStatusError(ValueError):
-    """An existing ablation_status.csv cannot be read or merged."""
-
-
-def read_status(path: Path) -> pd.DataFrame:
-    """The status table of earlier calls (empty if none), or one error naming the file."""
-    if not path.exists():
-        return pd.DataFrame(columns=STATUS_COLUMNS)
-    try:
-        table = pd.read_csv(path, keep_default_na=False, na_values=[""],
-                            dtype={"job_id": str})  # SLURM's 123_4, a local pid: text
-        missing = [c for c in [*STATUS_KEY, "status"] if c not in table.columns]
-        if missing:
-            raise ValueError(f"columns {missing} missing")
-        table[["seed", "fold"]] = table[["seed", "fold"]].astype(int)
-    except (ValueError, pd.errors.ParserError) as e:
-        raise AblationStatusError(
-            f"{path}: unreadable ablation status table ({e}). It only records earlier runs "
-            "(the runs themselves are in runs/ and results/): move it away or delete it and "
-            "call again.") from None
-    return table.reindex(columns=STATUS_COLUMNS)
-
-
-def merge_status(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """``old`` with the rows of ``new`` added or replacing those of the same (variant, seed,
-    fold), sorted by seed, fold and variant."""
-    both = pd.concat([old, new.reindex(columns=STATUS_COLUMNS)], ignore_index=True)
-    both = both.drop_duplicates(STATUS_KEY, keep="last")
-    return both.sort_values(["seed", "fold", "variant"], kind="stable").reset_index(drop=True)
 
 
 def default_workers(device: str) -> int:
@@ -95,116 +55,8 @@ def default_workers(device: str) -> int:
     return min(2, torch.get_num_threads())
 
 
-@dataclass
-class StatusFile:
-    """``ablation_status.csv``: every run recorded for a data set, rewritten at each change."""
-
-    path: Path
-    table: pd.DataFrame
-    before: pd.DataFrame  # as it was when this call opened it
-
-    @classmethod
-    def open(cls, path: Path) -> StatusFile:
-        table = read_status(path)  # a bad file stops us before any run
-        return cls(path, table, table.copy())
-
-    def record(self, row: dict) -> None:
-        self.table = merge_status(self.table, pd.DataFrame([row]))
-        atomic_write_text(self.table.to_csv(index=False), self.path)
-
-    def earlier(self, job: Job) -> dict | None:
-        """The row of ``job`` (seed, fold, slug) as this call found it, or None."""
-        seed, fold, slug = job
-        t = self.before
-        hit = t[(t.variant == slug) & (t.seed == seed) & (t.fold == fold)]
-        return hit.iloc[-1].to_dict() if len(hit) else None
-
-    def finish(self, job: Job, row: dict) -> None:
-        """Record a run's outcome; a reused run whose row already said it finished keeps
-        that row, and the file is not rewritten for it (unless this call wrote ``started``
-        over the row: then the row is put back as it was)."""
-        old = self.earlier(job)
-        if row["status"] == "reused" and old is not None and old["status"] in FINISHED:
-            seed, fold, slug = job
-            t = self.table
-            now = t[(t.variant == slug) & (t.seed == seed) & (t.fold == fold)]
-            if now.iloc[-1]["status"] != old["status"]:
-                self.record(old)
-            return
-        self.record(row)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def started_row(job: Job, status: str = "started", executor: str = "local") -> dict:
-    seed, fold, slug = job
-    return dict(variant=slug, row_name=variants.VARIANTS[slug].row_name, fold=fold, seed=seed,
-                status=status, mean_f1=float("nan"), error="", seconds=float("nan"),
-                updated=_now(), executor=executor)
-
-
-def finished_row(row: dict, t0: float, result: tuple[bool, float] | None,
-                 error: BaseException | str | None) -> dict:
-    """``row`` updated with the outcome: (reused?, mean F1) or the error."""
-    if error is None:
-        row = {**row, "status": "reused" if result[0] else "done", "mean_f1": result[1]}
-    else:  # a worker's error carries its traceback as the cause
-        if isinstance(error, BaseException):
-            traceback.print_exception(error)
-        row = {**row, "status": "failed",
-               "error": error if isinstance(error, str) else repr(error)}
-    row.update(seconds=round(time.time() - t0, 1), updated=_now())
-    tqdm.write(f"[{row['status']}] {row['row_name']}, fold {row['fold']}, seed {row['seed']}: "
-               f"mean F1 {row['mean_f1']:.3f} ({row['seconds']} s)", file=sys.stdout)
-    return row
-
-
-@dataclass
-class Tracker:
-    """The status file, the plan and the progress bar of one call, updated together."""
-
-    status: StatusFile
-    plan: Plan
-    bar: object = None
-    rows: list = dataclasses.field(default_factory=list)
-
-    def begin(self, job: Job) -> tuple[dict, float]:
-        """The run's ``started`` row, written unless the plan reuses a finished run (a kernel
-        killed during a run that trains leaves "started")."""
-        row = started_row(job)
-        if self.plan.kinds.get(job) != "reuse":
-            self.status.record(row)
-        return row, time.time()
-
-    def end(self, job: Job, row: dict, t0: float, result: tuple[bool, float] | None,
-            error: BaseException | str | None) -> dict:
-        row = finished_row(row, t0, result, error)
-        self.status.finish(job, row)
-        self.rows.append(row)
-        if self.bar is not None and self.plan.kinds.get(job) != "reuse":
-            self.bar.update(1)
-        return row
-
-
-_DATA: dict[str, PreparedDataset] = {}  # per worker process: its images are decoded once
-
-
-def run_one(cfg: TrainConfig, stage1_if_exists: str | None,
-            data: PreparedDataset | None = None) -> tuple[bool, float]:
-    """One run (stage 1 if needed, stage 2, evaluation): (reused?, mean F1)."""
-    if data is None:
-        key = f"{cfg.data_root}/{cfg.dataset}"
-        if key not in _DATA:
-            _DATA[key] = load_data(cfg)
-        data = _DATA[key]
-    res = run_variant(cfg, data, stage1_if_exists=stage1_if_exists)
-    return res.skipped, res.metrics["mean_f1"]
-
-
 def run_sequential(jobs: list[Job], base_cfg: TrainConfig, data: PreparedDataset,
-                   track: Tracker) -> list[dict]:
+                   track: RunRecorder) -> list[dict]:
     """The runs one after the other; a fold's first run trains (or reuses) its stage 1 with
     ``cfg.if_exists``, the fold's later runs reuse it ("skip")."""
     stage1_ready = set()
@@ -246,7 +98,7 @@ def _next_job(todo: list[Job], running: dict, stage1_ready: set) -> Job | None:
     return None
 
 
-def run_parallel(jobs: list[Job], base_cfg: TrainConfig, track: Tracker, workers: int
+def run_parallel(jobs: list[Job], base_cfg: TrainConfig, track: RunRecorder, workers: int
                  ) -> list[dict]:
     """The runs of :func:`run_sequential`, ``workers`` at once in spawned processes of
     ``threads // workers`` threads each; a fold's other runs wait for its stage 1."""
@@ -291,7 +143,7 @@ def run_locally(jobs: list[Job], base_cfg: TrainConfig, data: PreparedDataset,
         raise ValueError("workers > 1 cannot be combined with torchrun (DDP); use workers=1")
     plan = estimate(make_plan(jobs, base_cfg), status.before, workers)
     print(describe(plan, f"on this machine, {workers} at once"), flush=True)
-    track = Tracker(status, plan, progress_bar(plan))
+    track = RunRecorder(status, plan, progress_bar(plan))
     try:
         rows = (run_parallel(jobs, base_cfg, track, workers) if workers > 1
                 else run_sequential(jobs, base_cfg, data, track))
@@ -318,8 +170,6 @@ def run_ablation(dataset: str, variant_slugs: list[str] | None = None,
     slugs = list(variant_slugs or variants.TABLE_ROWS)  # controls only when asked for
     base_cfg = make_config(dataset, smoke=smoke, **overrides)
     check_ablation_values(dataset, slugs, folds, seeds, workers, base_cfg.data_root)
-    from hiva_lib.engine.cluster import check_executor, run_on_cluster
-
     options = check_executor(executor, wait, cluster)  # before anything is written
     # Baseline first: it is the shared stage-1 model every other variant starts from.
     slugs.sort(key=lambda s: s != "baseline")

@@ -38,10 +38,28 @@ from submitit.core.utils import JobPaths, pickle_load
 
 from hiva_lib.data.prepared import PreparedDataset
 from hiva_lib.engine import stop
-from hiva_lib.engine.checkpoint import atomic_write_json
 from hiva_lib.engine.config import TrainConfig
-from hiva_lib.engine.grid import Job, Plan, describe, estimate, job_config, make_plan
+from hiva_lib.engine.distributed import is_main
+from hiva_lib.engine.grid import (
+    Job,
+    Plan,
+    describe,
+    estimate,
+    job_config,
+    make_plan,
+    progress_bar,
+    run_one,
+)
+from hiva_lib.engine.status import (
+    STATUS_COLUMNS,
+    RunRecorder,
+    StatusFile,
+    finished_row,
+    started_row,
+)
+from hiva_lib.engine.train import run_variant
 from hiva_lib.engine.validate import ParameterError
+from hiva_lib.integrity import atomic_write_json
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 ACTIVE = ("submitted", "running")  # statuses of a job that may still be queued or running
@@ -212,8 +230,6 @@ class GridJob(submitit.helpers.Checkpointable):
                 raise
 
     def _in_process(self) -> tuple[bool, float]:
-        from hiva_lib.engine.ablation import run_one
-
         return run_one(self.cfg, self.stage1_if_exists)
 
     def _torchrun(self) -> tuple[bool, float]:
@@ -261,9 +277,6 @@ def last_line(text: object) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """One rank of a run under torchrun: ``python -m hiva_lib.engine.cluster run.json``."""
-    from hiva_lib.engine.distributed import is_main
-    from hiva_lib.engine.train import run_variant
-
     payload = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
     cfg = TrainConfig(**payload["cfg"])
     with stop.stop_on_signals():
@@ -276,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # ----------------------------------------------------------------------------- jobs' states
 @dataclass
-class Tracked:
+class SubmittedJob:
     """A job of this grid: submitted now, or found queued from an earlier call."""
 
     job: Job
@@ -399,20 +412,20 @@ def _pid_alive(pid: int) -> bool:
 
 
 # ----------------------------------------------------------------------------- the grid
-def queued_jobs(jobs: list[Job], history: pd.DataFrame, kind: str) -> dict[Job, Tracked]:
+def queued_jobs(jobs: list[Job], history: pd.DataFrame, kind: str) -> dict[Job, SubmittedJob]:
     """The runs whose job of an earlier call (same executor) may still be queued or running."""
     out = {}
     for row in history.itertuples():
         job = (int(row.seed), int(row.fold), row.variant)
         if (job in jobs and row.status in ACTIVE and row.executor == kind
                 and isinstance(row.job_id, str) and row.job_id):
-            tracked = Tracked(job, str(row.job_id), Path(str(row.log)).parent, kind)
+            tracked = SubmittedJob(job, str(row.job_id), Path(str(row.log)).parent, kind)
             if not tracked.ended():
                 out[job] = tracked
     return out
 
 
-def _stage1_providers(todo: list[Job], plan: Plan, queued: dict[Job, Tracked]
+def _stage1_providers(todo: list[Job], plan: Plan, queued: dict[Job, SubmittedJob]
                       ) -> dict[tuple[int, int], Job]:
     """Per (seed, fold) whose stage 1 is to be trained: the run that trains it (a job still
     queued from an earlier call, else the fold's first run to submit)."""
@@ -424,22 +437,22 @@ def _stage1_providers(todo: list[Job], plan: Plan, queued: dict[Job, Tracked]
 
 
 def submit(todo: list[Job], plan: Plan, base_cfg: TrainConfig, kind: str,
-           opts: ClusterOptions, queued: dict[Job, Tracked]) -> dict[Job, Tracked]:
+           opts: ClusterOptions, queued: dict[Job, SubmittedJob]) -> dict[Job, SubmittedJob]:
     """Submit ``todo``: one array of the runs that can start now, then per fold an array of
     the runs that wait for its stage-1 job (afterok). Returns the submitted jobs."""
     folder = log_folder(base_cfg, opts)
     name = f"hiva-{base_cfg.dataset}"
     providers = _stage1_providers(todo, plan, queued)
     waiting = {j for j in todo if j[:2] in providers and providers[j[:2]] != j}
-    done: dict[Job, Tracked] = {}
+    done: dict[Job, SubmittedJob] = {}
 
-    def group(jobs: list[Job], executor: submitit.Executor, after: Tracked | None) -> None:
+    def group(jobs: list[Job], executor: submitit.Executor, after: SubmittedJob | None) -> None:
         with executor.batch():
             handles = [executor.submit(GridJob(
                 job_config(base_cfg, j), "skip" if after else None, opts.gpus_per_job,
                 str(after.paths.result_pickle) if after else None, str(folder))) for j in jobs]
         for j, h in zip(jobs, handles, strict=True):
-            done[j] = Tracked(j, str(h.job_id), folder, kind, h)
+            done[j] = SubmittedJob(j, str(h.job_id), folder, kind, h)
 
     now = [j for j in todo if j not in waiting]
     if now:
@@ -453,21 +466,18 @@ def submit(todo: list[Job], plan: Plan, base_cfg: TrainConfig, kind: str,
     return done
 
 
-def submitted_row(tracked: Tracked, state: str) -> dict:
-    from hiva_lib.engine.ablation import started_row
-
+def submitted_row(tracked: SubmittedJob, state: str) -> dict:
     row = started_row(tracked.job, "submitted" if state == "PENDING" else "running",
                       tracked.kind)
     row.update(job_id=tracked.job_id, job_state=state, log=str(tracked.paths.stdout))
     return row
 
 
-def run_on_cluster(jobs: list[Job], base_cfg: TrainConfig, data: PreparedDataset, status,
-                   kind: str, opts: ClusterOptions, wait: bool) -> pd.DataFrame:
+def run_on_cluster(jobs: list[Job], base_cfg: TrainConfig, data: PreparedDataset,
+                   status: StatusFile, kind: str, opts: ClusterOptions, wait: bool
+                   ) -> pd.DataFrame:
     """The grid as jobs: plan, reuse the finished runs here, submit the rest (not those still
     queued from an earlier call), then wait for all of them unless ``wait`` is False."""
-    from hiva_lib.engine.ablation import STATUS_COLUMNS, Tracker, run_one
-
     folder = log_folder(base_cfg, opts)
     queued = queued_jobs(jobs, status.before, kind)
     plan = estimate(make_plan(jobs, base_cfg, set(queued)), status.before, 1)
@@ -475,7 +485,7 @@ def run_on_cluster(jobs: list[Job], base_cfg: TrainConfig, data: PreparedDataset
     print(describe(plan, where).replace("Estimated time: about",
                                         "Compute time (the jobs' sum, queueing not counted):")
           + f"\nJob scripts and logs: {folder}", flush=True)
-    track = Tracker(status, plan)
+    track = RunRecorder(status, plan)
     for job in plan.jobs("reuse"):  # nothing to train: no job, the results are read here
         row, t0 = track.begin(job)
         track.end(job, row, t0, run_one(job_config(base_cfg, job), None, data), None)
@@ -496,12 +506,9 @@ def run_on_cluster(jobs: list[Job], base_cfg: TrainConfig, data: PreparedDataset
     return pd.DataFrame(rows, columns=STATUS_COLUMNS)
 
 
-def wait_for(tracked: dict[Job, Tracked], track, poll_s: float = 10.0) -> None:
+def wait_for(tracked: dict[Job, SubmittedJob], track: RunRecorder, poll_s: float = 10.0) -> None:
     """Poll the jobs until every one has ended, recording each outcome (and its log) as it
     comes, with a bar over the runs."""
-    from hiva_lib.engine.ablation import finished_row
-    from hiva_lib.engine.grid import progress_bar
-
     bar = progress_bar(track.plan)
     pending = dict(tracked)
     try:

@@ -11,16 +11,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hiva_lib import variants
+from hiva_lib.engine.validate import check_train_values
 from hiva_lib.model.config import ModelConfig
-from hiva_lib.presets import MODEL_PRESETS, SMOKE, TRAIN_PRESETS, default_preset
-from hiva_lib.project import (  # noqa: F401  (re-exported: their old home)
-    COMMITTED_ROOTS,
-    OUTPUT_ROOT,
-    default_figures_root,
-    default_roots,
-    project_root,
-)
+from hiva_lib.presets import SMOKE, TRAIN_PRESETS, default_preset, preset_config
+from hiva_lib.project import OUTPUT_ROOT, default_roots, project_root
 
 
 @dataclass
@@ -73,24 +67,19 @@ def make_config(dataset: str, preset: str | None = None, smoke: bool = False,
     Every value is checked first (:mod:`hiva_lib.engine.validate`): one ParameterError lists
     each bad one; ``model_overrides`` may be the JSON text papermill's ``-p`` passes.
     """
-    from hiva_lib.engine.validate import check_train_values
-
     preset = preset or (default_preset(dataset) if isinstance(dataset, str) else "paper")
     folders = {k: v for k, v in default_roots(smoke).items() if k != "figures_root"}
     values = {**folders, **TRAIN_PRESETS.get(preset, {}), **(SMOKE if smoke is True else {}),
               "smoke": smoke}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    values = check_train_values(dataset, preset, smoke, values)
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    values = check_train_values(dataset, preset, smoke, values, fields)
     return resolve_paths(TrainConfig(dataset=dataset, **values))
 
 
 def model_config(cfg: TrainConfig, variant: str) -> ModelConfig:
     """The model of ``variant`` under ``cfg``: its model preset, overrides, then the variant."""
-    if cfg.model_preset not in MODEL_PRESETS:
-        raise ValueError(f"unknown model preset {cfg.model_preset!r}; "
-                         f"choose one of {list(MODEL_PRESETS)}")
-    base = dataclasses.replace(MODEL_PRESETS[cfg.model_preset], **cfg.model_overrides)
-    return variants.apply_variant(base, variant)
+    return preset_config(cfg.model_preset, variant, **cfg.model_overrides)
 
 
 def resolve_paths(cfg: TrainConfig) -> TrainConfig:

@@ -21,7 +21,13 @@ from hiva_lib.engine.config import TrainConfig
 from hiva_lib.engine.fold_guard import check_held_out
 from hiva_lib.engine.provenance import portable_config, portable_path, provenance
 from hiva_lib.errors import CheckpointError
-from hiva_lib.integrity import atomic_write_json, file_sha256, read_json
+from hiva_lib.integrity import (
+    atomic_write_json,
+    file_sha256,
+    finished_versions,
+    first_free,
+    read_json,
+)
 from hiva_lib.metrics import all_positive_f1, f1_per_au
 from hiva_lib.model import hiva
 from hiva_lib.model.config import config_from_dict
@@ -98,7 +104,7 @@ def reused_results(base: Path, sha: str, fingerprint: str, content: str | None =
     """Results already in a version of ``base`` from the checkpoint with SHA-256 ``sha``,
     computed on the data version ``fingerprint`` (results that record none are not reused)
     and, where they record it, on the images' content ``content``."""
-    for done in runs.finished_versions(base, "metrics.json"):
+    for done in finished_versions(base, "metrics.json"):
         metrics = read_json(done / "metrics.json", f"Restore it, or move {done} away (the "
                             "evaluation is then made again into a new version).")
         if (metrics.get("checkpoint_sha256") == sha
@@ -113,7 +119,7 @@ def check_data_version(state: dict, fingerprint: str, checkpoint: Path) -> None:
     test fold may hold frames it trained on, and its scores would not be of this data)."""
     trained = (state.get("signature") or {}).get("data")
     if trained is not None and trained != fingerprint:
-        raise runs.CheckpointError(
+        raise CheckpointError(
             f"{checkpoint}: trained on {runs.describe_data(trained)}, but the prepared data is "
             f"now {runs.describe_data(fingerprint)} (prepared again since). Train again on "
             "this data (the run goes to a new version), or evaluate on the data it was "
@@ -129,10 +135,8 @@ def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
     Results already there from the same checkpoint (same SHA-256) are reused. Results of
     another checkpoint (the committed reference results on a fresh clone, or an earlier run)
     are kept: this evaluation goes to the first free versioned sibling (fold1-v2, -v3...)."""
-    if data is None:  # train.py holds the entry points, load_data among them
-        from hiva_lib.engine.train import load_data
-
-        data = load_data(cfg)
+    if data is None:
+        data = runs.load_data(cfg)
     state = load_checkpoint(checkpoint, "checkpoint", TRAIN_FIRST)
     check_held_out(state.get("trained_on"), data, cfg.fold, checkpoint)  # before any reuse
     fingerprint = data.fingerprint
@@ -143,7 +147,7 @@ def evaluate_run(cfg: TrainConfig, checkpoint: Path, run_dir: Path,
     distributed.barrier()  # every rank has decided before rank 0 may write
     if reused:
         return reused
-    out_dir = runs.first_free(base, "metrics.json")
+    out_dir = first_free(base, "metrics.json")
     if out_dir != base and distributed.is_main():
         print(f"{base} holds results of another checkpoint or data version (kept); these go "
               f"to {out_dir}")

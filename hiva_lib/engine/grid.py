@@ -6,6 +6,7 @@ interrupted run with ``last.pt``), ``train``, or ``queued`` (a cluster job of an
 is still pending or running). The plan is printed with an estimate of the time, taken from the
 times that ``ablation_status.csv`` recorded for earlier runs of the data set, and a progress
 bar counts the runs (reused ones included) with an ETA from the runs trained so far.
+:func:`run_one` runs one of them in this process, for either executor.
 """
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from hiva_lib import variants
+from hiva_lib.data.prepared import PreparedDataset
 from hiva_lib.engine.config import TrainConfig
-from hiva_lib.engine.runs import finished_run, run_dir
+from hiva_lib.engine.runs import finished_run, load_data, run_dir
+from hiva_lib.engine.train import run_variant
 from hiva_lib.progress import progress
 
 Job = tuple[int, int, str]  # (seed, fold, variant slug)
@@ -32,6 +35,21 @@ def stage_of(slug: str) -> int:
 def job_config(base_cfg: TrainConfig, job: Job) -> TrainConfig:
     seed, fold, slug = job
     return dataclasses.replace(base_cfg, seed=seed, fold=fold, variant=slug)
+
+
+_DATA: dict[str, PreparedDataset] = {}  # per worker process: its images are decoded once
+
+
+def run_one(cfg: TrainConfig, stage1_if_exists: str | None,
+            data: PreparedDataset | None = None) -> tuple[bool, float]:
+    """One run (stage 1 if needed, stage 2, evaluation): (reused?, mean F1)."""
+    if data is None:
+        key = f"{cfg.data_root}/{cfg.dataset}"
+        if key not in _DATA:
+            _DATA[key] = load_data(cfg)
+        data = _DATA[key]
+    res = run_variant(cfg, data, stage1_if_exists=stage1_if_exists)
+    return res.skipped, res.metrics["mean_f1"]
 
 
 def _has_last(cfg: TrainConfig, stage: int) -> bool:

@@ -30,9 +30,10 @@ from hiva_lib.data.loader import (
 )
 from hiva_lib.data.prepared import PreparedDataset
 from hiva_lib.engine import distributed, performance, stop
-from hiva_lib.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint
+from hiva_lib.engine.checkpoint import atomic_save, load_checkpoint
 from hiva_lib.engine.config import TrainConfig
 from hiva_lib.engine.runs import mismatch, signature
+from hiva_lib.errors import CheckpointError
 from hiva_lib.losses import au_loss, inverse_frequency_weights, total_loss
 from hiva_lib.progress import progress
 

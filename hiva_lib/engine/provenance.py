@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from hiva_lib.engine.config import project_root
+from hiva_lib.project import project_root
 
 
 def portable_path(path: str | Path) -> str:

@@ -1,4 +1,5 @@
-"""Where runs and results live: every runs/ and results/ path, run versions and signatures.
+"""Where runs and results live: every runs/ and results/ path, run versions and signatures,
+and the prepared data set a config names (:func:`load_data`).
 
 Folders (``cfg.runs_root`` / ``cfg.results_root``)::
 
@@ -32,9 +33,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hiva_lib.data.prepared import data_fingerprint
-from hiva_lib.engine.checkpoint import CheckpointError, load_checkpoint
+from hiva_lib.data.prepared import (
+    DatasetError,
+    PreparedDataset,
+    data_fingerprint,
+    load_prepared,
+    prepare_hint,
+)
+from hiva_lib.engine.checkpoint import load_checkpoint
 from hiva_lib.engine.config import TrainConfig, model_config
+from hiva_lib.errors import CheckpointError
 from hiva_lib.integrity import (  # noqa: F401  (the version names, used through runs.*)
     file_versions,
     finished_versions,
@@ -54,6 +62,15 @@ from hiva_lib.integrity import (  # noqa: F401  (the version names, used through
 def data_dir(cfg: TrainConfig) -> Path:
     """data/prepared/<dataset>/: the prepared data set of ``cfg``."""
     return Path(cfg.data_root) / cfg.dataset
+
+
+def load_data(cfg: TrainConfig) -> PreparedDataset:
+    """The prepared data set of ``cfg``, or one error saying how to prepare it."""
+    root = data_dir(cfg)
+    if not (root / "index.csv").exists():
+        raise DatasetError(f"{root}: data set {cfg.dataset!r} is not prepared. "
+                           + prepare_hint(cfg.dataset))
+    return load_prepared(root)
 
 
 def fold_name(fold: int) -> str:

@@ -9,8 +9,7 @@ stage-1 model itself, evaluated as is.
 The engine's other jobs live beside this module: the folders, versions and signatures of runs
 and results in :mod:`~hiva_lib.engine.runs`, the loop in :mod:`~hiva_lib.engine.loop`,
 evaluation in :mod:`~hiva_lib.engine.evaluate`, DDP and devices in
-:mod:`~hiva_lib.engine.distributed`, provenance in :mod:`~hiva_lib.engine.provenance`. Their
-public names are re-exported here for notebooks and scripts.
+:mod:`~hiva_lib.engine.distributed`, provenance in :mod:`~hiva_lib.engine.provenance`.
 """
 from __future__ import annotations
 
@@ -21,45 +20,27 @@ from pathlib import Path
 
 import torch
 
-from hiva_lib import variants
-from hiva_lib.data.prepared import DatasetError, PreparedDataset, load_prepared, prepare_hint
+from hiva_lib import create_model, variants
+from hiva_lib.data.prepared import PreparedDataset
 from hiva_lib.engine import performance
-from hiva_lib.engine.checkpoint import (
-    CheckpointError,
-    atomic_save,
-    atomic_write_json,
-    atomic_write_text,
-    check_finished,
-    load_checkpoint,
-    write_checksum,
-)
+from hiva_lib.engine.checkpoint import atomic_save, check_finished, load_checkpoint
 from hiva_lib.engine.config import TrainConfig, model_config
-from hiva_lib.engine.distributed import (  # noqa: F401  (re-exported)
+from hiva_lib.engine.distributed import (
     barrier,
     is_main,
-    launched_by_torchrun,
     resolve_device,
     setup_distributed,
-    shard_batches,
     wrap,
 )
-from hiva_lib.engine.evaluate import (  # noqa: F401  (re-exported)
-    aggregate_folds,
-    evaluate_run,
-    load_trained,
-    predict,
-)
+from hiva_lib.engine.evaluate import evaluate_run
 from hiva_lib.engine.fold_guard import trained_on
 from hiva_lib.engine.loop import fit_stage
-from hiva_lib.engine.provenance import provenance  # noqa: F401  (re-exported)
-from hiva_lib.engine.runs import (  # noqa: F401  (re-exported)
-    STAGE1_MODEL_FIELDS,
-    data_dir,
+from hiva_lib.engine.notebook_hints import notebook_hint
+from hiva_lib.engine.runs import (
     describe_data,
-    find_finished,
     finished_run,
+    load_data,
     resolve_run_dir,
-    results_dir,
     run_dir,
     run_lock,
     run_signature,
@@ -67,16 +48,12 @@ from hiva_lib.engine.runs import (  # noqa: F401  (re-exported)
     stage1_dir,
     stage2_dir,
 )
-from hiva_lib.engine.validate import check_writable, notebook_hint
+from hiva_lib.engine.validate import check_writable
+from hiva_lib.errors import CheckpointError
+from hiva_lib.integrity import atomic_write_json, atomic_write_text, write_checksum
 from hiva_lib.model import hiva
 from hiva_lib.model.pretrained import LITE0, PretrainedUnavailableError, lite0_weights_path
 from hiva_lib.progress import say
-
-__all__ = ["RunResult", "load_data", "model_config", "train_stage1", "train_stage2",
-           "load_stage1_checkpoint", "run_variant", "evaluate_run", "aggregate_folds",
-           "load_trained", "predict", "provenance", "setup_distributed", "resolve_device",
-           "launched_by_torchrun", "stage1_dir", "stage2_dir", "results_dir", "finished_run",
-           "find_finished", "STAGE1_MODEL_FIELDS"]
 
 
 @dataclass
@@ -88,24 +65,14 @@ class RunResult:
     skipped: bool = False
 
 
-def load_data(cfg: TrainConfig) -> PreparedDataset:
-    """The prepared data set of ``cfg``, or one error saying how to prepare it."""
-    root = data_dir(cfg)
-    if not (root / "index.csv").exists():
-        raise DatasetError(f"{root}: data set {cfg.dataset!r} is not prepared. "
-                           + prepare_hint(cfg.dataset))
-    return load_prepared(root)
-
-
 def _build(cfg: TrainConfig, data: PreparedDataset, variant: str, device: torch.device,
            backbone_weights: bool = True) -> hiva.HiVA:
     """The model of ``variant``; ``backbone_weights=False`` skips the ImageNet weights when a
     checkpoint's weights replace them anyway (no download needed)."""
     torch.manual_seed(cfg.seed)  # identical initialisation for a given seed
-    mcfg = model_config(cfg, variant)
-    if not backbone_weights:
-        mcfg = dataclasses.replace(mcfg, pretrained=False)
-    model = hiva.HiVA(mcfg, data.au_ids).to(device)
+    weights = {} if backbone_weights else {"pretrained": False}
+    model = create_model(cfg.model_preset, variant, cfg.dataset, au_ids=data.au_ids,
+                         **{**cfg.model_overrides, **weights}).to(device)
     # grad_checkpointing / compile / tf32 / cudnn_benchmark, before any DDP wrapping
     performance.set_backend_flags(cfg, device)
     performance.prepare_model(model, cfg)

@@ -20,10 +20,11 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from hiva_lib import hints, variants
+from hiva_lib import variants
 from hiva_lib.data.au import DATASET_AUS, REAL_DATASETS
 from hiva_lib.model.config import ModelConfig
 from hiva_lib.presets import MODEL_PRESETS, TRAIN_PRESETS
+from hiva_lib.project import project_root
 
 # notebook parameter -> TrainConfig field it sets (where the names differ)
 NOTEBOOK_ALIASES = {"epochs_stage1": "epochs", "epochs_stage2": "epochs", "lr_stage1": "lr",
@@ -81,8 +82,6 @@ def _is_real(value: object) -> bool:
 
 def dataset_folds(dataset: str, data_root: str | Path | None) -> list[int]:
     """The test folds of ``dataset``: its prepared meta.json when there, else the protocol's."""
-    from hiva_lib.engine.config import project_root
-
     meta = project_root() / Path(data_root or "") / dataset / "meta.json"
     if data_root is not None and meta.is_file():
         try:
@@ -213,17 +212,16 @@ def check_dataset(dataset: object) -> list[str]:
                      f"{', '.join(REAL_DATASETS)} need your licensed copy (docs/data.md)")]
 
 
-def check_train_values(dataset: object, preset: object, smoke: object, values: dict) -> dict:
+def check_train_values(dataset: object, preset: object, smoke: object, values: dict,
+                       fields: list[str]) -> dict:
     """Check the data set, preset, smoke flag and every TrainConfig value of ``values`` (the
-    preset's merged with the overrides); returns ``values`` with ``model_overrides`` parsed.
-    Raises one :class:`ParameterError` listing every problem."""
+    preset's merged with the overrides); ``fields`` are TrainConfig's field names. Returns
+    ``values`` with ``model_overrides`` parsed. Raises one :class:`ParameterError` listing
+    every problem."""
     problems = check_dataset(dataset)
     if preset not in TRAIN_PRESETS:
         problems.append(_problem("preset", preset, f"allowed: {', '.join(TRAIN_PRESETS)}"
                                  + suggest(preset, TRAIN_PRESETS), "Pass one of them"))
-    from hiva_lib.engine.config import TrainConfig
-
-    fields = [f.name for f in dataclasses.fields(TrainConfig)]
     for key in values:
         if key not in fields:
             problems.append(_problem(key, values[key], "not a training parameter"
@@ -274,8 +272,6 @@ def _notebook_names(path: Path) -> tuple[set[str], set[str]]:
 def check_notebook_parameters(notebook: str, namespace: Mapping[str, object]) -> None:
     """Refuse a parameter that ``notebook`` does not declare (papermill only warns and the
     notebook would silently ignore it, e.g. ``-p variant fulll`` to notebook 02)."""
-    from hiva_lib.engine.config import project_root
-
     path = project_root() / "notebooks" / f"{notebook}.ipynb"
     if not path.exists():
         return
@@ -321,60 +317,6 @@ def check_writable(folders: Mapping[str, str | Path]) -> None:
     if problems:
         raise ParameterError(f"output folders (nothing was trained{IN_JUPYTERLAB}):\n  "
                              + "\n  ".join(problems))
-
-
-# ----------------------------------------------------------------------------- hints
-SPEED_PARAMS = ("num_workers", "grad_accum_steps", "micro_batch", "grad_checkpointing", "compile",
-                "tf32", "cudnn_benchmark")  # notebooks 02-03 take them under the field's name
-NOTEBOOK_PARAMS = {  # notebook parameter -> TrainConfig field, for the commands of hints
-    "02_train_stage1": dict(fold="fold", seed="seed", epochs="epochs_stage1",
-                            batch_size="batch_size", lr="lr_stage1", data_root="data_root",
-                            runs_root="runs_root", results_root="results_root",
-                            device="device", model_overrides="model_overrides",
-                            **{f: f for f in SPEED_PARAMS}),
-    "03_train_stage2": dict(fold="fold", seed="seed", variant="variant", epochs="epochs_stage2",
-                            batch_size="batch_size", lr="lr_stage2", data_root="data_root",
-                            runs_root="runs_root", results_root="results_root",
-                            device="device", model_overrides="model_overrides",
-                            **{f: f for f in SPEED_PARAMS}),
-}
-
-
-def _notebook_params(cfg, notebook: str) -> tuple[dict, str]:
-    """The parameters that rebuild ``cfg`` in ``notebook`` (every one that differs from the
-    default of ``cfg.dataset`` and smoke size, and fold and seed), and a note on the fields
-    that the notebook does not take."""
-    from hiva_lib.engine.config import make_config
-
-    smoke = bool(cfg.smoke)
-    default = make_config(cfg.dataset, smoke=smoke)
-    params: dict = {"dataset": cfg.dataset}
-    for param, field in NOTEBOOK_PARAMS[notebook].items():
-        value = getattr(cfg, field)
-        if param in ("fold", "seed") or value != getattr(default, field):
-            params[param] = value
-    if smoke:
-        params["smoke"] = True
-    others = [f for f in ("model_preset", "max_steps_per_epoch", "weight_decay", "schedule",
-                          "au_loss_reduction", "lambda_diff")
-              if getattr(cfg, f) != getattr(default, f)]
-    note = (f" (and {', '.join(f'{f}={getattr(cfg, f)!r}' for f in others)}, which the "
-            "notebook does not take: call hiva_lib.engine.train with that config)") if others \
-        else ""
-    return params, note
-
-
-def notebook_command(cfg, notebook: str = "02_train_stage1") -> str:
-    """The papermill command that runs ``notebook`` with ``cfg``: every parameter that
-    differs from the default of ``cfg.dataset`` (and smoke size) is given."""
-    params, note = _notebook_params(cfg, notebook)
-    return hints.papermill_command(notebook, params) + note
-
-
-def notebook_hint(cfg, notebook: str = "02_train_stage1") -> str:
-    """:func:`notebook_command` beside the same values for the notebook's parameters cell."""
-    params, note = _notebook_params(cfg, notebook)
-    return hints.run_hint(notebook, params) + note
 
 
 def check_ablation_values(dataset: str, slugs: list, folds: list | None, seeds: object,

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,7 +52,7 @@ from hiva_lib.model import text as te
 from hiva_lib.model.config import ModelConfig
 from hiva_lib.model.hiva import HiVA
 from hiva_lib.model.text import cached_text
-from hiva_lib.presets import MODEL_PRESETS
+from hiva_lib.presets import preset_config
 
 # The paper's numbers; latencies as we read them: one forward pass of a batch of 32 (GPU),
 # of one image (CPU). Per image in the GPU batch: 63.1 / 32 = 1.97 ms.
@@ -156,12 +155,8 @@ def build_model(preset: str, dataset: str = "bp4d", variant: str = "full",
     depend on it.
     """
     from hiva_lib.data.descriptions import all_descriptions
-    from hiva_lib.variants import apply_variant
 
-    if preset not in MODEL_PRESETS:
-        raise ValueError(f"unknown model preset {preset!r}; choose one of {list(MODEL_PRESETS)}")
-    cfg: ModelConfig = apply_variant(dataclasses.replace(MODEL_PRESETS[preset],
-                                                         pretrained=False), variant)
+    cfg: ModelConfig = preset_config(preset, variant, pretrained=False)
     if random_text is None:
         random_text = cfg.text_model not in ("minilm",) and not Path(cfg.text_model).exists()
     au_ids = dataset_aus(dataset)

@@ -1,7 +1,7 @@
 """AU detection on your own faces: an image, a folder of images, or a video.
 
 ``infer(checkpoint, source, out)`` runs a trained model (``final.pt`` of notebook 02/03,
-loaded with :func:`hiva_lib.engine.train.load_trained`) on every frame: every face is detected
+loaded with :func:`hiva_lib.engine.evaluate.load_trained`) on every frame: every face is detected
 and aligned with :mod:`hiva_lib.data.real.face_align` (the 5-point template the real data sets
 are prepared with; ``faces="largest"`` keeps one face per frame; ``align="skip"`` when the
 inputs are already face crops), resized and centre-cropped exactly as in evaluation. The same

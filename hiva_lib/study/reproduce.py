@@ -35,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from hiva_lib.engine import runs as layout
+from hiva_lib.integrity import newest_version
 
 K = 3.0  # band half-width in standard deviations of the difference
 IDENTICAL = 0.005  # F1 points: equal to the two decimals shown
@@ -52,10 +53,10 @@ class ReproduceError(FileNotFoundError):
 
 def noise_csv(project: Path | None = None) -> Path:
     """The newest ``results/bench_noise*.csv`` of the project (the committed measurement)."""
-    from hiva_lib.engine.config import project_root
+    from hiva_lib.project import project_root
 
     base = (project or project_root()) / "results" / "bench_noise.csv"
-    path = layout.newest_version(base)
+    path = newest_version(base)
     if path is None:
         raise ReproduceError(f"{base}: no seed-noise measurement. Measure it: python "
                              "scripts/bench_noise.py --threads 1 --other-threads 2")
@@ -265,7 +266,7 @@ def check(dataset: str, results_root: str | Path, reference_root: str | Path | N
     the noise of one run); SynthFACS against ``reference_root`` (default: the committed
     results/, :func:`reproduction_table`, the noise from ``noise``)."""
     from hiva_lib.data.au import REAL_DATASETS
-    from hiva_lib.engine.config import project_root
+    from hiva_lib.project import project_root
 
     if dataset in REAL_DATASETS:
         return paper_comparison(results_root, dataset, sd)

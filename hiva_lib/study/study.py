@@ -73,9 +73,7 @@ class Study:
     @property
     def data(self) -> PreparedDataset:
         if self._data is None:
-            from hiva_lib.engine.train import load_data
-
-            self._data = load_data(self.cfg)
+            self._data = runs.load_data(self.cfg)
         return self._data
 
     @property
@@ -84,7 +82,7 @@ class Study:
 
     def _train_hint(self, variant: str) -> str:
         from hiva_lib import variants
-        from hiva_lib.engine.validate import notebook_hint
+        from hiva_lib.engine.notebook_hints import notebook_hint
 
         stage2 = 2 in variants.VARIANTS[variant].stages
         notebook = "03_train_stage2" if stage2 else "02_train_stage1"

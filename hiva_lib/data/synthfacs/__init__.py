@@ -3,8 +3,9 @@
 The paper's data sets (BP4D, DISFA, GFT; Sec. IV-A) are licensed, so newcomers run the study on
 SynthFACS. The package, in the order a face is made:
 
-* :mod:`.face`: a subject (:class:`Identity`), a frame's nuisances (:class:`Nuisance`) and
-  :func:`render_face`, which draws a face in named steps and returns its AU region masks;
+* :mod:`.subject`: a subject (:class:`Identity`) and a frame's nuisances (:class:`Nuisance`);
+* :mod:`.face`: :func:`render_face`, which draws a face in named steps and returns its AU
+  region masks;
 * :mod:`.canvas`: the pixel grid, pose, warp and drawing primitives of one render;
 * :mod:`.au_effects`: what each AU does, as two tables of small per-AU drawing functions
   (its windows before the face is drawn, its wrinkles and furrows after);
@@ -24,17 +25,7 @@ from hiva_lib.data.synthfacs.dataset import (
     downsample_mask,
     generate,
 )
-from hiva_lib.data.synthfacs.face import (
-    MASK_MARGIN_PX,
-    NEUTRAL_NUISANCE,
-    VERSION,
-    Identity,
-    Nuisance,
-    au_levels,
-    render_face,
-    sample_identity,
-    sample_nuisance,
-)
+from hiva_lib.data.synthfacs.face import MASK_MARGIN_PX, VERSION, au_levels, render_face
 from hiva_lib.data.synthfacs.labels import (
     EXCLUSIVE,
     PROTOTYPES,
@@ -47,6 +38,13 @@ from hiva_lib.data.synthfacs.labels import (
     sample_subject_intensities,
     stream_seed,
     subject_folds,
+)
+from hiva_lib.data.synthfacs.subject import (
+    NEUTRAL_NUISANCE,
+    Identity,
+    Nuisance,
+    sample_identity,
+    sample_nuisance,
 )
 
 __all__ = [

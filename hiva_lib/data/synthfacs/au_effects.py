@@ -23,11 +23,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hiva_lib.data.synthfacs.canvas import Canvas, Crop, add_to_field, line, shade, smooth
+from hiva_lib.data.synthfacs.subject import Identity
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from hiva_lib.data.synthfacs.face import Identity
 
     # (canvas, identity, fields, level, side, brow_y of that side)
     SideWindow = Callable[[Canvas, Identity, "AUFields", float, float, float], None]

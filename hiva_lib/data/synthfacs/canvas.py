@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hiva_lib.data.au import ALL_AU_IDS
-
-if TYPE_CHECKING:
-    from hiva_lib.data.synthfacs.face import Nuisance
+from hiva_lib.data.synthfacs.subject import Nuisance
 
 AU_INDEX = {a: i for i, a in enumerate(ALL_AU_IDS)}  # AU id -> its support bit / vector index
 Crop = tuple[slice, slice]  # (rows, columns) of the pixel grid

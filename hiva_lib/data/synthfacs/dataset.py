@@ -12,8 +12,9 @@ import numpy as np
 
 from hiva_lib.data.au import ALL_AU_IDS, au_keys
 from hiva_lib.data.prepared import PreparedDataset, load_prepared, prepared_dir_writer, write_index
-from hiva_lib.data.synthfacs.face import VERSION, render_face, sample_identity, sample_nuisance
+from hiva_lib.data.synthfacs.face import VERSION, render_face
 from hiva_lib.data.synthfacs.labels import get_preset, sample_labels, stream_seed
+from hiva_lib.data.synthfacs.subject import sample_identity, sample_nuisance
 
 SOURCE = f"SynthFACS v{VERSION}"
 POSITIVE_RULE = "intensity >= 2 (0-5 scale), as DISFA"

@@ -17,7 +17,7 @@ import pandas as pd
 
 from hiva_lib.data.au import ALL_AU_IDS, dataset_aus
 from hiva_lib.data.synthfacs.canvas import AU_INDEX
-from hiva_lib.data.synthfacs.face import sample_identity
+from hiva_lib.data.synthfacs.subject import sample_identity
 
 # Expression prototypes: AU -> probability that it is active (intensity >= 2) in a frame of that
 # expression. FACS / EMFACS-style combinations (Ekman & Friesen), plus the non-basic displays that
