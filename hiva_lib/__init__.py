@@ -7,6 +7,7 @@ preset in one call, as ``timm.create_model``::
 """
 from __future__ import annotations
 
+import sys as _sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -36,8 +37,6 @@ def create_model(preset: str, variant: str = "full", dataset: str = "synth-disfa
     return HiVA(preset_config(preset, variant, **overrides),
                 dataset_aus(dataset) if au_ids is None else tuple(au_ids))
 
-
-import sys as _sys
 
 if "ipykernel" in _sys.modules:  # a notebook's kernel: the project's errors read as their fix
     from hiva_lib.notebook import install_error_handler as _install_error_handler

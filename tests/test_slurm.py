@@ -20,9 +20,11 @@ import pandas as pd
 import pytest
 
 import hiva_lib.engine.train as train
-from hiva_lib.engine.ablation import read_status, run_ablation
-from hiva_lib.engine.cluster import SLURM_ACTIVE, Tracked
+from hiva_lib.engine.ablation import run_ablation
+from hiva_lib.engine.cluster import SubmittedJob
 from hiva_lib.engine.config import make_config
+from hiva_lib.engine.slurm_states import SLURM_ACTIVE
+from hiva_lib.engine.status import read_status
 
 pytestmark = pytest.mark.slow
 
@@ -153,7 +155,7 @@ def test_job_states_are_read_from_slurmctld_without_accounting(tmp_path):
     job_id = subprocess.run(["sbatch", "--parsable", "-c1", "--mem=100M", "-o", "/dev/null",
                              "--wrap", "sleep 120"], capture_output=True, text=True,
                             check=True).stdout.strip()
-    tracked = Tracked((0, 1, "baseline"), job_id, tmp_path, "slurm")
+    tracked = SubmittedJob((0, 1, "baseline"), job_id, tmp_path, "slurm")
     try:
         assert tracked.state() in ("PENDING", "RUNNING") and not tracked.ended()
     finally:
@@ -162,7 +164,7 @@ def test_job_states_are_read_from_slurmctld_without_accounting(tmp_path):
     time.sleep(6)  # past the states' cache
     assert tracked.state() == "CANCELLED" and tracked.ended()
     # a job slurmctld no longer holds (MinJobAge after its end), with no sacct to ask: ended
-    gone = Tracked((0, 1, "baseline"), "999999", tmp_path, "slurm")
+    gone = SubmittedJob((0, 1, "baseline"), "999999", tmp_path, "slurm")
     assert gone.state() == "ENDED" and gone.ended()
     assert "ENDED" not in SLURM_ACTIVE and "UNKNOWN" in SLURM_ACTIVE
 

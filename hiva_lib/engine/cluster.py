@@ -50,6 +50,7 @@ from hiva_lib.engine.grid import (
     progress_bar,
     run_one,
 )
+from hiva_lib.engine.slurm_states import SLURM_ACTIVE, SLURM_STATES
 from hiva_lib.engine.status import (
     STATUS_COLUMNS,
     RunRecorder,
@@ -333,65 +334,6 @@ class SubmittedJob:
         if state == "success":
             return (value[0], value[1]), value[2], None
         return None, float("nan"), f"job {self.job_id}: {last_line(value)}; {logs}"
-
-
-# a job in one of these states may still run (UNKNOWN: slurmctld did not answer)
-SLURM_ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
-                "REQUEUE_FED", "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT",
-                "RESV_DEL_HOLD", "PREEMPTED", "UNKNOWN")
-
-
-class SlurmStates:
-    """The states of this process's SLURM jobs, read from slurmctld (``squeue``): one call for
-    all of them at most every ``max_age_s``, not one per job. Where slurmctld no longer holds
-    a job (``MinJobAge`` after its end) ``sacct`` is asked; where accounting is disabled (no
-    slurmdbd, as on many small clusters) that fails and the job is ``ENDED``. (submitit reads
-    states from ``sacct`` alone: without accounting every job stays UNKNOWN and a job that
-    ended without a result, e.g. cancelled, would be waited for forever.)"""
-
-    def __init__(self, max_age_s: float = 5.0) -> None:
-        self.max_age_s = max_age_s
-        self.ids: set[str] = set()
-        self.states: dict[str, str] = {}
-        self.read_at = float("-inf")
-
-    def get(self, job_id: str) -> str:
-        if job_id not in self.ids or time.time() - self.read_at > self.max_age_s:
-            self.ids.add(job_id)
-            self.refresh()
-        return self.states.get(job_id) or _sacct_state(job_id)
-
-    def refresh(self) -> None:
-        try:
-            out = subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%T|%r",
-                                  "-j", ",".join(sorted(self.ids))],
-                                 capture_output=True, text=True, timeout=120)
-        except (OSError, subprocess.TimeoutExpired):
-            out = None
-        if out is None or (out.returncode and "Invalid job id" not in out.stderr):
-            self.states = {i: "UNKNOWN" for i in self.ids}  # no answer: may still run
-        else:  # rc 1 "Invalid job id": none of them is held any more
-            self.states = {}
-            for line in out.stdout.splitlines():
-                job_id, state, reason = (line.split("|") + ["", ""])[:3]
-                ended_why = reason not in ("", "None") and state not in SLURM_ACTIVE
-                self.states[job_id] = f"{state} ({reason})" if ended_why else state
-        self.read_at = time.time()
-
-
-def _sacct_state(job_id: str) -> str:
-    """The state ``sacct`` recorded for a job slurmctld no longer holds; ``ENDED`` where
-    accounting is disabled or knows nothing of it (the job is over either way)."""
-    try:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id],
-                             capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return "ENDED"
-    words = out.stdout.split()
-    return words[0] if out.returncode == 0 and words else "ENDED"
-
-
-SLURM_STATES = SlurmStates()
 
 
 def _pid_alive(pid: int) -> bool:

@@ -263,7 +263,7 @@ def _attempt(what: str, seed: int | None, fold: int | None, fn, *args, **kwargs)
 
 
 def _write_frequency(inputs: ClaimInputs, folds: list[int]) -> None:
-    from hiva_lib.engine.checkpoint import atomic_write_text
+    from hiva_lib.integrity import atomic_write_text
 
     table = au_frequency(inputs.study(fold=folds[0]), folds)
     path = Path(inputs.results_root) / inputs.dataset / AU_FREQUENCY

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hiva_lib.engine.checkpoint import atomic_write_text
+from hiva_lib.integrity import atomic_write_text
 from hiva_lib.study import stats
 from hiva_lib.study.claim_measures import ALTERNATIVES, ClaimInputs
 from hiva_lib.study.claim_rule import family_columns
