@@ -267,16 +267,20 @@ def test_text_switches_need_the_language_branch_and_vision_stage2_excludes_it():
 def test_baseline_s2_trains_stage2_from_hivas_stage1_run(tmp_path, smoke_data_root):
     cfg = make_config("synth-disfa", smoke=True, data_root=str(smoke_data_root),
                       runs_root=str(tmp_path / "runs"), results_root=str(tmp_path / "res"),
-                      variant="full", save_text_embeddings=False)
-    full = train.run_variant(cfg)
-    s2 = train.run_variant(dataclasses.replace(cfg, variant="baseline_s2"))
+                      variant="baseline_s2")
+    s2 = train.run_variant(cfg)
     assert s2.metrics["variant"] == "baseline_s2" and s2.run_dir.parts[-3] == "baseline_s2"
-    assert runs.run_signature(s2.run_dir)["model"]["stage1"] == \
-        runs.run_signature(full.run_dir)["model"]["stage1"]
-    assert len(list((tmp_path / "runs").rglob("stage1/*/*/DONE"))) == 1  # one shared stage 1
+    # its stage 1 is the run HiVA's stage 2 starts from (one shared run per seed and fold)
+    full = dataclasses.replace(cfg, variant="full")
+    stage1 = runs.finished_run(full, 1)
+    assert stage1 is not None and list((tmp_path / "runs").rglob("stage1/*/*/DONE")) == [
+        stage1 / "DONE"]
+    assert runs.run_signature(s2.run_dir)["model"]["stage1"] == runs.signature(full, 1)
     state = torch.load(s2.checkpoint, map_location="cpu")
     assert state["stage"] == 2 and not any(k.startswith("text.") for k in state["model"])
-    assert not (s2.run_dir / "text_emb").exists()
+    assert {k.split(".")[0] for k in state["model"]} == {"backbone", "branches", "graph",
+                                                         "stage1_head", "fuse", "head"}
+    assert not (s2.run_dir / "text_emb").exists()  # no text embeddings to save
 
 
 # ----------------------------------------------------------------------------- causal tests

@@ -98,6 +98,12 @@ def test_embedding_rows_write_every_measure_of_h_and_z(tmp_path):
     assert rows[1]["z_shared_norm"] != pytest.approx(rows[0]["z_shared_norm"])
 
 
+def test_measured_variants_are_those_with_a_language_branch():
+    measured = M.text_variants()
+    assert "baseline_s2" not in measured and "baseline" not in measured
+    assert {"full", "no_language", *variants.CAUSAL} <= set(measured)
+
+
 def test_shared_share_by_hand():
     g = np.array([[1.0, 2.0, -1.0]] * 4)
     assert M.shared_share(g) == pytest.approx(1.0)  # every AU pulled the same way
