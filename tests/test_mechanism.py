@@ -122,6 +122,22 @@ def test_gradient_sharing_reads_the_text_gradients():
     assert "forward" not in vars(model.text)  # the hook is removed
 
 
+def test_gradient_sharing_of_a_frozen_text_branch_equals_the_trained_ones():
+    # the pull on Z and H does not depend on whether the text branch trains
+    x = torch.rand(2, 3, TINY.img_size, TINY.img_size, generator=torch.Generator().manual_seed(3))
+    y = torch.randint(0, 2, (2, len(AUS)), generator=torch.Generator().manual_seed(4))
+    trained_model = build()
+    torch.manual_seed(5)  # the same dropout draws in both
+    trained = M.gradient_sharing(trained_model, x, y)
+    frozen = build(text_frozen_stage2=True)
+    frozen.set_stage(2)
+    trainable = {n for n, p in frozen.named_parameters() if p.requires_grad}
+    torch.manual_seed(5)
+    assert M.gradient_sharing(frozen, x, y) == pytest.approx(trained, rel=1e-6)
+    assert {n for n, p in frozen.named_parameters() if p.requires_grad} == trainable
+    assert not any(n.startswith("text.") for n in trainable)
+
+
 # ----------------------------------------------------------------------------- attention maps
 def test_entropy_of_known_maps():
     t = 8

@@ -186,11 +186,18 @@ def gradient_sharing(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -
 
     text.forward = keep
     was_training = model.training
+    # a text branch frozen in stage 2 (text_frozen_s2) is pulled all the same: its gradient
+    # is measured with its weights made differentiable for this one backward
+    frozen = [p for p in text.parameters() if not p.requires_grad]
     try:
         model.train()
+        for p in frozen:
+            p.requires_grad_(True)
         au_loss(model(x).logits.float(), y.float()).backward()
     finally:
         del text.forward
+        for p in frozen:
+            p.requires_grad_(False)
         model.train(was_training)
         model.zero_grad(set_to_none=True)
     out = caught["out"]
