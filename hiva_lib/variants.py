@@ -15,6 +15,16 @@ weight lambda of Eq. 7 set to v, the sensitivity sweep (the training preset's la
 ``full_ldiff_z`` (HiVA with L_diff on Z, lambda = 1) are the alternatives of ambiguity 7
 (docs/model.md); they are listed with the controls so that they stay out of Tables IV-VI.
 
+``baseline_s2`` is the matched-training control: the Baseline's model (a)+(c) trained
+through stage 2 exactly as HiVA's stage 2 trains it, without the language branch, so that
+HiVA minus ``baseline_s2`` is the language branch alone and HiVA minus Baseline is language
+plus two more epochs of training (its ``description`` says what "the same training" means).
+
+The causal tests of the AU embeddings' collapse (docs/model.md), each HiVA with one change:
+L_diff's site x weight as a 2 x 2 (:func:`ldiff_site_weight_cells`: on H or Z, lambda 0.01 or
+1); ``stop_grad_cdca_z`` / ``stop_grad_ddca_z`` (Z enters CDCA / DDCA detached: their gradient
+does not reach Z); ``text_frozen_s2`` (the text branch is not trained in stage 2).
+
 ``TABLE_ROWS`` holds the eight rows, ``CONTROLS`` the controls, ``VARIANTS`` both (every slug
 the training engine and notebook 04 accept).
 """
@@ -35,6 +45,7 @@ class Variant:
     # the row's name in a table that prints it differently (Table IV: "VLU" for Baseline)
     table_names: dict[int, str] = field(default_factory=dict)
     control: bool = False  # a control, not a row of Tables IV-VI
+    description: str = ""  # what the variant is, where its row name cannot say it all
 
     @property
     def aliases(self) -> tuple[str, ...]:
@@ -83,14 +94,65 @@ _CONTROLS = (
             dict(au_distinction="identity"), control=True),
     Variant("full_ldiff_z", "HiVA + L_diff on Z, lambda = 1 (ambiguity 7)",
             dict(au_distinction="ldiff_z", lambda_diff=1.0), control=True),
+    Variant("baseline_s2", "Control: Baseline + HiVA's stage 2, no language (matched training)",
+            dict(use_text=False, vision_stage2=True), control=True, description=(
+                "The vision-only model (a)+(c), started from the same stage-1 checkpoint as "
+                "HiVA and trained through stage 2 with HiVA's stage-2 schedule: the same epochs "
+                "(epochs_stage2), optimizer (AdamW, weight decay, cosine schedule), learning "
+                "rates (lr_stage2; a fresh module at lr_stage2 x stage2_new_module_lr_mult), "
+                "augmentation, batches and seed handling (one code path: engine.loop). Its "
+                "trainable parameters are the vision parameters that HiVA's stage 2 trains: the "
+                "backbone's trainable part (all of it, or backbone_trainable), the AU branches "
+                "(when stage2_train_branches) and the graph (only when graph_in_stage2, which "
+                "then also refines U_i); plus, as HiVA's stage 2 predicts through a fresh head, "
+                "a fresh head of the same form on U_i alone (FC + ReLU to head_dim, then a "
+                "per-AU FC). Not trained, as in HiVA's stage 2: the stage-1 per-AU FC (and, by "
+                "default, the graph). Absent: the text branch, DDCA, CDCA and L_diff.")),
+    Variant("ldiff_z_lambda_0.01", "Causal: L_diff on Z, lambda = 0.01",
+            dict(au_distinction="ldiff_z", lambda_diff=0.01), control=True,
+            description="L_diff's site x weight, the cell (Z, 0.01): full_ldiff_z's site at "
+                        "the synth-cpu preset's weight"),
+    Variant("stop_grad_cdca_z", "Causal: no gradient from CDCA into Z",
+            dict(cdca_stop_grad_z=True), control=True,
+            description="HiVA with Z detached where it enters CDCA: CDCA still reads Z, but "
+                        "its gradient reaches neither Z nor the text branch through Z"),
+    Variant("stop_grad_ddca_z", "Causal: no gradient from DDCA into Z",
+            dict(ddca_stop_grad_z=True), control=True,
+            description="HiVA with Z detached where it enters DDCA (the word tokens W_p h_t of "
+                        "Eq. 5's vision->text attention are not: W_p still learns from DDCA)"),
+    Variant("text_frozen_s2", "Causal: text branch frozen in stage 2",
+            dict(text_frozen_stage2=True), control=True,
+            description="HiVA whose text branch (trainable BERT layers, W_p, the Transformer "
+                        "of Eq. 2; the learned tokens for no_language) is not trained in stage "
+                        "2: Z keeps its value at the start of stage 2 (its fresh W_p and "
+                        "Transformer stay at their seeded initialisation); dropout and the "
+                        "description draws act as in HiVA"),
 )
 CONTROLS: dict[str, Variant] = {v.slug: v for v in _CONTROLS}
 VARIANTS: dict[str, Variant] = {**TABLE_ROWS, **CONTROLS}
 
+# the causal tests of the collapse (docs/model.md), apart from L_diff's 2 x 2
+CAUSAL = ("stop_grad_cdca_z", "stop_grad_ddca_z", "text_frozen_s2")
+LDIFF_SITES = {"H": "ldiff_h", "Z": "ldiff_z"}
+LDIFF_WEIGHTS = (0.01, 1.0)
+
+
+def ldiff_site_weight_cells(train_lambda: float) -> dict[tuple[str, float], str]:
+    """L_diff's site x weight 2 x 2: {(site "H" | "Z", lambda): variant slug}. The cell of
+    HiVA itself (H at the training preset's ``train_lambda``) is ``full``, whose runs exist;
+    the other H cell is a lambda-sweep variant, the Z cells ``full_ldiff_z`` (lambda 1) and
+    ``ldiff_z_lambda_0.01``."""
+    cells = {("H", w): "full" if w == train_lambda else lambda_slug(w) for w in LDIFF_WEIGHTS}
+    cells[("Z", 1.0)] = "full_ldiff_z"
+    cells[("Z", 0.01)] = "ldiff_z_lambda_0.01"
+    return cells
+
 # The fields a variant sets: applied on top of any preset, so a preset's own values (e.g. a
 # user override use_aug=False) cannot leak into "full".
 _FLAGS = ("use_text", "use_aug", "use_ldiff", "use_ddca", "use_cdca")
-_RESET = dict(text_control="none", lambda_diff=None, au_distinction="ldiff_h")
+_RESET = dict(text_control="none", lambda_diff=None, au_distinction="ldiff_h",
+              vision_stage2=False, cdca_stop_grad_z=False, ddca_stop_grad_z=False,
+              text_frozen_stage2=False)
 
 
 def apply_variant(cfg: ModelConfig, slug: str) -> ModelConfig:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The runs and derived files behind the committed results/ and figures/ of the embedded study,
-# on 2 CPU cores (two runs at once, one thread each): a few hours of training (about 180 runs
-# of one to three minutes each), then about an hour of measurements. Everything goes under ROOT (default study_out/regenerate); nothing of
+# on 2 CPU cores (two runs at once, one thread each): several hours of training (about 270 runs
+# of one to fifteen minutes each), then about an hour of measurements. Everything goes under ROOT (default study_out/regenerate); nothing of
 # the project is written until you copy it in yourself (the last lines print how).
 #
 #   bash scripts/regenerate_results.sh [ROOT]          # all of it (finished runs are reused)
@@ -14,8 +14,16 @@
 #               seeds 0-2
 #   synth-disfa the eight rows of Table V, seed 0 x folds 1-3; Baseline, HiVA and full_ldiff_z
 #               also seeds 1-2 (9 pairs: C1's interval within 2 F1 points of its centre)
-#   synth-gft   the eight rows of Table VI, seed 0 (one test fold); Baseline, HiVA and
-#               full_ldiff_z also seeds 1-8 (9 pairs)
+#   synth-gft   the eight rows of Table VI, seed 0 x fold 1; Baseline, HiVA and full_ldiff_z
+#               also seeds 1-8 of fold 1 (9 pairs)
+# and for the ledger's design (python scripts/plan_runs.py --runs lists them, with the time):
+#   every preset  Baseline, HiVA, the matched-training control baseline_s2 and no_language on
+#               seeds 0-2 x the three subject-disjoint folds (synth-gft's folds 2-3 need its
+#               three-fold design first: a new data version, its fold-1 runs retrained);
+#               baseline_s2 and no_language also on synth-gft's seeds 3-8 of fold 1
+#   synth-bp4d  the causal tests of the collapse, fold 1 x seeds 0-2: L_diff's site x weight
+#               (lambda_1, full_ldiff_z, ldiff_z_lambda_0.01; HiVA is the fourth cell), the
+#               stop-gradients stop_grad_cdca_z, stop_grad_ddca_z, and text_frozen_s2
 # Then, per preset: notebook 09 (mechanism.csv), 10 (per-run measurements and the ledger), 05
 # (report), 06 (figures) and the summary (results/SUMMARY.md, the README block, docs/model.md's
 # diagnosis tables).
@@ -49,9 +57,21 @@ if [ "${ONLY:-}" != derive ]; then
     train synth-bp4d au_id '{variants: [full_au_id], folds: [1], seeds: [0, 1, 2]}'
     train synth-disfa rows '{seeds: [0]}'
     train synth-disfa c1 '{variants: [baseline, full, full_ldiff_z], seeds: [0, 1, 2]}'
-    train synth-gft rows '{seeds: [0]}'
-    train synth-gft c1 '{variants: [baseline, full, full_ldiff_z], seeds: [0, 1, 2, 3, 4, 5, 6,
-        7, 8]}'
+    train synth-gft rows '{seeds: [0], folds: [1]}'
+    train synth-gft c1 '{variants: [baseline, full, full_ldiff_z], folds: [1], seeds: [0, 1, 2,
+        3, 4, 5, 6, 7, 8]}'
+    # the matched-training control and no_language beside every HiVA / Baseline pair, on
+    # three subject-disjoint folds of every preset
+    for ds in synth-bp4d synth-disfa synth-gft; do
+        train "$ds" matched '{variants: [baseline, full, baseline_s2, no_language],
+            seeds: [0, 1, 2], folds: [1, 2, 3]}'
+    done
+    train synth-gft matched_seeds '{variants: [baseline_s2, no_language], folds: [1],
+        seeds: [3, 4, 5, 6, 7, 8]}'
+    # the causal tests of the collapse, with the checkpoints and text embeddings notebook 09
+    # measures
+    train synth-bp4d causal '{variants: [full, lambda_1, full_ldiff_z, ldiff_z_lambda_0.01,
+        stop_grad_cdca_z, stop_grad_ddca_z, text_frozen_s2], folds: [1], seeds: [0, 1, 2]}'
 fi
 
 FIG=(-p figures_root "$R/figures")

@@ -47,6 +47,64 @@ def test_shared_vector_plus_au_parts_by_hand(b):
     assert M.au_specific_part(rows) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("scale", [1.0, 10.0, 1000.0])
+def test_a_growing_shared_part_reads_as_collapse_only_in_the_ratios(scale):
+    # row i = scale * u + b e_i (u orthogonal to every e_i): by hand, the AU-specific part's
+    # spread is b sqrt((n-1)/n) whatever the shared part; the shared norm is
+    # sqrt(scale^2 + b^2/n); the centred rows b (e_i - 1/n) span n - 1 equal directions
+    n, b = 6, 0.5
+    rows = np.hstack([scale * np.ones((n, 1)), b * np.eye(n)])
+    spread, shared = M.specific_spread(rows)
+    assert spread == pytest.approx(b * math.sqrt((n - 1) / n))
+    assert shared == pytest.approx(math.sqrt(scale**2 + b**2 / n))
+    assert M.specific_rank(rows) == pytest.approx(1.0)
+    assert M.off_diagonal_cosine(rows) == pytest.approx(scale**2 / (scale**2 + b**2))
+    # rescaling everything changes neither the rank nor the ratio
+    assert M.specific_rank(7.0 * rows) == pytest.approx(1.0)
+    assert M.au_specific_part(7.0 * rows) == pytest.approx(M.au_specific_part(rows))
+
+
+def test_specific_rank_of_parts_on_one_line_and_of_two_directions_by_hand():
+    n = 5
+    shared = np.array([2.0, -1.0, 0.0, 0.0])
+    a = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])  # sums to 0: the centred rows are a_i v
+    line = shared + a[:, None] * np.array([0.0, 0.0, 1.0, 0.0])
+    assert M.specific_rank(line) == pytest.approx(1 / (n - 1))
+    assert M.specific_spread(line)[0] == pytest.approx(math.sqrt((a**2).mean()))
+    # two orthogonal directions, Gram eigenvalues 10 and 2.5: (12.5)^2 / (100 + 6.25) / 4
+    c = np.array([1.0, -1.0, 0.0, -1.0, 1.0])  # sums to 0, orthogonal to a
+    two = line + c[:, None] * np.array([0.0, 0.0, 0.0, 1.0]) * math.sqrt(2.5 / (c**2).sum())
+    assert M.specific_rank(two) == pytest.approx(12.5**2 / (100 + 6.25) / (n - 1))
+    assert M.specific_rank(np.tile(shared, (n, 1))) == 0.0  # every AU the same vector
+
+
+def test_embedding_rows_write_every_measure_of_h_and_z(tmp_path):
+    gen = torch.Generator().manual_seed(5)
+    h, z = torch.randn(4, 6, generator=gen), torch.randn(4, 3, generator=gen)
+    (tmp_path / "text_emb").mkdir()
+    for epoch in (0, 1):
+        torch.save({"H": h * (epoch + 1), "Z": z + epoch, "au_ids": [1, 2, 4, 6]},
+                   tmp_path / "text_emb" / f"epoch{epoch:03d}.pt")
+    rows = M.embedding_rows(tmp_path)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert list(rows[0])[:5] == ["epoch", "h_cosine", "z_cosine", "h_specific", "z_specific"]
+    for r, (hh, zz) in zip(rows, ((h, z), (2 * h, z + 1)), strict=True):
+        for prefix, emb in (("h", hh), ("z", zz)):
+            got = (r[f"{prefix}_spread"], r[f"{prefix}_shared_norm"])
+            assert got == pytest.approx(M.specific_spread(emb.numpy()))
+            assert r[f"{prefix}_specific_rank"] == pytest.approx(M.specific_rank(emb))
+            assert r[f"{prefix}_cosine"] == pytest.approx(M.off_diagonal_cosine(emb))
+    # adding 1 to every entry moves the shared part only
+    assert rows[1]["z_spread"] == pytest.approx(rows[0]["z_spread"])
+    assert rows[1]["z_shared_norm"] != pytest.approx(rows[0]["z_shared_norm"])
+
+
+def test_measured_variants_are_those_with_a_language_branch():
+    measured = M.text_variants()
+    assert "baseline_s2" not in measured and "baseline" not in measured
+    assert {"full", "no_language", *variants.CAUSAL} <= set(measured)
+
+
 def test_shared_share_by_hand():
     g = np.array([[1.0, 2.0, -1.0]] * 4)
     assert M.shared_share(g) == pytest.approx(1.0)  # every AU pulled the same way
@@ -63,6 +121,22 @@ def test_gradient_sharing_reads_the_text_gradients():
     assert 0 < out["z_grad_shared"] <= 1 and 0 < out["h_grad_shared"] <= 1
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert "forward" not in vars(model.text)  # the hook is removed
+
+
+def test_gradient_sharing_of_a_frozen_text_branch_equals_the_trained_ones():
+    # the pull on Z and H does not depend on whether the text branch trains
+    x = torch.rand(2, 3, TINY.img_size, TINY.img_size, generator=torch.Generator().manual_seed(3))
+    y = torch.randint(0, 2, (2, len(AUS)), generator=torch.Generator().manual_seed(4))
+    trained_model = build()
+    torch.manual_seed(5)  # the same dropout draws in both
+    trained = M.gradient_sharing(trained_model, x, y)
+    frozen = build(text_frozen_stage2=True)
+    frozen.set_stage(2)
+    trainable = {n for n, p in frozen.named_parameters() if p.requires_grad}
+    torch.manual_seed(5)
+    assert M.gradient_sharing(frozen, x, y) == pytest.approx(trained, rel=1e-6)
+    assert {n for n, p in frozen.named_parameters() if p.requires_grad} == trainable
+    assert not any(n.startswith("text.") for n in trainable)
 
 
 # ----------------------------------------------------------------------------- attention maps

@@ -171,7 +171,9 @@ STAGE_FIELDS = {1: ("epochs_stage1", "lr_stage1"),
 # signature, so runs saved before the field existed are still found; any other value is part
 # of the run's identity.
 LATER_MODEL_DEFAULTS: dict[str, Any] = {"text_control": "none", "lambda_diff": None,
-                                        "au_distinction": "ldiff_h"}
+                                        "au_distinction": "ldiff_h", "vision_stage2": False,
+                                        "cdca_stop_grad_z": False, "ddca_stop_grad_z": False,
+                                        "text_frozen_stage2": False}
 
 
 def _model_signature(model: dict) -> dict:

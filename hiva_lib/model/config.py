@@ -51,7 +51,7 @@ class ModelConfig:
     # (c) graph
     graph_k: int = 4  # top-K neighbours (not stated in the paper; ME-GraphAU's value)
     # ablation flags (Tables IV-VI)
-    use_text: bool = True  # False: vision-only Baseline, stage 1 only
+    use_text: bool = True  # False: vision-only Baseline, stage 1 only (unless vision_stage2)
     use_aug: bool = True  # False: base descriptions only ("w/o AUG")
     use_ldiff: bool = True  # False: no L_diff ("w/o L_diff")
     use_ddca: bool = True
@@ -72,6 +72,16 @@ class ModelConfig:
     # embedding added to W_p H before the Transformer (hiva_lib.model.text.AUIdentity);
     # "ldiff_z": L_diff on Z (what the attentions use) instead of H
     au_distinction: str = "ldiff_h"
+    # the matched-training control (``baseline_s2``): a vision-only model (use_text=False) that
+    # also has HiVA's stage 2: its vision parameters as HiVA's stage 2 trains them, and a fresh
+    # fusion FC + per-AU head of HiVA's form on U_i alone (no text, DDCA, CDCA)
+    vision_stage2: bool = False
+    # causal tests of the AU embeddings' collapse (default off): Z enters CDCA / DDCA detached,
+    # so their gradient does not reach Z (or the text branch through Z); the text branch's
+    # weights (BERT layers, W_p, the Transformer of Eq. 2) are not trained in stage 2
+    cdca_stop_grad_z: bool = False
+    ddca_stop_grad_z: bool = False
+    text_frozen_stage2: bool = False
 
     def __post_init__(self) -> None:
         choices = dict(ddca_mode=DDCA_MODES, fusion_without_attention=FUSIONS,
@@ -84,6 +94,7 @@ class ModelConfig:
         if self.lambda_diff is not None and not self.lambda_diff >= 0:
             raise ValueError(f"ModelConfig.lambda_diff={self.lambda_diff!r}: give a weight >= 0, "
                              "or None for the training preset's lambda_diff")
+        self._check_text_switches()
         if self.graph_k < 1:
             raise ValueError(f"ModelConfig.graph_k={self.graph_k}: must be >= 1")
         if self.backbone_trainable is not None:
@@ -103,6 +114,19 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{key}={getattr(self, key)!r}: give three "
                                  "per-channel RGB values (std > 0), or None for the backbone's own")
             setattr(self, key, value)
+
+
+    def _check_text_switches(self) -> None:
+        """The switches that need (or exclude) the language branch."""
+        if self.use_text and self.vision_stage2:
+            raise ValueError("ModelConfig.vision_stage2=True is the vision-only matched-training "
+                             "control: set use_text=False with it (or vision_stage2=False)")
+        text_only = [k for k in ("cdca_stop_grad_z", "ddca_stop_grad_z", "text_frozen_stage2")
+                     if getattr(self, k)]
+        if text_only and not self.use_text:
+            raise ValueError(f"ModelConfig.{text_only[0]}=True acts on the text branch, which a "
+                             "vision-only model (use_text=False) has not: set use_text=True, or "
+                             f"{text_only[0]}=False")
 
 
 def config_from_dict(values: dict) -> ModelConfig:

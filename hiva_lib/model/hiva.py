@@ -82,6 +82,9 @@ class HiVA(nn.Module):
                 parts += 1
             self.fuse = nn.Sequential(nn.Linear(parts * c, cfg.head_dim), nn.ReLU())
             self.head = PerAULinear(n, cfg.head_dim)
+        elif cfg.vision_stage2:  # the matched-training control: HiVA's stage-2 head on U alone
+            self.fuse = nn.Sequential(nn.Linear(c, cfg.head_dim), nn.ReLU())
+            self.head = PerAULinear(n, cfg.head_dim)
         self.set_stage(2 if cfg.use_text else 1)
 
     # ------------------------------------------------------------------ stages
@@ -89,23 +92,29 @@ class HiVA(nn.Module):
         """(modules initialised from pretrained or stage-1 weights, fresh modules) of a stage."""
         if stage == 1:
             return [self.backbone, self.branches, self.graph, self.stage1_head], []
-        old = [self.backbone, self.text.layers]
+        old, new = [self.backbone], []
+        # the text branch trains unless there is none (vision_stage2) or it is frozen
+        if self.text is not None and not self.cfg.text_frozen_stage2:
+            old.append(self.text.layers)
+            new += [self.text.proj, self.text.au_identity, self.text.context]
         if self.cfg.stage2_train_branches:
             old.append(self.branches)
             if self.cfg.graph_in_stage2:
                 old.append(self.graph)
-        new = [self.text.proj, self.text.au_identity, self.text.context, self.ddca, self.cdca,
-               self.fuse, self.head]
+        new += [self.ddca, self.cdca, self.fuse, self.head]
         return old, [m for m in new if m is not None]
 
     def set_stage(self, stage: int) -> None:
-        """Stage 1 trains (a)+(c); stage 2 trains (a), (b) [last BERT layers], (d), the head,
-        and the AU branches per ``stage2_train_branches``. Everything else is frozen."""
+        """Stage 1 trains (a)+(c); stage 2 trains (a), (b) [last BERT layers; none with
+        ``text_frozen_stage2``], (d), the head, and the AU branches per
+        ``stage2_train_branches``. Everything else is frozen. A ``vision_stage2`` model's stage 2
+        trains the same vision parameters and its own fresh head."""
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, not {stage!r}")
-        if stage == 2 and self.text is None:
+        if stage == 2 and self.head is None:
             raise ValueError("this model is vision-only (use_text=False, the Baseline): it has "
-                             "no stage 2; evaluate its stage-1 model")
+                             "no stage 2; evaluate its stage-1 model (or set vision_stage2=True "
+                             "for the matched-training control baseline_s2)")
         self.stage = stage
         self.requires_grad_(False)
         old, new = self._stage_modules(stage)
@@ -162,16 +171,20 @@ class HiVA(nn.Module):
         else:  # the graph is not part of the stage-2 model; its adjacency is kept for Fig. 7
             with torch.no_grad():
                 maps["graph"] = topk_adjacency(u, self.cfg.graph_k)
+        if self.text is None:  # vision_stage2: HiVA's stage-2 head on U_i alone
+            return HiVAOutput(self.head(self.fuse(u)), None, maps)
         text = self.text(step)
         feats = [u]
         if self.ddca is not None:
             f_tok = f.flatten(-2).transpose(-1, -2)  # (B, N, HW, C)
-            d, maps["ddca"], maps["ddca_eq5"] = self.ddca(f_tok, u, text.z, text.tokens,
+            z = text.z.detach() if self.cfg.ddca_stop_grad_z else text.z  # causal test
+            d, maps["ddca"], maps["ddca_eq5"] = self.ddca(f_tok, u, z, text.tokens,
                                                           text.token_mask)
             feats.append(d)
         if self.cdca is not None:
             x_tok = x_g.flatten(2).transpose(1, 2)  # (B, HW, C)
-            cc, maps["cdca"], maps["cdca_dual"] = self.cdca(x_tok, text.z)
+            z = text.z.detach() if self.cfg.cdca_stop_grad_z else text.z  # causal test
+            cc, maps["cdca"], maps["cdca_dual"] = self.cdca(x_tok, z)
             feats.append(cc)
         if self.ddca is None and self.cdca is None:  # ambiguity 3: text without attention
             z = text.z.expand(b, -1, -1)

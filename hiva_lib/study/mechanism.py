@@ -10,6 +10,16 @@ saves after every epoch (``runs/.../text_emb/epochNNN.pt``; epoch 0 = before sta
 * ``h_specific``, ``z_specific``: the AU-specific part, ||X - 1 m^T||_F / (sqrt(N) ||m||) with m
   the mean over AUs: the root-mean-square distance of the AUs' embeddings to their mean,
   relative to the mean's norm (0: every AU the same vector);
+* ``h_spread``, ``z_spread``: the AU-specific part's own size, sqrt(mean_i ||X_i - m||^2) (the
+  numerator of ``<x>_specific``), and ``h_shared_norm``, ``z_shared_norm``: ||m||, its
+  denominator; the cosine and ``<x>_specific`` are ratios of the two, so a shared part that
+  grows reads as a collapse there while the spread stays: these two say which one moved;
+* ``h_specific_rank``, ``z_specific_rank``: scale-free and blind to the shared part, the
+  participation ratio (sum l)^2 / sum l^2 of the eigenvalues l of the centred embeddings'
+  Gram matrix, divided by N - 1 (:func:`specific_rank`): 1 when the AU-specific parts span N - 1
+  equal directions, 1/(N - 1) when they lie on one line (0: all AUs equal). The mean cosine
+  after centring is not used: the centred rows sum to 0, so with equal norms it is
+  -1/(N - 1) whatever the embeddings are;
 * at the last epoch only, on a fixed subset of test frames (the frames the attention scores
   use), for ``ddca`` (Z_i queries F_i) and ``cdca`` (Z_i queries X_g): ``<m>_entropy`` (nats,
   mean over frames and AUs of each AU's map over the HW image tokens) and ``<m>_entropy_norm``
@@ -48,6 +58,7 @@ from hiva_lib.study.study import FigureError, Study, write_run_rows
 MECHANISM = "mechanism.csv"
 LAYERS = "mechanism_layers.csv"
 METHODS = ("ddca", "cdca")
+EMBEDDING_MEASURES = ("cosine", "specific", "spread", "shared_norm", "specific_rank")
 ATTENTION_STATS = ("entropy", "entropy_norm", "argmax_pairs", "argmax_frames", "argmax_all")
 
 
@@ -63,6 +74,36 @@ def au_specific_part(emb: np.ndarray | torch.Tensor) -> float:
     mean = x.mean(0)
     spread = np.sqrt(((x - mean) ** 2).sum(1).mean())
     return float(spread / max(np.linalg.norm(mean), 1e-12))
+
+
+def specific_spread(emb: np.ndarray | torch.Tensor) -> tuple[float, float]:
+    """(sqrt(mean_i ||x_i - m||^2), ||m||) of ``emb`` (N, D), m its mean row: the sizes of
+    the AU-specific and of the shared part."""
+    x = np.asarray(emb, np.float64)
+    mean = x.mean(0)
+    return float(np.sqrt(((x - mean) ** 2).sum(1).mean())), float(np.linalg.norm(mean))
+
+
+def specific_rank(emb: np.ndarray | torch.Tensor) -> float:
+    """(sum l)^2 / (sum l^2) / (N - 1), l the eigenvalues of C C^T with C = ``emb`` (N, D)
+    minus its mean row: how many equal directions the AU-specific parts span, as a share of
+    the N - 1 they can span; 0 when every row is the same."""
+    x = np.asarray(emb, np.float64)
+    centred = x - x.mean(0)
+    eig = np.clip(np.linalg.eigvalsh(centred @ centred.T), 0.0, None)
+    total = eig.sum()
+    if total <= 1e-24 * max(1.0, (x**2).sum()) or len(x) < 2:
+        return 0.0
+    return float(total**2 / (eig**2).sum() / (len(x) - 1))
+
+
+def embedding_measures(emb: np.ndarray | torch.Tensor, prefix: str) -> dict[str, float]:
+    """The columns ``<prefix>_cosine``, ``_specific``, ``_spread``, ``_shared_norm`` and
+    ``_specific_rank`` of one embedding matrix (N, D)."""
+    spread, shared = specific_spread(emb)
+    return {f"{prefix}_cosine": off_diagonal_cosine(emb),
+            f"{prefix}_specific": au_specific_part(emb), f"{prefix}_spread": spread,
+            f"{prefix}_shared_norm": shared, f"{prefix}_specific_rank": specific_rank(emb)}
 
 
 def map_entropy(maps: np.ndarray) -> np.ndarray:
@@ -145,11 +186,18 @@ def gradient_sharing(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -
 
     text.forward = keep
     was_training = model.training
+    # a text branch frozen in stage 2 (text_frozen_s2) is pulled all the same: its gradient
+    # is measured with its weights made differentiable for this one backward
+    frozen = [p for p in text.parameters() if not p.requires_grad]
     try:
         model.train()
+        for p in frozen:
+            p.requires_grad_(True)
         au_loss(model(x).logits.float(), y.float()).backward()
     finally:
         del text.forward
+        for p in frozen:
+            p.requires_grad_(False)
         model.train(was_training)
         model.zero_grad(set_to_none=True)
     out = caught["out"]
@@ -160,10 +208,13 @@ def gradient_sharing(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -
 def embedding_rows(run_dir: Path) -> list[dict]:
     """One record per saved stage-2 epoch of ``run_dir``: cosines and AU-specific parts."""
     per_epoch, _ = read_text_embeddings(run_dir)
-    return [dict(epoch=e, h_cosine=off_diagonal_cosine(v["H"]),
-                 z_cosine=off_diagonal_cosine(v["Z"]), h_specific=au_specific_part(v["H"]),
-                 z_specific=au_specific_part(v["Z"]))
-            for e, v in sorted(per_epoch.items())]
+    rows = []
+    for e, v in sorted(per_epoch.items()):
+        both = {**embedding_measures(v["H"], "h"), **embedding_measures(v["Z"], "z")}
+        # h_cosine, z_cosine, h_specific, z_specific (the earlier tables' order), then the rest
+        rows.append({"epoch": e, **{f"{x}_{m}": both[f"{x}_{m}"] for m in EMBEDDING_MEASURES
+                                    for x in ("h", "z")}})
+    return rows
 
 
 def _train_frames(study: Study, n: int, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,10 +323,11 @@ def measure_run(study: Study, variant: str, max_frames: int = 64, grad_frames: i
 
 # ----------------------------------------------------------------------------- all runs
 def text_variants() -> list[str]:
-    """Every variant with a language branch (a stage 2)."""
+    """Every variant with a language branch (a stage 2 and text: not ``baseline_s2``)."""
     from hiva_lib.variants import VARIANTS
 
-    return [slug for slug, v in VARIANTS.items() if 2 in v.stages]
+    return [slug for slug, v in VARIANTS.items()
+            if 2 in v.stages and v.overrides.get("use_text", True)]
 
 
 def measure(dataset: str, seeds: list[int], folds: list[int] | None = None,
