@@ -121,7 +121,7 @@ def test_a_truncated_final_of_a_finished_run_names_the_way_out(trained, tmp_path
     (final.parent / "final.pt.sha256").unlink()  # a run saved before SHA-256 records
     final.write_bytes(final.read_bytes()[:1000])
     with pytest.raises(DamagedFileError, match=r"checkpoint of a finished run is unreadable.*"
-                                               r"-p if_exists version.*or delete .*fold1"):
+                                               r"-p if_exists version.*or move .*fold1 away"):
         train_stage1(cfg)
     assert not (final.parent / "final.pt.sha256").exists()  # a damaged file is never recorded
 
