@@ -12,9 +12,10 @@ from sklearn.metrics import f1_score
 
 from hiva_lib.data import au
 from hiva_lib.data.prepared import DatasetError, load_prepared, prepared_dir_writer, write_index
-from hiva_lib.engine.checkpoint import CheckpointError, atomic_save
+from hiva_lib.engine.checkpoint import atomic_save
 from hiva_lib.engine.config import make_config
 from hiva_lib.engine.runs import resolve_run_dir
+from hiva_lib.errors import CheckpointError
 from hiva_lib.losses import au_loss, inverse_frequency_weights, total_loss
 from hiva_lib.metrics import all_positive_f1, f1_per_au
 from hiva_lib.study.paper_tables import PAPER_DIR

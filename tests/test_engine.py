@@ -13,8 +13,8 @@ import torch
 import hiva_lib.engine.distributed as distributed
 import hiva_lib.engine.loop as loop
 import hiva_lib.engine.train as train
-from hiva_lib.engine.checkpoint import CheckpointError
 from hiva_lib.engine.config import make_config
+from hiva_lib.errors import CheckpointError
 
 
 def _cfg(root, tag, data_root, **kw):

@@ -397,9 +397,9 @@ def test_a_huge_image_is_downscaled_and_a_giant_one_refused(tmp_path, monkeypatc
 # ----------------------------------------------------------------------------- 11: foreign
 def test_another_presets_stage1_checkpoint_advises_a_folder_of_its_own(tmp_path,
                                                                       smoke_data_root, tiny):
-    from hiva_lib.engine.checkpoint import CheckpointError
     from hiva_lib.engine.runs import signature, stage1_dir
     from hiva_lib.engine.train import load_data, load_stage1_checkpoint
+    from hiva_lib.errors import CheckpointError
 
     cfg = smoke_cfg(tmp_path, smoke_data_root, variant="full")
     data = load_data(cfg)

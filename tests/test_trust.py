@@ -218,9 +218,9 @@ def _new_data_version(data_root: Path) -> None:
 
 def test_a_run_of_another_data_version_is_never_reused(tmp_path, smoke_data_root, capsys):
     from hiva_lib.engine import runs
-    from hiva_lib.engine.checkpoint import CheckpointError
     from hiva_lib.engine.evaluate import evaluate_run
     from hiva_lib.engine.train import train_stage1
+    from hiva_lib.errors import CheckpointError
 
     data_root = _own_data(tmp_path, smoke_data_root)
     cfg = _smoke_cfg(tmp_path, data_root)

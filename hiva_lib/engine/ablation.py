@@ -42,7 +42,6 @@ from tqdm import tqdm
 
 from hiva_lib import variants
 from hiva_lib.data.prepared import PreparedDataset
-from hiva_lib.engine.checkpoint import atomic_write_text
 from hiva_lib.engine.config import TrainConfig, make_config
 from hiva_lib.engine.distributed import launched_by_torchrun, resolve_device
 from hiva_lib.engine.evaluate import aggregate_folds
@@ -50,6 +49,7 @@ from hiva_lib.engine.grid import Job, Plan, describe, estimate, make_plan, progr
 from hiva_lib.engine.runs import ablation_status_path
 from hiva_lib.engine.train import load_data, run_variant
 from hiva_lib.engine.validate import check_ablation_values
+from hiva_lib.integrity import atomic_write_text
 
 STATUS_KEY = ["variant", "seed", "fold"]
 STATUS_COLUMNS = ["variant", "row_name", "fold", "seed", "status", "mean_f1", "error",

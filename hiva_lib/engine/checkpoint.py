@@ -21,16 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hiva_lib.errors import CheckpointError  # noqa: F401  (re-exported: its old home)
-from hiva_lib.integrity import (  # noqa: F401  (atomic_write_* re-exported for the engine)
-    DamagedFileError,
-    atomic_write,
-    atomic_write_json,
-    atomic_write_text,
-    file_sha256,
-    verify_checksum,
-    write_checksum,
-)
+from hiva_lib.errors import CheckpointError
+from hiva_lib.integrity import DamagedFileError, atomic_write, verify_checksum, write_checksum
 
 # the key of a checkpoint's own checksum (absent in checkpoints saved before it)
 CONTENT_KEY = "content_sha256"

@@ -37,10 +37,10 @@ from submitit.core.utils import JobPaths, pickle_load
 
 from hiva_lib.data.prepared import PreparedDataset
 from hiva_lib.engine import stop
-from hiva_lib.engine.checkpoint import atomic_write_json
 from hiva_lib.engine.config import TrainConfig
 from hiva_lib.engine.grid import Job, Plan, describe, estimate, job_config, make_plan
 from hiva_lib.engine.validate import ParameterError
+from hiva_lib.integrity import atomic_write_json
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 ACTIVE = ("submitted", "running")  # statuses of a job that may still be queued or running

@@ -114,7 +114,7 @@ def check_data_version(state: dict, fingerprint: str, checkpoint: Path) -> None:
     test fold may hold frames it trained on, and its scores would not be of this data)."""
     trained = (state.get("signature") or {}).get("data")
     if trained is not None and trained != fingerprint:
-        raise runs.CheckpointError(
+        raise CheckpointError(
             f"{checkpoint}: trained on {runs.describe_data(trained)}, but the prepared data is "
             f"now {runs.describe_data(fingerprint)} (prepared again since). Train again on "
             "this data (the run goes to a new version), or evaluate on the data it was "

@@ -30,9 +30,10 @@ from hiva_lib.data.loader import (
 )
 from hiva_lib.data.prepared import PreparedDataset
 from hiva_lib.engine import distributed, performance, stop
-from hiva_lib.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint
+from hiva_lib.engine.checkpoint import atomic_save, load_checkpoint
 from hiva_lib.engine.config import TrainConfig
 from hiva_lib.engine.runs import mismatch, signature
+from hiva_lib.errors import CheckpointError
 from hiva_lib.losses import au_loss, inverse_frequency_weights, total_loss
 from hiva_lib.progress import progress
 
@@ -102,7 +103,8 @@ def resume(fit: Fit) -> None:
     diff = mismatch(state["signature"], signature(fit.cfg, fit.stage))
     if diff:
         raise CheckpointError(f"{last}: cannot resume, the config changed ({'; '.join(diff)}). "
-                              "Delete the run folder or restore the config.")
+                              f"Restore the config, or move {fit.run_dir} away (it resumes "
+                              "with its own config).")
     fit.core.load_state_dict(state["model"])
     fit.optimizer.load_state_dict(state["optimizer"])
     fit.scheduler.load_state_dict(state["scheduler"])

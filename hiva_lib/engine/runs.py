@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from hiva_lib.data.prepared import data_fingerprint, image_content
-from hiva_lib.engine.checkpoint import CheckpointError, load_checkpoint
+from hiva_lib.engine.checkpoint import load_checkpoint
 from hiva_lib.engine.config import TrainConfig, model_config
+from hiva_lib.errors import CheckpointError
 from hiva_lib.integrity import (  # noqa: F401  (the version names, used through runs.*)
     file_versions,
     finished_versions,
@@ -249,11 +250,12 @@ def run_signature(run: Path) -> dict | None:
     """The signature (the config values that define the run) a finished run was saved with."""
     path = run / "signature.json"
     if path.exists():
-        return read_json(path, f"Restore it, or delete the run folder {run} and run again "
+        return read_json(path, f"Restore it, or move the run folder {run} away and run again "
                          "(or train into a new version: -p if_exists version).")
     final = run / "final.pt"  # runs finished before signature.json existed
     if final.exists():
-        return load_checkpoint(final, "checkpoint", "Delete the run folder.").get("signature")
+        return load_checkpoint(final, "checkpoint", f"Move the run folder {run} away."
+                               ).get("signature")
     return None
 
 

@@ -24,15 +24,7 @@ import torch
 from hiva_lib import variants
 from hiva_lib.data.prepared import DatasetError, PreparedDataset, load_prepared, prepare_hint
 from hiva_lib.engine import performance
-from hiva_lib.engine.checkpoint import (
-    CheckpointError,
-    atomic_save,
-    atomic_write_json,
-    atomic_write_text,
-    check_finished,
-    load_checkpoint,
-    write_checksum,
-)
+from hiva_lib.engine.checkpoint import atomic_save, check_finished, load_checkpoint
 from hiva_lib.engine.config import TrainConfig, model_config
 from hiva_lib.engine.distributed import (  # noqa: F401  (re-exported)
     barrier,
@@ -69,7 +61,8 @@ from hiva_lib.engine.runs import (  # noqa: F401  (re-exported)
     stage2_dir,
 )
 from hiva_lib.engine.validate import check_writable, notebook_hint
-from hiva_lib.integrity import symlink_loop
+from hiva_lib.errors import CheckpointError
+from hiva_lib.integrity import atomic_write_json, atomic_write_text, symlink_loop, write_checksum
 from hiva_lib.model import hiva
 from hiva_lib.model.pretrained import LITE0, PretrainedUnavailableError, lite0_weights_path
 

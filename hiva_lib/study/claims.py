@@ -414,7 +414,7 @@ def _attempt(what: str, seed: int | None, fold: int | None, fn, *args, **kwargs)
 
 
 def _write_frequency(inputs: ClaimInputs, folds: list[int]) -> None:
-    from hiva_lib.engine.checkpoint import atomic_write_text
+    from hiva_lib.integrity import atomic_write_text
 
     table = au_frequency(inputs.study(fold=folds[0]), folds)
     path = Path(inputs.results_root) / inputs.dataset / AU_FREQUENCY
@@ -676,7 +676,7 @@ def write_claims(table: pd.DataFrame, results_root: str | Path, dataset: str,
     """``results/<dataset>/claims.csv`` and ``claims.md`` (derived from the results; a previous
     pair is replaced and the replacement announced), with ``checks``
     (:func:`alternative_checks`) in ``ambiguity7.csv`` and in the markdown when given."""
-    from hiva_lib.engine.checkpoint import atomic_write_text
+    from hiva_lib.integrity import atomic_write_text
 
     out = Path(results_root) / dataset
     paths = {"csv": out / "claims.csv", "md": out / "claims.md"}

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hiva_lib.engine.checkpoint import atomic_write_text
+from hiva_lib.integrity import atomic_write_text
 from hiva_lib.study import paper_tables as PT
 
 PRESETS = ("synth-bp4d", "synth-disfa", "synth-gft")
