@@ -51,17 +51,19 @@ def _predictions(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
 def recorded_problems(folder: Path, metrics: dict) -> list[str]:
     """How ``metrics`` (the metrics.json of ``folder``) differs from its own per-AU mean and
     from the F1 recomputed from ``predictions.npz``: one line per difference."""
+    if not isinstance(metrics.get("f1"), dict) or not metrics["f1"]:
+        return []  # no numbers to check (a malformed file is its reader's error)
     f1 = {k: float(v) for k, v in metrics["f1"].items()}
     problems = []
     mean = float(np.mean(list(f1.values())))
-    if abs(float(metrics["mean_f1"]) - mean) > TOLERANCE:
+    if "mean_f1" in metrics and abs(float(metrics["mean_f1"]) - mean) > TOLERANCE:
         problems.append(f"mean_f1 {float(metrics['mean_f1']):.6g} is not the mean of its "
                         f"per-AU F1 ({mean:.6g})")
     saved = _predictions(folder)
     if saved is None:
         return problems
     probs, labels = saved
-    keys = au_keys(metrics["au_ids"])
+    keys = au_keys(metrics["au_ids"]) if "au_ids" in metrics else list(f1)
     if probs.shape != labels.shape or probs.ndim != 2 or probs.shape[1] != len(keys):
         return [*problems, f"{PREDICTIONS} holds probabilities {probs.shape} and labels "
                 f"{labels.shape}, not one column per AU of {keys}"]
