@@ -179,27 +179,35 @@ def _train(cfg: TrainConfig, stage: int, fit) -> RunResult:
         try:
             with run_lock(folder, enabled=is_main()):
                 if not (folder / "DONE").exists():
-                    _start(folder, cfg, stage)
-                    fit(folder, device)
+                    try:
+                        _start(folder, cfg, stage)
+                        fit(folder, device)
+                    except BaseException:  # under the lock: no other run is in the folder
+                        _forget_unsaved(folder)
+                        raise
                     return RunResult(folder, folder / "final.pt")
                 if same_signature(run_signature(folder), wanted):
                     return _reused(folder, stage, "finished meanwhile by another process")
         except BaseException:
-            _remove_unstarted(made)
+            _remove_empty(made)
             raise
         print(f"{folder}: finished meanwhile by another process with other settings (kept); "
               "looking for this run's folder again")
 
 
-def _remove_unstarted(made: list[Path]) -> None:
-    """The folders a refused run made (deepest first), when it saved nothing to resume from:
-    a refusal leaves no empty run folder behind (its signature.json alone is no run)."""
-    if not made or not is_main() or any(made[0].glob("*.pt")):
-        return
-    (made[0] / "signature.json").unlink(missing_ok=True)
-    for folder in made:
+def _forget_unsaved(folder: Path) -> None:
+    """A run that stopped before it saved anything to resume from leaves no signature.json
+    (alone, it is no run)."""
+    if is_main() and not any(folder.glob("*.pt")):
+        (folder / "signature.json").unlink(missing_ok=True)
+
+
+def _remove_empty(made: list[Path]) -> None:
+    """The folders a refused run made (deepest first), while empty: a refusal leaves no
+    empty run folder behind; anything written there stays."""
+    for folder in made if is_main() else []:
         try:
-            folder.rmdir()  # only while empty: anything else written there stays
+            folder.rmdir()
         except OSError:
             return
 
