@@ -39,7 +39,10 @@ class OutOfSpaceError(OSError):
 
 # ----------------------------------------------------------------------------- atomic writes
 def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
+    """A size for messages: MiB, or KiB / bytes for small files (never "0.0 MiB")."""
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MiB"
+    return f"{n / 2**10:.1f} KiB" if n >= 2**10 else f"{n} bytes"
 
 
 def _out_of_space(err: BaseException, folder: Path, needed: int) -> bool:
@@ -179,6 +182,24 @@ def verify_checksum(path: str | Path, fix: str) -> str | None:
     if expected is None:
         return None
     return check_sha256(path, expected, checksum_path(path), fix)
+
+
+# ----------------------------------------------------------------------------- folders
+def symlink_loop(path: str | Path, name: str) -> str | None:
+    """Why the folder parameter ``name`` (``path``) can hold nothing: a symbolic link loop on
+    its way (a raw RuntimeError / ELOOP otherwise, far from the parameter); None when not."""
+    try:
+        Path(path).resolve()
+    except RuntimeError:  # Python < 3.13: "Symlink loop from ..."
+        pass
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            return None
+    else:
+        return None
+    return (f"{name}={str(path)!r}: a symbolic link loop (its links point back at themselves), "
+            f"so no folder is there. Point {name} at a real folder, or repair the link "
+            f"(ls -l {path}).")
 
 
 # ----------------------------------------------------------------------------- versions

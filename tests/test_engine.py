@@ -15,6 +15,7 @@ import hiva_lib.engine.evaluate as evaluate
 import hiva_lib.engine.loop as loop
 import hiva_lib.engine.runs as runs
 import hiva_lib.engine.train as train
+from hiva_lib.engine.checkpoint import atomic_save
 from hiva_lib.engine.config import make_config
 from hiva_lib.errors import CheckpointError
 
@@ -224,7 +225,7 @@ def test_evaluation_needs_no_backbone_download(tmp_path, smoke_data_root, monkey
     state = torch.load(run.checkpoint, weights_only=False)
     state["model_config"]["pretrained"] = True
     hub_ckpt = tmp_path / "hub.pt"
-    torch.save(state, hub_ckpt)
+    atomic_save(state, hub_ckpt)  # its own content checksum recorded anew
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = evaluate.load_trained(hub_ckpt)
     for k, v in state["model"].items():

@@ -31,8 +31,9 @@ def _noise_csv(tmp_path: Path) -> Path:
 
 
 def _run(root: Path, variant: str, seed: int, fold: int, f1: float, threads: int = 1,
-         preset: str = "cpu-lite0") -> None:
-    """A finished run whose every AU scores ``f1`` (fraction), AVE too."""
+         preset: str = "cpu-lite0", config: dict | None = None) -> None:
+    """A finished run whose every AU scores ``f1`` (fraction), AVE too; ``config``: more
+    fields of the config it records."""
     out = root / DS / variant / f"seed{seed}" / f"fold{fold}"
     out.mkdir(parents=True)
     ids = [int(a) for a in dataset_aus(DS)]
@@ -40,7 +41,7 @@ def _run(root: Path, variant: str, seed: int, fold: int, f1: float, threads: int
         dataset=DS, variant=variant, seed=seed, fold=fold, au_ids=ids,
         f1={k: f1 for k in KEYS}, mean_f1=f1, n_test=10, checkpoint=None,
         data_fingerprint="abc", provenance={"torch_threads": threads},
-        config={"model_preset": preset, "epochs_stage1": 4})))
+        config={"model_preset": preset, "epochs_stage1": 4, **(config or {})})))
 
 
 def test_seed_noise_is_the_sample_sd_at_one_thread(tmp_path):
@@ -105,6 +106,31 @@ def test_runs_of_other_settings_are_not_compared(tmp_path):
     t = R.reproduction_table(new, ref, noise=_noise_csv(tmp_path))
     assert set(t.verdict) == {"other settings"} and R.exit_status(t) == 0
     assert "NOTHING COMPARED" in R.summary(t)
+
+
+def test_the_baseline_of_a_fresh_study_is_compared(tmp_path):
+    """The committed Baseline was trained by a run of the Baseline (its config: variant
+    baseline); the study trains stage 1 once, in the run of HiVA (variant full, with stage-2
+    values): the same stage-1 settings, so its numbers are compared. Another stage-1 setting
+    is still not."""
+    new, ref = tmp_path / "new", tmp_path / "ref"
+    stage2 = dict(epochs_stage2=2, lr_stage2=2e-4, lambda_diff=0.01)
+    _run(ref, "baseline", 0, 1, 0.72, config=dict(variant="baseline", lr_stage1=5e-4))
+    _run(new, "baseline", 0, 1, 0.72, config=dict(variant="full", lr_stage1=5e-4, **stage2))
+    _run(ref, "full", 0, 1, 0.71, config=dict(variant="full", lr_stage1=5e-4, **stage2))
+    _run(new, "full", 0, 1, 0.71, config=dict(variant="full", lr_stage1=5e-4, **stage2))
+    t = R.reproduction_table(new, ref, noise=_noise_csv(tmp_path))
+    assert set(t.verdict) == {"identical"} and set(t.variant) == {"baseline", "full"}
+    _run(ref, "baseline", 1, 1, 0.72, config=dict(variant="baseline", lr_stage1=5e-4))
+    _run(new, "baseline", 1, 1, 0.72, config=dict(variant="full", lr_stage1=1e-3, **stage2))
+    t = R.reproduction_table(new, ref, noise=_noise_csv(tmp_path))
+    assert set(t[t.seed == 1].verdict) == {"other settings"}
+    # a stage-2 variant still compares its stage-2 settings
+    _run(ref, "wo_ddca", 0, 1, 0.70, config=dict(variant="wo_ddca", lr_stage1=5e-4, **stage2))
+    _run(new, "wo_ddca", 0, 1, 0.70,
+         config=dict(variant="wo_ddca", lr_stage1=5e-4, **{**stage2, "lr_stage2": 1e-3}))
+    t = R.reproduction_table(new, ref, noise=_noise_csv(tmp_path))
+    assert set(t[t.variant == "wo_ddca"].verdict) == {"other settings"}
 
 
 def test_paper_comparison_takes_the_pooled_seed_sd(tmp_path):

@@ -20,6 +20,7 @@ from hiva_lib.data.prepared import (
     load_prepared,
 )
 from hiva_lib.data.real.raw import EXPECTED, prepare_real, raw_root_error
+from hiva_lib.integrity import symlink_loop
 from hiva_lib.presets import SMOKE_SYNTH
 
 SYNTH_IMAGE_SIZE = 128  # SynthFACS' only size: its data version and results are at 128 px
@@ -80,6 +81,10 @@ def prepare_dataset(dataset: str, data_root: str | Path = "data/prepared",
     None-valued options are not passed on, so a notebook can hand all of them over.
     """
     name = dataset.lower()
+    for folder, where in ((data_root, "data_root"), (raw_root, "raw_root")):
+        loop = symlink_loop(folder, where) if folder is not None else None
+        if loop:
+            raise DatasetError(loop)
     root = Path(data_root) / name
     layout = {k: v for k, v in dict(split_file=split_file, first_frame=first_frame,
                                     frames_dir=frames_dir, labels_dir=labels_dir,

@@ -20,13 +20,13 @@ from hiva_lib.engine.checkpoint import load_checkpoint
 from hiva_lib.engine.config import TrainConfig
 from hiva_lib.engine.fold_guard import check_held_out
 from hiva_lib.engine.provenance import portable_config, portable_path, provenance
+from hiva_lib.engine.recorded import read_metrics
 from hiva_lib.errors import CheckpointError
 from hiva_lib.integrity import (
     atomic_write_json,
     file_sha256,
     finished_versions,
     first_free,
-    read_json,
 )
 from hiva_lib.metrics import all_positive_f1, f1_per_au
 from hiva_lib.model import hiva
@@ -105,8 +105,8 @@ def reused_results(base: Path, sha: str, fingerprint: str, content: str | None =
     computed on the data version ``fingerprint`` (results that record none are not reused)
     and, where they record it, on the images' content ``content``."""
     for done in finished_versions(base, "metrics.json"):
-        metrics = read_json(done / "metrics.json", f"Restore it, or move {done} away (the "
-                            "evaluation is then made again into a new version).")
+        metrics = read_metrics(done, f"Restore it, or move {done} away (the evaluation is "
+                               "then made again into a new version).")
         if (metrics.get("checkpoint_sha256") == sha
                 and metrics.get("data_fingerprint") == fingerprint
                 and metrics.get("image_content", content) == content):
@@ -198,8 +198,8 @@ def aggregate_folds(results_root: str | Path, dataset: str, variant: str, seed: 
     if not folds:
         raise FileNotFoundError(f"{runs.seed_results(results_root, dataset, variant, seed)}: "
                                 "no fold results; run notebooks 02/03 first")
-    per_fold = [read_json(d / "metrics.json", f"Restore it, or move {d} away and evaluate "
-                          "that fold again (notebooks 02/03).") for d in folds]
+    per_fold = [read_metrics(d, f"Restore it, or move {d} away and evaluate that fold again "
+                             "(notebooks 02/03).") for d in folds]
     runs.check_one_data_version([(d, m.get("data_fingerprint")) for d, m in
                                  zip(folds, per_fold, strict=True)],
                                 f"aggregate of {dataset}/{variant}/seed{seed}")

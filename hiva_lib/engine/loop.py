@@ -103,7 +103,8 @@ def resume(fit: Fit) -> None:
     diff = mismatch(state["signature"], signature(fit.cfg, fit.stage))
     if diff:
         raise CheckpointError(f"{last}: cannot resume, the config changed ({'; '.join(diff)}). "
-                              "Delete the run folder or restore the config.")
+                              f"Restore the config, or move {fit.run_dir} away (it resumes "
+                              "with its own config).")
     fit.core.load_state_dict(state["model"])
     fit.optimizer.load_state_dict(state["optimizer"])
     fit.scheduler.load_state_dict(state["scheduler"])

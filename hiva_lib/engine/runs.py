@@ -37,6 +37,7 @@ from hiva_lib.data.prepared import (
     DatasetError,
     PreparedDataset,
     data_fingerprint,
+    image_content,
     load_prepared,
     prepare_hint,
 )
@@ -53,6 +54,7 @@ from hiva_lib.integrity import (  # noqa: F401  (the version names, used through
     out_of_space,
     read_json,
     run_version,
+    symlink_loop,
     versioned,
     versions,
 )
@@ -67,6 +69,9 @@ def data_dir(cfg: TrainConfig) -> Path:
 def load_data(cfg: TrainConfig) -> PreparedDataset:
     """The prepared data set of ``cfg``, or one error saying how to prepare it."""
     root = data_dir(cfg)
+    loop = symlink_loop(cfg.data_root, "data_root")
+    if loop:
+        raise DatasetError(f"{loop} {prepare_hint(cfg.dataset)}")
     if not (root / "index.csv").exists():
         raise DatasetError(f"{root}: data set {cfg.dataset!r} is not prepared. "
                            + prepare_hint(cfg.dataset))
@@ -204,12 +209,27 @@ def describe_data(fingerprint: str | None) -> str:
         "unknown data version (recorded before data fingerprints)"
 
 
+def images_version(cfg: TrainConfig) -> str | None:
+    """The content of ``cfg``'s training images: the SHA-256 of the prepared data set's
+    ``images.sha256`` (:func:`hiva_lib.data.prepared.image_content`, as results record it);
+    None without one."""
+    try:
+        return image_content(data_dir(cfg))
+    except OSError:
+        return None
+
+
 def signature(cfg: TrainConfig, stage: int) -> dict:
     """The config values that must match for a checkpoint to be resumed or reused, with the
-    fingerprint of the prepared data (``data``)."""
+    fingerprint of the prepared data (``data``) and of its images' content (``images``, where
+    the data set has an image manifest): images changed in place, with their manifest made
+    again, are another training set."""
     d = cfg.to_dict()
     sig = {k: d[k] for k in (*SIGNATURE_FIELDS, *STAGE_FIELDS[stage])}
     sig["data"] = data_version(cfg)
+    images = images_version(cfg)
+    if images is not None:
+        sig["images"] = images
     model = _model_signature(
         dataclasses.asdict(model_config(cfg, "baseline" if stage == 1 else cfg.variant)))
     sig["model"] = ({k: model[k] for k in STAGE1_MODEL_FIELDS} if stage == 1
@@ -217,10 +237,32 @@ def signature(cfg: TrainConfig, stage: int) -> dict:
     return json.loads(json.dumps(sig))  # as saved: tuples become lists
 
 
+def as_saved(wanted: dict, saved: dict | None) -> dict:
+    """``wanted`` as a run saved before signatures recorded the images' content would have
+    recorded it: without ``images`` (also in the stage-1 part of a stage-2 signature) where
+    ``saved`` has none. Such runs stay reusable; a run that recorded its images must match."""
+    if not isinstance(saved, dict):
+        return wanted
+    out = dict(wanted)
+    if "images" not in saved:
+        out.pop("images", None)
+    model, saved_model = out.get("model"), saved.get("model")
+    if isinstance(model, dict) and isinstance(model.get("stage1"), dict):
+        saved_stage1 = saved_model.get("stage1") if isinstance(saved_model, dict) else None
+        out["model"] = {**model, "stage1": as_saved(model["stage1"], saved_stage1)}
+    return out
+
+
+def same_signature(saved: dict | None, wanted: dict) -> bool:
+    """A saved signature is the one wanted (:func:`as_saved` for runs saved before image
+    content was recorded)."""
+    return _canonical(saved) == _canonical(as_saved(wanted, saved))
+
+
 def mismatch(saved: dict, wanted: dict) -> list[str]:
     """``key: checkpoint X vs now Y`` for each value of ``wanted`` that ``saved`` differs in."""
-    return [f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in wanted.items()
-            if saved.get(k) != v]
+    return [f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}"
+            for k, v in as_saved(wanted, saved).items() if saved.get(k) != v]
 
 
 def _canonical(obj: Any) -> str:
@@ -231,18 +273,19 @@ def run_signature(run: Path) -> dict | None:
     """The signature (the config values that define the run) a finished run was saved with."""
     path = run / "signature.json"
     if path.exists():
-        return read_json(path, f"Restore it, or delete the run folder {run} and run again "
+        return read_json(path, f"Restore it, or move the run folder {run} away and run again "
                          "(or train into a new version: -p if_exists version).")
     final = run / "final.pt"  # runs finished before signature.json existed
     if final.exists():
-        return load_checkpoint(final, "checkpoint", "Delete the run folder.").get("signature")
+        return load_checkpoint(final, "checkpoint", f"Move the run folder {run} away."
+                               ).get("signature")
     return None
 
 
 def find_finished(base: Path, wanted: dict | None = None) -> Path | None:
     """The newest finished version of ``base`` saved with signature ``wanted`` (any if None)."""
     same = [v for v in finished_versions(base) if wanted is None
-            or _canonical(run_signature(v)) == _canonical(wanted)]
+            or same_signature(run_signature(v), wanted)]
     return same[-1] if same else None
 
 
@@ -269,6 +312,10 @@ def _other_settings_note(kept: Path, wanted: dict | None) -> str:
     if wanted and saved.get("data") != wanted.get("data"):
         return (f"{kept} holds a finished run of {describe_data(saved.get('data'))}, not of "
                 f"this {describe_data(wanted.get('data'))}: it is kept, never reused")
+    if wanted and saved.get("images", wanted.get("images")) != wanted.get("images"):
+        return (f"{kept} holds a finished run trained on other image content (images.sha256 "
+                f"{str(saved.get('images'))[:12]}, now {str(wanted.get('images'))[:12]}): "
+                "it is kept, never reused")
     return f"{kept} holds a finished run with other settings (kept)"
 
 
@@ -301,7 +348,7 @@ def resolve_run_dir(base: Path, if_exists: str, wanted: dict | None = None
         if (folder / "DONE").exists():
             continue
         started = started_signature(folder)
-        if started is None or wanted is None or _canonical(started) == _canonical(wanted):
+        if started is None or wanted is None or same_signature(started, wanted):
             break
         kept.append(folder)
     done = finished_versions(base)
@@ -364,6 +411,22 @@ def boot_time() -> float | None:
     return None
 
 
+def process_start_time(pid: int) -> float | None:
+    """When process ``pid`` of this machine started (seconds since the epoch; Linux), or None
+    where unknown (no such process, no /proc)."""
+    boot = boot_time()
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        # field 22 of /proc/<pid>/stat, after the command name in parentheses: clock ticks
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if boot is not None:
+            return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return None
+
+
+# /proc/stat's boot time is whole seconds: a process may seem to start this much later
+START_SLACK_S = 2.0
+
+
 def _take_lock(path: Path) -> bool:
     """Create ``path`` holding this process's pid and host, or False if it exists. A LOCK
     that cannot be written (a full disk) is removed again: it would block every later run."""
@@ -413,7 +476,13 @@ def _stale(owner: dict | None, st: os.stat_result) -> str | None:
     boot = boot_time()
     if boot is not None and st.st_mtime < boot:
         return f"lock of process {pid} from before this machine booted"
-    return None if _alive(pid) else f"stale lock of process {pid} (no longer running)"
+    if not _alive(pid):
+        return f"stale lock of process {pid} (no longer running)"
+    started = process_start_time(pid)
+    if started is not None and started > st.st_mtime + START_SLACK_S:  # the pid was reused
+        return (f"lock of process {pid}, written {time.ctime(st.st_mtime)}; that pid now "
+                f"belongs to another process, started {time.ctime(started)}")
+    return None
 
 
 @contextlib.contextmanager

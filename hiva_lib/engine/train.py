@@ -44,6 +44,7 @@ from hiva_lib.engine.runs import (
     run_dir,
     run_lock,
     run_signature,
+    same_signature,
     signature,
     stage1_dir,
     stage2_dir,
@@ -144,16 +145,42 @@ def _train(cfg: TrainConfig, stage: int, fit) -> RunResult:
         folder, finished = resolve_run_dir(run_dir(cfg, stage), cfg.if_exists, wanted)
         if finished:
             return _reused(folder, stage, "already finished")
+        made = [p for p in (folder, *folder.parents) if not p.exists()]
         folder.mkdir(parents=True, exist_ok=True)
-        with run_lock(folder, enabled=is_main()):
-            if not (folder / "DONE").exists():
-                _start(folder, cfg, stage)
-                fit(folder, device)
-                return RunResult(folder, folder / "final.pt")
-            if run_signature(folder) == wanted:
-                return _reused(folder, stage, "finished meanwhile by another process")
+        try:
+            with run_lock(folder, enabled=is_main()):
+                if not (folder / "DONE").exists():
+                    try:
+                        _start(folder, cfg, stage)
+                        fit(folder, device)
+                    except BaseException:  # under the lock: no other run is in the folder
+                        _forget_unsaved(folder)
+                        raise
+                    return RunResult(folder, folder / "final.pt")
+                if same_signature(run_signature(folder), wanted):
+                    return _reused(folder, stage, "finished meanwhile by another process")
+        except BaseException:
+            _remove_empty(made)
+            raise
         print(f"{folder}: finished meanwhile by another process with other settings (kept); "
               "looking for this run's folder again")
+
+
+def _forget_unsaved(folder: Path) -> None:
+    """A run that stopped before it saved anything to resume from leaves no signature.json
+    (alone, it is no run)."""
+    if is_main() and not any(folder.glob("*.pt")):
+        (folder / "signature.json").unlink(missing_ok=True)
+
+
+def _remove_empty(made: list[Path]) -> None:
+    """The folders a refused run made (deepest first), while empty: a refusal leaves no
+    empty run folder behind; anything written there stays."""
+    for folder in made if is_main() else []:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def train_stage1(cfg: TrainConfig, data: PreparedDataset | None = None) -> RunResult:
@@ -195,6 +222,9 @@ def _stage1_problems(state: dict, cfg: TrainConfig, data: PreparedDataset,
     if trained_on != wanted["data"]:  # another version of the prepared data
         problems.append(f"trained on {describe_data(trained_on)}, the data is now "
                         f"{describe_data(wanted['data'])}")
+    if "images" in saved and saved["images"] != wanted.get("images"):  # changed in place
+        problems.append(f"trained on images of content {str(saved['images'])[:12]} "
+                        f"(images.sha256), the images are now {str(wanted.get('images'))[:12]}")
     saved_model = saved.get("model") or {}
     for key, value in wanted["model"].items():
         if saved_model.get(key) != value:
@@ -208,16 +238,23 @@ def load_stage1_checkpoint(cfg: TrainConfig, data: PreparedDataset,
     if path is None:  # the finished stage-1 run of this config (else the default folder)
         path = (finished_run(cfg, 1) or stage1_dir(cfg)) / "final.pt"
     path = Path(path)
-    fix = f"Run stage 1 first: {notebook_hint(cfg)}"
-    state = load_checkpoint(path, "stage-1 checkpoint", fix)
+    state = load_checkpoint(path, "stage-1 checkpoint",
+                            f"Run stage 1 first: {notebook_hint(cfg)}")
     if state.get("stage") != 1:
-        raise CheckpointError(
-            f"{path}: not a stage-1 checkpoint (stage={state.get('stage')}). {fix}")
+        raise CheckpointError(f"{path}: not a stage-1 checkpoint (stage={state.get('stage')}). "
+                              + _foreign_stage1_fix(cfg, path))
     problems = _stage1_problems(state, cfg, data, path)
     if problems:
         raise CheckpointError(f"{path}: stage-1 checkpoint does not match this run: "
-                              + "; ".join(problems) + f". {fix}")
+                              + "; ".join(problems) + ". " + _foreign_stage1_fix(cfg, path))
     return state
+
+
+def _foreign_stage1_fix(cfg: TrainConfig, path: Path) -> str:
+    """How to get past a stage-1 checkpoint of another run in this run's folder: stage 1
+    itself would reuse (or refuse) that folder, so the way out is a folder of its own."""
+    return (f"Move {path.parent} away, or train stage 1 for this run into a new version folder "
+            f"(add -p if_exists version): {notebook_hint(cfg)}")
 
 
 def train_stage2(cfg: TrainConfig, data: PreparedDataset | None = None,

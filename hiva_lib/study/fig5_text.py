@@ -9,10 +9,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 
 from hiva_lib.data.au import au_keys
+from hiva_lib.engine.checkpoint import load_checkpoint
 from hiva_lib.study.study import FIGURES, FigureError, Study
 
 
@@ -21,7 +21,8 @@ def read_text_embeddings(run_dir: Path) -> tuple[dict[int, dict[str, np.ndarray]
     ``run_dir/text_emb/epochNNN.pt``; ({}, []) when none were saved."""
     out, au_ids = {}, []
     for path in sorted((run_dir / "text_emb").glob("epoch*.pt")):
-        saved = torch.load(path, map_location="cpu")
+        saved = load_checkpoint(path, "text embeddings", "Train that stage-2 run again "
+                                "(notebook 03 with -p if_exists version).")
         out[int(path.stem[5:])] = {k: saved[k].float().numpy() for k in ("H", "Z")}
         au_ids = [int(a) for a in saved["au_ids"]]
     return out, au_ids

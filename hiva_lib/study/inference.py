@@ -76,6 +76,49 @@ class Frame:
     timestamp: float  # seconds
     image: np.ndarray | None = field(repr=False)  # RGB uint8; None: unreadable
     error: str = ""  # why the image could not be read
+    scale: float = 1.0  # pixels of the frame per pixel of ``image`` (> 1: downscaled)
+
+
+# A frame larger than this (side, pixels) is read downscaled: face detection on a 16000 px
+# photo takes gigabytes and minutes for faces that are found as well at 4096 px. Boxes are
+# reported in the pixels of the frame as given.
+MAX_SIDE = 4096
+# ... and one of more pixels than this is refused without decoding (its decoded copies alone
+# take gigabytes: a smaller machine would be killed without a word)
+MAX_PIXELS = 100_000_000
+
+
+def _fit(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """``rgb`` downscaled to at most :data:`MAX_SIDE` pixels a side, and the factor."""
+    side = max(rgb.shape[:2])
+    if side <= MAX_SIDE:
+        return rgb, 1.0
+    scale = side / MAX_SIDE
+    size = (max(1, round(rgb.shape[1] / scale)), max(1, round(rgb.shape[0] / scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
+
+
+def _too_large(path: Path) -> str:
+    """Why ``path`` is too large to decode (from its header), or '' (not too large, or not
+    an image PIL reads: then OpenCV decides)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+    except Image.DecompressionBombError as err:
+        return f"image too large to decode ({err})"
+    except Exception:  # not an image PIL knows: OpenCV reads it or flags it
+        return ""
+    if width * height <= MAX_PIXELS:
+        return ""
+    return (f"image of {width} x {height} px ({width * height / 1e6:.0f} Mpx) is larger than "
+            f"the {MAX_PIXELS / 1e6:.0f} Mpx read; downscale it first (e.g. to "
+            f"{MAX_SIDE} px a side: convert in.png -resize {MAX_SIDE}x{MAX_SIDE} out.png)")
 
 
 # ----------------------------------------------------------------------------- reading inputs
@@ -116,12 +159,17 @@ def _image_frames(files: list[Path], root: Path, every: int) -> Iterator[Frame]:
         if i % every:
             continue
         name = path.relative_to(root).as_posix()
+        too_large = _too_large(path)
+        if too_large:
+            yield Frame(name, 1, 0.0, None, too_large)
+            continue
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:  # one bad file must not stop a folder: a flagged row instead
             yield Frame(name, 1, 0.0, None, "unreadable image (corrupt, not an image, or "
                                             "no permission)")
             continue
-        yield Frame(name, 1, 0.0, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        rgb, scale = _fit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        yield Frame(name, 1, 0.0, rgb, scale=scale)
 
 
 def _video_frames(path: Path, root: Path, every: int) -> Iterator[Frame]:
@@ -140,7 +188,8 @@ def _video_frames(path: Path, root: Path, every: int) -> Iterator[Frame]:
             decoded += 1
             if index % every == 0:
                 stamp = index / fps if fps > 0 else float("nan")
-                yield Frame(name, index + 1, stamp, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                rgb, scale = _fit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                yield Frame(name, index + 1, stamp, rgb, scale=scale)
             index += 1
     finally:
         cap.release()
@@ -229,7 +278,8 @@ def _rows(frame: Frame, faces: list, probs: np.ndarray, au_ids: tuple[int, ...],
     rows = []
     for face_id, (face, p) in enumerate(zip(faces, probs, strict=True)):
         row = dict(base, face_id=face_id, confidence=round(face.confidence, 6), success=1)
-        row.update({c: round(v, 1) for c, v in zip(BOX_COLUMNS, face.box, strict=True)})
+        row.update({c: round(v * frame.scale, 1)  # in pixels of the frame as given
+                    for c, v in zip(BOX_COLUMNS, face.box, strict=True)})
         for au, value in zip(au_ids, p, strict=True):
             row[au_column(au)] = round(float(value), 4)
             row[f"{au_column(au)}_c"] = int(row[au_column(au)] >= threshold)
@@ -283,6 +333,12 @@ def _score_batch(run: _Run, batch: list[Frame]) -> list[dict]:
     crops = [run.aligner.crop(frame.image, face.landmarks)
              for frame, faces in zip(batch, found, strict=True) for face in faces]
     probs, x = _predict(run, crops)
+    if not np.isfinite(probs).all():  # never a row of NaN read as "absent"
+        raise InferenceError(
+            f"the model gives non-finite probabilities (NaN or inf) for the faces of "
+            f"{', '.join(sorted({f.source for f in batch}))}: its weights or its input are "
+            "broken; nothing was written. Use the final.pt of a run that finished without "
+            "diverging.")
     rows, start = [], 0
     for frame, faces in zip(batch, found, strict=True):
         rows += _rows(frame, faces, probs[start:start + len(faces)], run.model.au_ids,
@@ -449,6 +505,11 @@ def infer(checkpoint: str | Path, source: str | Path | list, out: str | Path,
     table = rows_to_table(rows, model.au_ids)
     skipped = sorted({src for src, err in zip(table.source, table.error, strict=True)
                       if isinstance(err, str) and err})
+    if rows and table.error.map(lambda e: isinstance(e, str) and bool(e)).all():
+        reasons = "; ".join(f"{r['source']}: {r['error']}" for r in rows[:3])
+        raise InferenceError(f"{source}: not one input could be read ({reasons}"
+                             f"{' ...' if len(rows) > 3 else ''}); nothing was written. Pass "
+                             f"images ({', '.join(IMAGE_EXTS)}) or a video that open.")
     options = dict(unreadable=skipped,
                    align=run.aligner.mode, faces_kept=faces, threshold=threshold, every=every,
                    max_frames=max_frames)

@@ -31,6 +31,7 @@ import pandas as pd
 
 from hiva_lib.data.au import au_keys, dataset_aus
 from hiva_lib.engine import runs as layout  # the results folder layout
+from hiva_lib.engine.recorded import check_recorded_numbers
 from hiva_lib.integrity import latest_versions
 from hiva_lib.study import paper_tables as PT
 from hiva_lib.study import report_render as render
@@ -82,6 +83,7 @@ def collect_results(results_root: str | Path, dataset: str) -> pd.DataFrame:
                                   f"{layout.fold_name(says[2])} filed "
                                   f"under {'/'.join(map(str, where))}. Move the folder to "
                                   f"{home}.")
+            check_recorded_numbers(folder, m)  # the F1 of its predictions.npz, or an error
             row = dict(dataset=m["dataset"], variant=m["variant"], seed=int(m["seed"]),
                        fold=int(m["fold"]), run=folder.name, n_test=m.get("n_test"),
                        mean_f1=float(m["mean_f1"]),
@@ -90,7 +92,8 @@ def collect_results(results_root: str | Path, dataset: str) -> pd.DataFrame:
                        data_fingerprint=m.get("data_fingerprint"))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise ReportError(f"{path}: malformed metrics file ({type(err).__name__}: {err}). "
-                              "Delete the run folder and rerun it.") from None
+                              f"Move the results folder {folder} away and evaluate that run "
+                              "again (notebooks 02/03; its checkpoint is kept).") from None
         rows.append(row)
     table = pd.DataFrame(rows).sort_values(["variant", "seed", "fold"]).reset_index(drop=True)
     layout.check_one_data_version(list(zip(table.path, table.data_fingerprint, strict=True)),
@@ -286,6 +289,10 @@ def write_report(results_root: str | Path, dataset: str,
     writes nothing. A report already in ``out_dir`` is replaced (it is derived from the
     results, which are never touched); the replacement is announced.
     """
+    from hiva_lib.engine.validate import check_writable
+
+    out = Path(out_dir) if out_dir is not None else layout.report_dir(results_root, dataset)
+    check_writable({"results_root": out})  # before any work: a read-only folder is one error
     runs = collect_results(results_root, dataset)
     summary = summarise(runs.drop(columns=["checkpoint", "path"]))
     gains = paired_gains(runs, method=method)
@@ -302,7 +309,6 @@ def write_report(results_root: str | Path, dataset: str,
         "gains.csv": gains.to_csv(index=False), "controls.csv": controls.to_csv(index=False),
         "audit.md": PT.audit_markdown(audit), "report.md": text,
         "deltas.png": png, "deltas.pdf": pdf}
-    out = Path(out_dir) if out_dir is not None else layout.report_dir(results_root, dataset)
     if (out / "report.md").exists():
         print(f"{out}: replacing the previous report with one of {len(runs)} runs")
     _write_all(contents, out)

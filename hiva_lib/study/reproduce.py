@@ -22,7 +22,9 @@ the same seed moved AVE by +0.12 (synth-bp4d) and -0.54 (synth-disfa) points: in
 A number outside its band *differs*; one without a counterpart has *no reference*, one
 without a noise measurement *no noise measured*, and one whose reference run was trained with
 other settings (model preset, epochs, learning rates, batch size...: a smoke-size run against
-the committed study) *other settings*, not compared (none of these is a failure).
+the committed study) *other settings*, not compared (none of these is a failure). The Baseline
+(no stage 2) is compared on its stage-1 settings only (:func:`settings_of`): its stage 1 is
+shared, so its config names whichever variant trained it.
 :func:`exit_status` is 1 when any number differs.
 """
 from __future__ import annotations
@@ -45,6 +47,9 @@ VERDICTS = ("identical", "reproduced", "differs", "no reference", "no noise meas
 # What defines a run's number besides its keys: these config fields must match to compare
 SETTINGS = (*layout.SIGNATURE_FIELDS, *layout.STAGE_FIELDS[1], *layout.STAGE_FIELDS[2],
             "model_overrides")
+# ... of a vision-only variant (the Baseline: the stage-1 model evaluated as is): its stage-2
+# fields, the variant among them, are those of whichever variant trained the shared stage 1
+STAGE1_SETTINGS = (*layout.SIGNATURE_FIELDS, *layout.STAGE_FIELDS[1], "model_overrides")
 
 
 class ReproduceError(FileNotFoundError):
@@ -101,11 +106,23 @@ def run_numbers(results_root: str | Path, dataset: str) -> pd.DataFrame:
     return long.assign(n=1)[[*KEYS, "value", "n", "threads", "settings"]]
 
 
+def settings_of(variant: str) -> tuple[str, ...]:
+    """The config fields that define ``variant``'s numbers: a variant without stage 2 (the
+    Baseline) is defined by its stage-1 fields only (its config records the variant, and the
+    stage-2 values, of the run that trained the shared stage 1: ``baseline`` in a run of the
+    Baseline alone, ``full`` in the study, which trains stage 1 once for both)."""
+    from hiva_lib.variants import VARIANTS
+
+    known = VARIANTS.get(variant)
+    return STAGE1_SETTINGS if known is not None and 2 not in known.stages else SETTINGS
+
+
 def _run_record(metrics_path: str) -> tuple[int | None, str]:
-    """The torch threads and the settings (``SETTINGS`` of its config) of a run."""
+    """The torch threads and the settings (:func:`settings_of` its variant) of a run."""
     metrics = json.loads(Path(metrics_path).read_text())
     config = metrics.get("config") or {}
-    settings = json.dumps({k: config.get(k) for k in SETTINGS}, sort_keys=True, default=str)
+    fields = settings_of(str(metrics.get("variant")))
+    settings = json.dumps({k: config.get(k) for k in fields}, sort_keys=True, default=str)
     return (metrics.get("provenance") or {}).get("torch_threads"), settings
 
 

@@ -50,6 +50,7 @@ class Study:
     _models: dict = field(default_factory=dict, repr=False)
     drawn: list[str] = field(default_factory=list, repr=False)  # names saved by save()
     skipped: dict[str, str] = field(default_factory=dict, repr=False)  # name -> what is missing
+    _outputs_checked: bool = field(default=False, repr=False)
 
     def __repr__(self) -> str:  # one line in a notebook, not the whole TrainConfig
         c = self.cfg
@@ -146,6 +147,22 @@ class Study:
             self._models[variant] = load_trained(self.checkpoint(variant), self.cfg.device)
         return self._models[variant]
 
+    def check_outputs(self) -> None:
+        """The device and the folders figures write (figures_root; results_root, where
+        measurements go), checked before the first figure: nothing is drawn or half-written
+        when one cannot be used."""
+        from hiva_lib.engine.distributed import resolve_device
+        from hiva_lib.engine.validate import ParameterError, check_writable
+
+        if self._outputs_checked:
+            return
+        try:
+            resolve_device(self.cfg.device)
+        except RuntimeError as err:
+            raise ParameterError(f"device={self.cfg.device!r}: {err} (nothing was drawn)") from err
+        check_writable(dict(figures_root=self.figures_root, results_root=self.cfg.results_root))
+        self._outputs_checked = True
+
     def save(self, fig: Figure, name: str) -> list[Path]:
         """``fig`` as figures_root/<dataset>/<name>.png and .pdf."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,6 +208,7 @@ def run_figure(fn, *args, skip_missing: bool = False, **kwargs):
     name = FIGURES.get(name, name)
     studies = [a for a in args if isinstance(a, Study)]
     for study in studies:  # drawn again: what was missing before may be there now
+        study.check_outputs()
         study.skipped.pop(name, None)
     try:
         return fn(*args, **kwargs)

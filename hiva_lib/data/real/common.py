@@ -101,14 +101,17 @@ def read_label_csv(csv: Path) -> pd.DataFrame:
 
 
 def occurrence(values: np.ndarray, path: Path, columns: list[str]) -> np.ndarray:
-    """Check a 0/1/9 occurrence block; returns the keep-mask of frames with no unknown (9)."""
-    bad = ~np.isin(values, (0, 1, 9))
+    """Check a 0/1/9 occurrence block (the data rows of a CSV under its header line); returns
+    the keep-mask of frames with no unknown (9). A column with one word in it is read as text:
+    its values are compared as numbers, so the word itself is the one named."""
+    numbers = pd.DataFrame(values).apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    bad = ~np.isin(numbers, (0, 1, 9))
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise DatasetError(f"{path}: value {values[r, c]!r} in data row {r + 1}, column "
-                           f"{columns[c]} is not an occurrence code (0, 1, or 9 = unknown). "
-                           "Restore the file from your licensed copy.")
-    return ~(values == 9).any(axis=1)
+        raise DatasetError(f"{path}: value {values[r, c]!r} in line {r + 2} (data row {r + 1}), "
+                           f"column {columns[c]} is not an occurrence code (0, 1, or 9 = "
+                           "unknown). Restore the file from your licensed copy.")
+    return ~(numbers == 9).any(axis=1)
 
 
 def match_images(seq_dir: Path, frames: np.ndarray, label_file: Path) -> list[Path]:
