@@ -118,7 +118,8 @@ def test_non_finite_probabilities_never_reach_the_csv(tmp_path, capsys, monkeypa
 def test_a_non_finite_stage1_checkpoint_is_named_at_load(tmp_path, smoke_data_root, tiny):
     """Stage 2 from a diverged stage 1: the load says so (not a learning-rate advice of a
     non-finite loss later)."""
-    from hiva_lib.engine.train import load_data, load_stage1_checkpoint
+    from hiva_lib.engine.runs import load_data
+    from hiva_lib.engine.train import load_stage1_checkpoint
 
     cfg = smoke_cfg(tmp_path, smoke_data_root, variant="full")
     path = tmp_path / "stage1" / "final.pt"
@@ -312,7 +313,7 @@ def test_images_changed_in_place_with_a_new_manifest_train_stage1_again(tmp_path
 
 # ----------------------------------------------------------------------------- 6: locks
 def test_a_lock_whose_pid_now_belongs_to_a_newer_process_is_taken_over(tmp_path, capsys):
-    from hiva_lib.engine.runs import run_lock
+    from hiva_lib.engine.run_lock import run_lock
 
     newer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -329,7 +330,7 @@ def test_a_lock_whose_pid_now_belongs_to_a_newer_process_is_taken_over(tmp_path,
 
 
 def test_a_lock_of_its_own_live_process_still_holds(tmp_path):
-    from hiva_lib.engine.runs import RunLockedError, run_lock
+    from hiva_lib.engine.run_lock import RunLockedError, run_lock
 
     with run_lock(tmp_path), pytest.raises(RunLockedError, match="another run is training"):
         with run_lock(tmp_path):
@@ -397,8 +398,8 @@ def test_a_huge_image_is_downscaled_and_a_giant_one_refused(tmp_path, monkeypatc
 # ----------------------------------------------------------------------------- 11: foreign
 def test_another_presets_stage1_checkpoint_advises_a_folder_of_its_own(tmp_path,
                                                                       smoke_data_root, tiny):
-    from hiva_lib.engine.runs import signature, stage1_dir
-    from hiva_lib.engine.train import load_data, load_stage1_checkpoint
+    from hiva_lib.engine.runs import load_data, signature, stage1_dir
+    from hiva_lib.engine.train import load_stage1_checkpoint
     from hiva_lib.errors import CheckpointError
 
     cfg = smoke_cfg(tmp_path, smoke_data_root, variant="full")
@@ -417,7 +418,7 @@ def test_another_presets_stage1_checkpoint_advises_a_folder_of_its_own(tmp_path,
 def test_a_data_root_that_is_a_symlink_loop_is_named(tmp_path):
     from hiva_lib.data.prepare import prepare_dataset
     from hiva_lib.data.prepared import DatasetError
-    from hiva_lib.engine.train import load_data
+    from hiva_lib.engine.runs import load_data
 
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")

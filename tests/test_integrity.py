@@ -253,7 +253,7 @@ def _dead_pid() -> int:
 
 
 def _taker(folder: str, barrier, results, trials: int) -> None:
-    from hiva_lib.engine.runs import RunLockedError, run_lock
+    from hiva_lib.engine.run_lock import RunLockedError, run_lock
 
     for _ in range(trials):
         barrier.wait()  # the stale LOCK is in place
@@ -287,7 +287,7 @@ def test_two_processes_taking_over_a_stale_lock_exactly_one_wins(tmp_path, capsy
 
 
 def test_a_lock_from_before_boot_is_stale_even_with_a_live_pid(tmp_path, capsys):
-    from hiva_lib.engine.runs import boot_time, run_lock
+    from hiva_lib.engine.run_lock import boot_time, run_lock
 
     boot = boot_time()
     if boot is None:
@@ -301,7 +301,7 @@ def test_a_lock_from_before_boot_is_stale_even_with_a_live_pid(tmp_path, capsys)
 
 
 def test_an_empty_lock_is_handled(tmp_path, capsys):
-    from hiva_lib.engine.runs import RunLockedError, run_lock
+    from hiva_lib.engine.run_lock import RunLockedError, run_lock
 
     lock = tmp_path / "LOCK"
     lock.write_text("")  # a process between creating and writing it
@@ -318,19 +318,19 @@ def test_an_empty_lock_is_handled(tmp_path, capsys):
 def test_a_lock_that_cannot_be_written_is_removed(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from hiva_lib.engine import runs
+    from hiva_lib.engine import run_lock
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runs, "json", SimpleNamespace(dump=full, loads=json.loads,
+    monkeypatch.setattr(run_lock, "json", SimpleNamespace(dump=full, loads=json.loads,
                                                       dumps=json.dumps))
     with pytest.raises(OutOfSpaceError, match=f"{tmp_path}: the disk is full; writing LOCK"):
-        with runs.run_lock(tmp_path):
+        with run_lock.run_lock(tmp_path):
             pass
     assert not (tmp_path / "LOCK").exists()  # nothing blocks the next run
     monkeypatch.undo()
-    with runs.run_lock(tmp_path):
+    with run_lock.run_lock(tmp_path):
         pass
 
 

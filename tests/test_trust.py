@@ -338,7 +338,8 @@ def test_a_second_identical_run_refuses_and_a_stale_lock_is_taken_over(tmp_path,
     import socket
     import subprocess
 
-    from hiva_lib.engine.runs import RunLockedError, run_lock, stage1_dir
+    from hiva_lib.engine.run_lock import RunLockedError, run_lock
+    from hiva_lib.engine.runs import stage1_dir
     from hiva_lib.engine.train import train_stage1
 
     folder = tmp_path / "run"

@@ -36,13 +36,13 @@ from hiva_lib.engine.evaluate import evaluate_run
 from hiva_lib.engine.fold_guard import trained_on
 from hiva_lib.engine.loop import fit_stage
 from hiva_lib.engine.notebook_hints import notebook_hint
+from hiva_lib.engine.run_lock import run_lock
 from hiva_lib.engine.runs import (
     describe_data,
     finished_run,
     load_data,
     resolve_run_dir,
     run_dir,
-    run_lock,
     run_signature,
     same_signature,
     signature,

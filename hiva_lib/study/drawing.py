@@ -2,6 +2,8 @@
 face (min-max scaled, a flat map labelled as such), and short AU lists for titles."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from hiva_lib.study import attention_scoring as scoring
@@ -50,3 +52,25 @@ def overlay(ax, rgb: np.ndarray, m: np.ndarray | None, title: str,
     ax.set_title(title, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def save_overlay(path: Path, face: np.ndarray, maps: np.ndarray, titles: list[str],
+                  caption: str) -> None:
+    """The face beside each of its maps (one row), captioned, saved as ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 1 + len(maps), figsize=(2.0 * (1 + len(maps)), 2.4))
+    axes[0].imshow(face)
+    axes[0].set_title("face", fontsize=8)
+    for ax, m, t in zip(axes[1:], maps, titles, strict=True):
+        ax.imshow(face)
+        draw_map(ax, face, m)
+        ax.set_title(t, fontsize=7)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(caption, fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -45,6 +45,8 @@ import torch
 
 from hiva_lib.data.loader import load_size_for, prepare_batch
 from hiva_lib.integrity import atomic_write_json, atomic_write_text, file_sha256, free_version
+from hiva_lib.study.drawing import save_overlay
+from hiva_lib.study.maps import overlay_maps
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -351,69 +353,21 @@ def _score_batch(run: _Run, batch: list[Frame]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- overlays
-def _maps_for_overlay(model: torch.nn.Module, x: torch.Tensor,
-                      probs: np.ndarray, top: int) -> tuple[list[np.ndarray], list[str]]:
-    """Per face: a stack of maps (top AUs' DDCA + CDCA composite, or Grad-CAM) and names."""
-    from hiva_lib.study.maps import gradcam, model_maps
-
-    out = model_maps(model, x)
-    keys = [au_column(a) for a in model.au_ids]
-    stacks, names = [], []
-    for r in range(len(x)):
-        aus = [int(j) for j in np.argsort(-probs[r])[:top]]
-        if out["ddca"] is not None or out["cdca"] is not None:
-            maps, titles = [], []
-            if out["ddca"] is not None:
-                maps += [out["ddca"][r, j] for j in aus]
-                titles += [f"DDCA {keys[j]} p={probs[r, j]:.2f}" for j in aus]
-            if out["cdca"] is not None:
-                maps.append(out["cdca"][r, aus].mean(0))
-                titles.append("CDCA (" + "+".join(keys[j] for j in aus) + ")")
-        else:
-            maps = [gradcam(model, x[r:r + 1], j)[0] for j in aus]
-            titles = [f"Grad-CAM {keys[j]} p={probs[r, j]:.2f}" for j in aus]
-        stacks.append(np.stack([np.asarray(m, np.float64) for m in maps]))
-        names.append(titles)
-    return stacks, names
-
-
-def _save_overlay(path: Path, face: np.ndarray, maps: np.ndarray, titles: list[str],
-                  caption: str) -> None:
-    import matplotlib.pyplot as plt
-
-    from hiva_lib.study.drawing import draw_map
-
-    fig, axes = plt.subplots(1, 1 + len(maps), figsize=(2.0 * (1 + len(maps)), 2.4))
-    axes[0].imshow(face)
-    axes[0].set_title("face", fontsize=8)
-    for ax, m, t in zip(axes[1:], maps, titles, strict=True):
-        ax.imshow(face)
-        draw_map(ax, face, m)
-        ax.set_title(t, fontsize=7)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(caption, fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _draw_overlays(run: _Run, rows: list[dict], crops: list[np.ndarray], x: torch.Tensor,
                    probs: np.ndarray) -> None:
     """Attention overlays of the batch's faces while fewer than ``max_overlays`` are drawn."""
     todo = list(range(min(len(rows), run.max_overlays - run.n_overlays)))
     if not todo:
         return
-    maps, titles = _maps_for_overlay(run.model, x[todo], probs[todo], run.top_aus)
+    keys = [au_column(a) for a in run.model.au_ids]
+    maps, titles = overlay_maps(run.model, x[todo], probs[todo], run.top_aus, keys)
     o = (run.size - run.crop) // 2
     for k in todo:
         row = rows[k]
         active = [au_column(a) for a in run.model.au_ids if row[f"{au_column(a)}_c"]]
         caption = (f"{row['source']} frame {row['frame']} face {row['face_id']}: "
                    f"{' '.join(active) or 'none'}")
-        _save_overlay(overlay_path(run.overlays, row["source"], row["frame"], row["face_id"]),
+        save_overlay(overlay_path(run.overlays, row["source"], row["frame"], row["face_id"]),
                       crops[k][o:o + run.crop, o:o + run.crop], maps[k], titles[k], caption)
     run.n_overlays += len(todo)
 

@@ -76,3 +76,28 @@ def gradcam(model: torch.nn.Module, x: torch.Tensor, au_index: int | list[int],
             swin_reshape_transform if nhwc else None)) as cam:
         maps = cam(input_tensor=x.to(device), targets=[ClassifierOutputTarget(i) for i in idx])
     return np.asarray(maps, np.float64)
+
+
+def overlay_maps(model: torch.nn.Module, x: torch.Tensor, probs: np.ndarray, top: int,
+                 keys: list[str]) -> tuple[list[np.ndarray], list[str]]:
+    """Per face of ``x``: a stack of maps of its ``top`` most probable AUs (their DDCA maps and
+    the CDCA composite, or Grad-CAM for a model without attention) and their titles; ``keys``:
+    the AUs' column names (``AU01``...), in ``model.au_ids`` order."""
+    out = model_maps(model, x)
+    stacks, names = [], []
+    for r in range(len(x)):
+        aus = [int(j) for j in np.argsort(-probs[r])[:top]]
+        if out["ddca"] is not None or out["cdca"] is not None:
+            maps, titles = [], []
+            if out["ddca"] is not None:
+                maps += [out["ddca"][r, j] for j in aus]
+                titles += [f"DDCA {keys[j]} p={probs[r, j]:.2f}" for j in aus]
+            if out["cdca"] is not None:
+                maps.append(out["cdca"][r, aus].mean(0))
+                titles.append("CDCA (" + "+".join(keys[j] for j in aus) + ")")
+        else:
+            maps = [gradcam(model, x[r:r + 1], j)[0] for j in aus]
+            titles = [f"Grad-CAM {keys[j]} p={probs[r, j]:.2f}" for j in aus]
+        stacks.append(np.stack([np.asarray(m, np.float64) for m in maps]))
+        names.append(titles)
+    return stacks, names
