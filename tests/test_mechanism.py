@@ -1,4 +1,4 @@
-"""Why the language branch does nothing: the mechanism diagnostics on planted embeddings
+"""Why the language branch does little: the mechanism diagnostics on planted embeddings
 and maps, and ambiguity 7's switches (they change only what they say; the default path is
 unchanged)."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Why the language branch does nothing here: per-run diagnostics of the text
+"""Why the language branch does little here: per-run diagnostics of the text
 embeddings and of the attention maps, written to ``results/<dataset>/mechanism.csv`` and
 ``mechanism_layers.csv`` and drawn by :func:`plot_mechanism` (notebook 09).
 
