@@ -65,6 +65,37 @@ def test_this_environment_is_read_as_the_provenance_records_it():
     assert here["torch"] == torch.__version__ and here["numpy"] == numpy.__version__
 
 
+def _pins(path: Path) -> dict[str, str]:
+    """name -> version of each ``name==version`` line (markers dropped, names normalised)."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        spec = line.split("#")[0].split(";")[0].strip()
+        if "==" in spec:
+            name, version = spec.split("==")
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+def test_the_lock_pins_what_made_the_committed_results():
+    lock = _pins(ROOT / "requirements.lock")
+    recorded = R.reference_versions(ROOT / "results")
+    doc = " ".join((ROOT / "docs" / "training.md").read_text().split())
+    for name in ("torch", "timm", "transformers"):
+        assert len(recorded[name]) == 1, f"the committed results record {recorded[name]}"
+        assert lock[name] == recorded[name][0].split("+")[0]  # 2.14.1+cu130: the Linux wheel
+        assert f"{name} {lock[name]}" in doc, name
+    assert recorded["python"] and all(v.startswith("3.11.") for v in recorded["python"])
+    assert "Python 3.11" in (ROOT / "requirements.lock").read_text().splitlines()[0]
+    # every package requirements.txt names is pinned, but facenet-pytorch: install.sh installs
+    # it without its stale dependencies, which the lock's resolver would otherwise refuse
+    wanted = {line.split("#")[0].split(">")[0].split("=")[0].strip().lower()
+              for line in (ROOT / "requirements.txt").read_text().splitlines()}
+    wanted -= {"", "-e ."}
+    assert wanted and not wanted - set(lock), wanted - set(lock)
+    assert "facenet-pytorch" not in lock
+    assert '"facenet-pytorch==2.6.0"' in (ROOT / "scripts" / "install.sh").read_text()
+
+
 def _study(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "run_study.py"), *args],
