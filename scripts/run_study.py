@@ -22,7 +22,11 @@ regenerate it.
 The end: each number the run produced (every run's F1, mean and per AU) beside the committed
 one, its noise band from the measured seed noise and "identical" / "reproduced" / "differs"
 (hiva_lib/study/reproduce.py states the rule); the exit status is 1 when a number differs
-beyond its band. Finished runs are reused, so a second call only redoes what is missing.
+beyond its band (smoke runs were trained with other settings: each reads "other settings",
+status 0), then the versions of python, torch, timm, transformers and numpy beside those that
+made the committed results (where they differ, "identical" cannot be expected; the locked
+versions: ``bash scripts/install.sh``). Finished runs are reused, so a second call only
+redoes what is missing.
 """
 from __future__ import annotations
 
@@ -91,6 +95,7 @@ def reproduction_check(results_root: str, dataset: str) -> int:
         return 0
     print("== reproduction check: this run's F1 (points) beside the committed results/ "
           f"(noise: {table['noise'].iat[0]})\n{R.format_table(table)}", flush=True)
+    print(f"== {R.environment_report(dataset, ROOT / 'results')}", flush=True)
     return R.exit_status(table)
 
 
@@ -111,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         pm.execute_notebook(path, out / f"{name}.ipynb", parameters=params, cwd=str(ROOT),
                             progress_bar=False, log_output=True)
         print(f"== {name} done in {time.time() - t0:.0f} s", flush=True)
-    if args.no_check or args.into_committed or args.smoke:
-        return 0  # the committed reference is not compared with itself; smoke runs have none
+    if args.no_check or args.into_committed:
+        return 0  # the committed reference is not compared with itself
     return reproduction_check(roots["results_root"], args.dataset)
 
 

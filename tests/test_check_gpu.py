@@ -24,6 +24,7 @@ def check_gpu():
     sys.modules.pop("check_gpu", None)
 
 
+@pytest.mark.slow  # the whole script end to end, every check at smoke size
 def test_smoke_table_on_the_cpu(check_gpu, smoke_data_root, tmp_path, capsys):
     out = tmp_path / "gpu_check.csv"
     out.write_text("an earlier table\n")

@@ -126,6 +126,7 @@ def test_run_variant_writes_results_with_config(tmp_path, smoke_data_root):
     assert base.run_dir == runs.stage1_dir(cfg)  # the Baseline is the shared stage-1 model
 
 
+@pytest.mark.slow
 def test_torchrun_ddp_two_processes_on_cpu(tmp_path, smoke_data_root):
     """DDP through torchrun (gloo on the CPU here, NCCL on GPUs): both ranks train, rank 0
     writes the results once."""

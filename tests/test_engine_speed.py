@@ -310,6 +310,7 @@ def _evaluate_rank(rank: int, world: int, init: str, cfg_dict: dict, ckpt: str, 
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_evaluation_on_two_processes_matches_one(tmp_path, smoke_data_root):
     from hiva_lib.engine import train
 

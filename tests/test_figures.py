@@ -218,6 +218,7 @@ def _check_png(path: Path, min_std: float = 8.0) -> None:
     assert pixels.std() > min_std, f"{path} looks blank (pixel std {pixels.std():.1f})"
 
 
+@pytest.mark.slow
 def test_06_figures_notebook(study):
     roots, base = study
     figs = base / "figures"
@@ -317,6 +318,7 @@ def test_fig5_is_redrawn_from_the_saved_copy_without_runs(study):
     assert len(copies) == 1  # drawn twice from the same runs: one copy
 
 
+@pytest.mark.slow
 def test_07_efficiency_notebook(study):
     from transformers import AutoModel
 
@@ -376,6 +378,7 @@ def test_batch_latency_is_the_cached_pass_plus_the_text_path(monkeypatch):
     assert row["ms_per_image_in_batch"] == row["ms_per_batch"] / 2
 
 
+@pytest.mark.slow
 def test_08_inference_notebook_on_a_video(study):
     roots, base = study
     from hiva_lib.data.prepared import load_prepared

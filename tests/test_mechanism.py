@@ -251,6 +251,7 @@ def test_layer_embeddings_end_in_z():
 
 
 # ----------------------------------------------------------------------------- notebook 09
+@pytest.mark.slow
 def test_notebook_10_smoke(tmp_path, smoke_data_root):
     import pandas as pd
     from conftest import run_notebook

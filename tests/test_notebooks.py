@@ -19,6 +19,7 @@ def roots(tmp_path_factory):
             "results_root": str(base / "results")}, base
 
 
+@pytest.mark.slow
 def test_01_02_03_smoke(roots):
     r, base = roots
     run("01_prepare_data", base, dataset="synth-disfa", smoke=True, data_root=r["data_root"],
@@ -51,6 +52,7 @@ def _ensure_smoke_data(r, base):
             figures_root=str(base / "figures"))
 
 
+@pytest.mark.slow
 def test_04_05_smoke_two_variants_one_fold(roots):
     r, base = roots
     _ensure_smoke_data(r, base)
@@ -66,6 +68,7 @@ def test_04_05_smoke_two_variants_one_fold(roots):
     assert out.exists()
 
 
+@pytest.mark.slow
 def test_10_claims_smoke(roots):
     r, base = roots
     _ensure_smoke_data(r, base)

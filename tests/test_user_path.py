@@ -56,6 +56,7 @@ def _cells_text(nb_path: Path) -> tuple[str, set[str]]:
     return "\n".join(texts), kinds
 
 
+@pytest.mark.slow
 def test_01_02_03_06_as_a_user(clone, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(clone))  # the kernels import the clone's hiva_lib
     assert _git(clone, "status", "--porcelain") == ""

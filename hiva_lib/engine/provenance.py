@@ -46,6 +46,7 @@ NUMERICS_FIELDS = ("amp", "tf32", "compile", "cudnn_benchmark", "grad_accum_step
 def provenance(data_meta: dict, train_config: dict | None = None) -> dict:
     """What else a result depends on: code commit, library versions, the data set's version,
     and (given the config that trained it) the options that change its last digits."""
+    import numpy
     import timm
     import transformers
 
@@ -57,6 +58,7 @@ def provenance(data_meta: dict, train_config: dict | None = None) -> dict:
                 python=platform.python_version(), torch=torch.__version__,
                 torch_threads=torch.get_num_threads(),
                 timm=timm.__version__, transformers=transformers.__version__,
+                numpy=numpy.__version__,  # with torch, timm, transformers: the last digits
                 data={k: data_meta[k] for k in ("dataset", "source", "seed", "image_size",
                                                  "n_subjects", "frames_per_subject")
                       if k in data_meta},

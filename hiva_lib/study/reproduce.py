@@ -289,3 +289,80 @@ def check(dataset: str, results_root: str | Path, reference_root: str | Path | N
         return paper_comparison(results_root, dataset, sd)
     reference = reference_root or project_root() / "results"
     return reproduction_table(results_root, reference, [dataset], noise)
+
+
+# ----------------------------------------------------------------------------- the environment
+# The libraries whose versions decide the last digits of a run (python too): "identical" holds
+# only where they equal the reference's (requirements.lock pins them; scripts/install.sh).
+PACKAGES = ("python", "torch", "timm", "transformers", "numpy")
+
+
+def installed_versions() -> dict[str, str]:
+    """The versions of ``PACKAGES`` in this environment, as the provenance records them."""
+    import importlib
+    import platform
+
+    return {"python": platform.python_version(),
+            **{name: importlib.import_module(name).__version__ for name in PACKAGES[1:]}}
+
+
+def reference_versions(reference_root: str | Path,
+                       datasets: list[str] | None = None) -> dict[str, list[str]]:
+    """Per package of ``PACKAGES``, the distinct versions recorded in the provenance of the
+    reference runs (the newest version of each run of ``datasets``, default all); an empty list
+    where no run records it (numpy, in runs before it was recorded)."""
+    datasets = datasets or sorted({p.parents[3].name for p in
+                                   Path(reference_root).glob("*/*/seed*/fold*/metrics.json")})
+    seen: dict[str, set[str]] = {name: set() for name in PACKAGES}
+    for ds in dict.fromkeys(datasets):
+        for folder in layout.latest_versions(layout.finished_results(reference_root, ds)):
+            recorded = json.loads((folder / "metrics.json").read_text()).get("provenance") or {}
+            for name in PACKAGES:
+                if recorded.get(name):
+                    seen[name].add(str(recorded[name]))
+    return {name: sorted(v) for name, v in seen.items()}
+
+
+def environment_table(reference_root: str | Path, datasets: list[str] | None = None,
+                      here: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per package: its version ``here`` (default: this environment), the reference
+    runs' version(s) and ``same`` (True, False, or None where the reference did not record it)."""
+    here = dict(here or installed_versions())
+    ref = reference_versions(reference_root, datasets)
+    rows = [dict(package=name, here=here.get(name), reference=", ".join(ref[name]) or None,
+                 same=(ref[name] == [here.get(name)]) if ref[name] else None)
+            for name in PACKAGES]
+    return pd.DataFrame(rows)
+
+
+def environment_text(table: pd.DataFrame) -> str:
+    """The versions beside the reference's, and what a difference means for the verdicts."""
+    lines = [f"  {r.package:<13} {_text(r.here):<14} reference: {_text(r.reference)}"
+             for r in table.itertuples()]
+    differ = [r.package for r in table.itertuples() if r.same is False]  # None: not recorded
+    if differ:
+        verb = "differs" if len(differ) == 1 else "differ"
+        end = (f"{', '.join(differ)} {verb} from the reference's: \"identical\" cannot be "
+               "expected, only \"reproduced\" within the noise band (the reference's versions: "
+               "bash scripts/install.sh, which installs requirements.lock)")
+    else:
+        end = ("the recorded versions equal the reference's: on one thread, on the machine kind "
+               "that made the reference, every number should be \"identical\"")
+    return "versions (this environment, the reference runs):\n" + "\n".join(lines) + f"\n{end}"
+
+
+def _text(version: object) -> str:
+    return "not recorded" if version is None or pd.isna(version) else str(version)
+
+
+def environment_report(dataset: str, reference_root: str | Path | None = None) -> str:
+    """:func:`environment_text` of ``dataset``'s reference runs (SynthFACS: the committed
+    results/ by default); a real data set's reference is the paper, which records none."""
+    from hiva_lib.data.au import REAL_DATASETS
+    from hiva_lib.engine.config import project_root
+
+    if dataset in REAL_DATASETS:
+        return (f"versions: {dataset} is compared with the paper's tables, whose library "
+                "versions are not known: \"identical\" cannot be expected, only \"reproduced\"")
+    reference = reference_root or project_root() / "results"
+    return environment_text(environment_table(reference, [dataset]))
