@@ -46,3 +46,27 @@ def own_data(tmp_path: Path, smoke_data_root: Path) -> Path:
     root = tmp_path / "data"
     shutil.copytree(smoke_data_root / "synth-disfa", root / "synth-disfa")
     return root
+
+
+def git(repo: Path, *args: str) -> str:
+    """``git ARGS`` in ``repo`` (a committer named, as on a machine without a git identity)."""
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
+                          capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """The files git sees in the working tree (tracked, and untracked but not ignored),
+    committed in a new repository: a fresh clone of this state."""
+    repo = tmp_path_factory.mktemp("clone")
+    listed = git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    for rel in listed.split("\0"):
+        if rel and (ROOT / rel).is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, repo / rel)
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "fresh clone")
+    return repo

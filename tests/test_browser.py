@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from conftest import git
 from jupyter_server import api, jupyter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,27 +36,6 @@ CHROMEDRIVER = shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip("no headless browser: chromium and chromedriver are not installed (bash "
                 "scripts/ci/browser.sh start)", allow_module_level=True)
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
-                          capture_output=True, text=True, check=True).stdout
-
-
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory) -> Path:
-    """The files git sees (tracked, and untracked but not ignored), committed in a new
-    repository: a fresh clone of this state."""
-    repo = tmp_path_factory.mktemp("clone")
-    listed = _git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
-    for rel in listed.split("\0"):
-        if rel and (ROOT / rel).is_file():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, repo / rel)
-    _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "fresh clone")
-    return repo
 
 
 @pytest.fixture(scope="module")
@@ -194,4 +173,4 @@ def test_01_02_03_06_in_jupyterlab(clone, lab, browser, tmp_path):
     for name in PATH:  # the user's versions, executed, beside the committed notebooks
         saved = json.loads((clone / "study_out" / "notebooks" / f"{name}.ipynb").read_text())
         assert any(c.get("outputs") for c in saved["cells"]), name
-    assert _git(clone, "status", "--porcelain") == ""
+    assert git(clone, "status", "--porcelain") == ""

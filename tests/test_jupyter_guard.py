@@ -4,21 +4,16 @@ study_out/notebooks/ and leaves the tracked file and ``git status`` as they were
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import nbformat
 import pytest
+from conftest import git
 from jupyter_server import api, jupyter
 
 from hiva_lib import jupyter_guard
 
 ROOT = jupyter_guard.Path(__file__).resolve().parents[1]
 NB = "01_prepare_data.ipynb"
-
-
-def _git(repo, *args):
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
-                          capture_output=True, text=True, check=True).stdout
 
 
 @pytest.fixture()
@@ -30,9 +25,9 @@ def project(tmp_path):
         shutil.copy(ROOT / rel, repo / rel)
     shutil.copytree(ROOT / "hiva_lib", repo / "hiva_lib",
                     ignore=shutil.ignore_patterns("__pycache__", "assets"))
-    _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "clone")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "clone")
     return repo
 
 
@@ -55,4 +50,4 @@ def test_saving_a_committed_notebook_keeps_it_and_keeps_the_users_version(projec
     copy = nbformat.read(project / "study_out" / "notebooks" / NB, as_version=4)
     assert any("smoke = True" in c.source and c.get("outputs") for c in copy.cells)
     assert (project / "notebooks" / "mine.ipynb").exists()  # an untracked notebook saves as usual
-    assert _git(project, "status", "--porcelain") == "?? notebooks/mine.ipynb\n"
+    assert git(project, "status", "--porcelain") == "?? notebooks/mine.ipynb\n"

@@ -200,13 +200,21 @@ def test_a_failed_stage1_job_cancels_its_dependents_and_the_next_call_finishes_t
     assert _f1(roots, "full") == _f1(grid_roots, "full")
 
 
-def test_a_job_signalled_before_its_time_limit_is_requeued_and_resumes(
-        tmp_path, smoke_data_root, grid):
-    roots = _roots(tmp_path, smoke_data_root)
+def _baseline_job_held_mid_run(tmp_path: Path, data_root: Path, last_pt: bool
+                               ) -> tuple[dict, str, Path, int]:
+    """A stage-1 job of the Baseline submitted without waiting and held mid-run
+    (:func:`_held_mid_run`): its roots, job id, stage-1 LOCK and training pid."""
+    roots = _roots(tmp_path, data_root)
     first = _grid(roots, ["baseline"], [1], wait=False)
     job_id = first.job_id[0]
     assert list(first.status) == ["submitted"] and first.job_state[0] == "PENDING"
-    pid = _held_mid_run(_stage1_lock(roots), last_pt=False)
+    lock = _stage1_lock(roots)
+    return roots, job_id, lock, _held_mid_run(lock, last_pt)
+
+
+def test_a_job_signalled_before_its_time_limit_is_requeued_and_resumes(
+        tmp_path, smoke_data_root, grid):
+    roots, job_id, _, pid = _baseline_job_held_mid_run(tmp_path, smoke_data_root, False)
     # what slurmstepd does --signal's delay before the time limit (submitit asks USR2@120)
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
     os.kill(pid, signal.SIGCONT)
@@ -222,11 +230,7 @@ def test_a_job_signalled_before_its_time_limit_is_requeued_and_resumes(
 
 def test_a_cancelled_job_is_recorded_failed_and_resumes_from_last_pt(
         tmp_path, smoke_data_root, grid):
-    roots = _roots(tmp_path, smoke_data_root)
-    first = _grid(roots, ["baseline"], [1], wait=False)
-    job_id = first.job_id[0]
-    lock = _stage1_lock(roots)
-    pid = _held_mid_run(lock, last_pt=True)
+    roots, job_id, lock, pid = _baseline_job_held_mid_run(tmp_path, smoke_data_root, True)
     subprocess.run(["scancel", job_id], check=True)
     os.kill(pid, signal.SIGCONT)
     with pytest.raises(RuntimeError, match="1 ablation runs failed") as err:

@@ -5,13 +5,11 @@ how to get it), 01 shows its contact sheet, and no tracked file changes."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import papermill as pm
 import pytest
+from conftest import git
 
 from hiva_lib.study.study import FIGURES
 
@@ -19,29 +17,6 @@ pytestmark = pytest.mark.slow  # notebooks end to end
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH = ["01_prepare_data", "02_train_stage1", "03_train_stage2", "06_figures"]
-
-
-def _git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True,
-                          check=True).stdout
-
-
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory) -> Path:
-    """The working tree's files that git would see (tracked and not ignored) in a new
-    repository, committed: a fresh clone of this state."""
-    repo = tmp_path_factory.mktemp("clone")
-    for rel in _git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard"
-                    ).split("\0"):
-        if rel and (ROOT / rel).is_file():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, repo / rel)
-    _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "fresh clone")
-    return repo
 
 
 def _cells_text(nb_path: Path) -> tuple[str, set[str]]:
@@ -59,7 +34,7 @@ def _cells_text(nb_path: Path) -> tuple[str, set[str]]:
 @pytest.mark.slow
 def test_01_02_03_06_as_a_user(clone, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(clone))  # the kernels import the clone's hiva_lib
-    assert _git(clone, "status", "--porcelain") == ""
+    assert git(clone, "status", "--porcelain") == ""
     for name in PATH:
         pm.execute_notebook(clone / "notebooks" / f"{name}.ipynb", tmp_path / f"{name}.ipynb",
                             parameters={"smoke": True}, cwd=str(clone), progress_bar=False,
@@ -73,7 +48,7 @@ def test_01_02_03_06_as_a_user(clone, tmp_path, monkeypatch):
     assert "drawn in part" in text and "HiVA (w/o L_diff)" in text
     assert "variant = 'wo_ldiff'" in text and "parameters cell" in text  # the fix, both ways
     assert "-p variant wo_ldiff" in text
-    assert _git(clone, "status", "--porcelain") == ""  # nothing tracked changed
+    assert git(clone, "status", "--porcelain") == ""  # nothing tracked changed
 
 
 @pytest.mark.parametrize("name", ["08_inference", "11_reproduce"])

@@ -186,11 +186,11 @@ def plot_verdicts(tables: dict[str, pd.DataFrame]):
         for i, cid in enumerate(CLAIM_IDS):
             column = "verdict_family" if "verdict_family" in table else "verdict"
             v = table[column].get(cid, NOT_RESOLVED)
-            # inputs missing: hatched, so "no results" is not read as "within noise"
+            # inputs missing: hatched and "not run" (as the tables say), not read as "within noise"
             absent = str(table["reason"].get(cid, "no results")).startswith("no results")
             ax.add_patch(plt.Rectangle((j - 0.45, i - 0.4), 0.9, 0.8, facecolor=VERDICT_COLOURS[v],
                                        hatch="//" if absent else None, edgecolor="white"))
-            ax.text(j, i, "no results" if absent else SHORT.get(v, v), ha="center",
+            ax.text(j, i, "not run" if absent else SHORT.get(v, v), ha="center",
                     va="center", fontsize=7)
     ax.set_xlim(-0.5, len(datasets) - 0.5)
     ax.set_ylim(len(CLAIMS) - 0.5, -0.5)
