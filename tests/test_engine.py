@@ -41,6 +41,7 @@ def _kill_at(monkeypatch, call: int | None) -> dict:
     return count
 
 
+@pytest.mark.slow  # trains several smoke runs: the slow tier
 @pytest.mark.parametrize("stage", [1, 2])
 def test_killed_run_resumes_to_the_same_result(tmp_path, smoke_data_root, monkeypatch, stage):
     kw = dict(epochs_stage1=2, epochs_stage2=2, max_steps_per_epoch=3, checkpoint_every=1)
@@ -175,6 +176,7 @@ def test_stage2_only_switch_reuses_stage1_and_versions_stage2(tmp_path, smoke_da
     assert literal.metrics["config"]["model_overrides"] == {"ddca_mode": "literal"}
 
 
+@pytest.mark.slow  # trains several smoke runs: the slow tier
 def test_versioned_stage1_feeds_its_own_stage2(tmp_path, smoke_data_root):
     cfg = _cfg(tmp_path, "v", smoke_data_root)
     train.run_variant(cfg)
@@ -257,6 +259,7 @@ def test_bf16_autocast_training_path(tmp_path, smoke_data_root, monkeypatch):
     assert 0 <= res.metrics["mean_f1"] <= 1
 
 
+@pytest.mark.slow  # trains several smoke runs: the slow tier
 def test_ablation_with_two_workers_trains_stage1_once_per_fold(tmp_path, smoke_data_root):
     from hiva_lib.engine.ablation import run_ablation
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from hiva_lib.engine import runs as layout
-from hiva_lib.integrity import newest_version
+from hiva_lib.integrity import latest_versions, newest_version
 
 K = 3.0  # band half-width in standard deviations of the difference
 IDENTICAL = 0.005  # F1 points: equal to the two decimals shown
@@ -315,7 +315,7 @@ def reference_versions(reference_root: str | Path,
                                    Path(reference_root).glob("*/*/seed*/fold*/metrics.json")})
     seen: dict[str, set[str]] = {name: set() for name in PACKAGES}
     for ds in dict.fromkeys(datasets):
-        for folder in layout.latest_versions(layout.finished_results(reference_root, ds)):
+        for folder in latest_versions(layout.finished_results(reference_root, ds)):
             recorded = json.loads((folder / "metrics.json").read_text()).get("provenance") or {}
             for name in PACKAGES:
                 if recorded.get(name):
@@ -359,7 +359,7 @@ def environment_report(dataset: str, reference_root: str | Path | None = None) -
     """:func:`environment_text` of ``dataset``'s reference runs (SynthFACS: the committed
     results/ by default); a real data set's reference is the paper, which records none."""
     from hiva_lib.data.au import REAL_DATASETS
-    from hiva_lib.engine.config import project_root
+    from hiva_lib.project import project_root
 
     if dataset in REAL_DATASETS:
         return (f"versions: {dataset} is compared with the paper's tables, whose library "
