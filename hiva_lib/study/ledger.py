@@ -198,7 +198,9 @@ def plot_verdicts(tables: dict[str, pd.DataFrame]):
     ax.set_yticks(range(len(CLAIMS)), CLAIM_IDS, fontsize=8)
     ax.set_title("The paper's claims: family verdicts per data set", fontsize=10)
     ax.legend(handles=[Patch(facecolor=c, edgecolor="grey", label=SHORT.get(v, v))
-                       for v, c in VERDICT_COLOURS.items()],
+                       for v, c in VERDICT_COLOURS.items()]
+              + [Patch(facecolor=VERDICT_COLOURS[NOT_RESOLVED], hatch="//", edgecolor="white",
+                       label="not run (no results)")],
               fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2,
               frameon=False)
     fig.tight_layout()
