@@ -6,6 +6,7 @@
 #
 #   bash scripts/regenerate_results.sh [ROOT]          # all of it (finished runs are reused)
 #   ONLY=derive bash scripts/regenerate_results.sh     # measurements, ledger, report, figures
+#   ONLY=design bash scripts/regenerate_results.sh     # the ledger design's runs only (below)
 #
 # What is trained (notebook 04; (seed, fold) runs):
 #   synth-bp4d  the eight rows of Table IV, seeds 0-2 x folds 1-3; the controls
@@ -15,12 +16,10 @@
 #   synth-disfa the eight rows of Table V, seed 0 x folds 1-3; Baseline, HiVA and full_ldiff_z
 #               also seeds 1-2 (9 pairs: C1's interval within 2 F1 points of its centre)
 #   synth-gft   the eight rows of Table VI, seed 0 x fold 1; Baseline, HiVA and full_ldiff_z
-#               also seeds 1-8 of fold 1 (9 pairs)
+#               also seeds 1-2 x its three subject-disjoint test folds
 # and for the ledger's design (python scripts/plan_runs.py --runs lists them, with the time):
 #   every preset  Baseline, HiVA, the matched-training control baseline_s2 and no_language on
-#               seeds 0-2 x the three subject-disjoint folds (synth-gft's folds 2-3 need its
-#               three-fold design first: a new data version, its fold-1 runs retrained);
-#               baseline_s2 and no_language also on synth-gft's seeds 3-8 of fold 1
+#               seeds 0-2 x the three subject-disjoint folds
 #   synth-bp4d  the causal tests of the collapse, fold 1 x seeds 0-2: L_diff's site x weight
 #               (lambda_1, full_ldiff_z, ldiff_z_lambda_0.01; HiVA is the fourth cell), the
 #               stop-gradients stop_grad_cdca_z, stop_grad_ddca_z, and text_frozen_s2
@@ -46,7 +45,7 @@ train() {  # train PRESET NAME YAML: notebook 04 with the variants and seeds of 
     nb 04_ablations "04_$1_$2" -p dataset "$1" "${ROOTS[@]}" -p workers 2 -y "$3"
 }
 
-if [ "${ONLY:-}" != derive ]; then
+if [ -z "${ONLY:-}" ]; then
     for ds in synth-bp4d synth-disfa synth-gft; do
         python scripts/run_study.py --dataset "$ds" --root "$R" --only 01_prepare_data
     done
@@ -57,21 +56,31 @@ if [ "${ONLY:-}" != derive ]; then
     train synth-bp4d au_id '{variants: [full_au_id], folds: [1], seeds: [0, 1, 2]}'
     train synth-disfa rows '{seeds: [0]}'
     train synth-disfa c1 '{variants: [baseline, full, full_ldiff_z], seeds: [0, 1, 2]}'
-    train synth-gft rows '{seeds: [0], folds: [1]}'
-    train synth-gft c1 '{variants: [baseline, full, full_ldiff_z], folds: [1], seeds: [0, 1, 2,
-        3, 4, 5, 6, 7, 8]}'
+fi
+if [ "${ONLY:-}" != derive ]; then
+    if [ "${ONLY:-}" = design ]; then
+        for ds in synth-bp4d synth-disfa synth-gft; do
+            python scripts/run_study.py --dataset "$ds" --root "$R" --only 01_prepare_data
+        done
+    fi
     # the matched-training control and no_language beside every HiVA / Baseline pair, on
     # three subject-disjoint folds of every preset
     for ds in synth-bp4d synth-disfa synth-gft; do
         train "$ds" matched '{variants: [baseline, full, baseline_s2, no_language],
             seeds: [0, 1, 2], folds: [1, 2, 3]}'
     done
-    train synth-gft matched_seeds '{variants: [baseline_s2, no_language], folds: [1],
-        seeds: [3, 4, 5, 6, 7, 8]}'
     # the causal tests of the collapse, with the checkpoints and text embeddings notebook 09
     # measures
     train synth-bp4d causal '{variants: [full, lambda_1, full_ldiff_z, ldiff_z_lambda_0.01,
         stop_grad_cdca_z, stop_grad_ddca_z, text_frozen_s2], folds: [1], seeds: [0, 1, 2]}'
+    # synth-gft's other rows on its three-fold data version
+    train synth-gft rows '{seeds: [0], folds: [1]}'
+    train synth-gft c1 '{variants: [baseline, full, full_ldiff_z], seeds: [0, 1, 2],
+        folds: [1, 2, 3]}'
+fi
+if [ "${ONLY:-}" = design ]; then
+    stamp "design runs done; their results are under $R/results"
+    exit 0
 fi
 
 FIG=(-p figures_root "$R/figures")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -83,7 +84,7 @@ def test_presets_mimic_the_real_sets():
         # few enough to render in well under a minute
         assert 3000 <= p.n_subjects * p.frames_per_subject <= 5000
     assert sf.SYNTH_PRESETS["synth-gft"].protocol == "train_test"
-    assert sf.SYNTH_PRESETS["synth-gft"].test_folds == (1,)
+    assert sf.SYNTH_PRESETS["synth-gft"].test_folds == (1, 2, 3)
     assert sf.SYNTH_PRESETS["synth-disfa"].test_folds == (1, 2, 3)
 
 
@@ -98,7 +99,7 @@ def test_folds_are_subject_disjoint_and_labels_follow_the_rule(name):
     if p.protocol == "3fold":
         assert sorted(counts.index) == [1, 2, 3] and counts.max() - counts.min() <= 1
     else:
-        assert sorted(counts.index) == [0, 1] and counts[1] == 3
+        assert sorted(counts.index) == [0, 1, 2, 3] and (counts[[1, 2, 3]] == 3).all()
     for a in p.au_ids:
         assert np.array_equal(df[f"AU{a}"], (df[f"I{a}"] >= 2).astype(int))
     assert df[[f"I{a}" for a in au.ALL_AU_IDS]].isin(range(6)).all().all()
@@ -117,6 +118,20 @@ def test_base_rates_match_the_targets(name):
         rate, shipped = big[f"AU{a}"].mean(), small[f"AU{a}"].mean()
         assert abs(rate - target) <= max(0.01, 0.2 * target), (a, rate, target)
         assert abs(shipped - target) <= 0.5 * target, (a, shipped, target)
+
+
+def test_gft_fold1_is_the_one_fold_designs_test_fold():
+    # the subjects the one-fold design tested on (its subject order's first ceil(n x 18/96)),
+    # computed here from the same seeded order: folds 2 and 3 take the next ones
+    for n in (6, 12, 40):
+        order = sf.labels._stream_rng(0, "synth-gft", 7).permutation(n)
+        n_test = math.ceil(n * 18 / 96)
+        folds = sf.subject_folds("synth-gft", n)
+        for k in (1, 2, 3):
+            assert set(np.flatnonzero(folds == k)) == set(order[(k - 1) * n_test:k * n_test])
+        assert (folds[order[3 * n_test:]] == 0).all()
+    with pytest.raises(ValueError, match="at least 3 subjects"):
+        sf.sample_labels("synth-gft", n_subjects=2)
 
 
 def test_prototypes_give_real_co_occurrence():
@@ -193,9 +208,13 @@ def test_write_contact_sheet_reuses_versions_or_overwrites(tmp_path):
 
 def test_generate_gft_and_contact_sheet(tmp_path):
     d = sf.generate("synth-gft", tmp_path / "synth-gft", progress=False, **SMOKE)
-    assert d.test_folds == [1] and set(d.index["fold"]) == {0, 1}
-    train, test = d.split(1)
-    assert set(d.index["subject"].iloc[train]).isdisjoint(d.index["subject"].iloc[test])
+    assert d.test_folds == [1, 2, 3] and set(d.index["fold"]) <= {0, 1, 2, 3}
+    tested = []
+    for fold in d.test_folds:
+        train, test = d.split(fold)
+        assert set(d.index["subject"].iloc[train]).isdisjoint(d.index["subject"].iloc[test])
+        tested.append(set(d.index["subject"].iloc[test]))
+    assert all(a.isdisjoint(b) for i, a in enumerate(tested) for b in tested[i + 1:])
     out = sf.contact_sheet(d, tmp_path / "sheet.png", n=8, outlines=True)
     with Image.open(out) as im:
         assert im.size[0] > 300

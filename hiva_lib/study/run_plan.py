@@ -16,10 +16,8 @@ What is needed (:func:`required_groups`):
 
 A run is done when ``results/<dataset>/<variant>/seed<s>/fold<k>/metrics.json`` exists (any
 version) and, when the prepared data is given, records its data version: a result of another
-version is trained again, so that every run of a claim is of one data version. synth-gft has
-one test fold today: its three subject-disjoint folds change its prepared data (a new index,
-so a new data version), so they come with retraining its fold-1 runs, and its fold 2-3 runs
-cannot start before. The estimate takes the median recorded times of
+version is trained again, so that every run of a claim is of one data version. The estimate
+takes the median recorded times of
 ``ablation_status.csv`` (:func:`hiva_lib.engine.grid.recorded_seconds`): one stage-2 time per
 run to train, and one stage-1 time per (seed, fold) without a Baseline result to use (its
 stage 1 is not trained yet).

@@ -53,7 +53,7 @@ class SynthPreset:
     base_rates: dict[int, float]  # target P(intensity >= 2) per AU of the real set
     rate_source: str
     real_subjects: int
-    test_fraction: float = 0.0  # train_test only: share of subjects in the test fold
+    test_fraction: float = 0.0  # train_test only: share of subjects in each test fold
 
     @property
     def au_ids(self) -> tuple[int, ...]:
@@ -79,7 +79,9 @@ SYNTH_PRESETS: dict[str, SynthPreset] = {
                     "published label statistics)"),
     "synth-gft": SynthPreset(
         "synth-gft", "gft", n_subjects=12, frames_per_subject=300, sequences_per_subject=3,
-        protocol="train_test", test_folds=(1,), real_subjects=96, test_fraction=18 / 96,
+        # three subject-disjoint test folds of 3 subjects (subject_folds); fold 1 is the one
+        # test fold of the earlier one-fold design, unchanged
+        protocol="train_test", test_folds=(1, 2, 3), real_subjects=96, test_fraction=18 / 96,
         base_rates={1: 0.09, 2: 0.12, 4: 0.07, 6: 0.29, 10: 0.31, 12: 0.29, 14: 0.15,
                     15: 0.12, 23: 0.14, 24: 0.10},
         rate_source="GFT (Girard et al., FG 2017), rough estimates from its reported "
@@ -222,15 +224,23 @@ def sample_subject_intensities(preset: str, subject: int, n_frames: int, seed: i
 
 
 def subject_folds(preset: str, n_subjects: int, seed: int = 0) -> np.ndarray:
-    """Fold of each subject: 1..3 balanced (3fold) or 0 train / 1 test (train_test)."""
+    """Fold of each subject: 1..3 balanced (3fold); train_test: test folds 1..k of
+    ceil(n x test_fraction) subjects each, disjoint, and 0 (train only) for the rest.
+
+    A train_test fold k tests on its subjects and trains on every other subject (as a 3fold
+    fold does), so the folds replicate over subjects at the real set's train/test ratio. The
+    subjects are taken in one seeded order, fold 1 first: fold 1 holds the subjects that the
+    one-fold design (before test folds 2 and 3) tested on, and trains on the same rows."""
     p = get_preset(preset)
     order = _stream_rng(seed, p.name, 7).permutation(n_subjects)
     folds = np.empty(n_subjects, np.int64)
     if p.protocol == "3fold":
         folds[order] = np.arange(n_subjects) % 3 + 1
     else:
-        n_test = max(1, math.ceil(n_subjects * p.test_fraction))
-        folds[order] = (np.arange(n_subjects) < n_test).astype(np.int64)
+        k = len(p.test_folds)
+        n_test = min(max(1, math.ceil(n_subjects * p.test_fraction)), n_subjects // k)
+        rank = np.arange(n_subjects)
+        folds[order] = np.where(rank < k * n_test, rank // n_test + 1, 0)
     return folds
 
 
@@ -243,8 +253,9 @@ def sample_labels(preset: str, n_subjects: int | None = None,
     p = get_preset(preset)
     n_sub = p.n_subjects if n_subjects is None else int(n_subjects)
     n_fr = p.frames_per_subject if frames_per_subject is None else int(frames_per_subject)
-    if n_sub < (3 if p.protocol == "3fold" else 2) or n_fr < 1:
-        raise ValueError(f"{p.name}: need at least {3 if p.protocol == '3fold' else 2} subjects "
+    least = 3 if p.protocol == "3fold" else max(2, len(p.test_folds))  # a subject per fold
+    if n_sub < least or n_fr < 1:
+        raise ValueError(f"{p.name}: need at least {least} subjects "
                          f"and 1 frame per subject (got {n_sub} x {n_fr})")
     folds = subject_folds(p.name, n_sub, seed)
     n_seq = max(1, min(p.sequences_per_subject, n_fr))
