@@ -9,7 +9,8 @@ import pytest
 
 from hiva_lib.data.prepared import data_fingerprint
 from hiva_lib.data.synthfacs import generate
-from hiva_lib.engine.adopt import adopt_data_version
+from hiva_lib.engine.adopt import adopt_data_version, relative_checkpoints
+from hiva_lib.engine.provenance import checkpoint_record, recorded_checkpoint
 
 META_KEYS = ("dataset", "source", "seed", "image_size", "n_subjects", "frames_per_subject")
 
@@ -89,3 +90,41 @@ def test_figures_refuse_a_model_of_another_data_version(data, tmp_path):
     (out / "metrics.json").write_text(json.dumps(
         {**metrics, "data_fingerprint": data_fingerprint(data / "synth-disfa")}))
     assert study.checkpoint(variant) == run / "final.pt"
+
+
+def test_checkpoints_are_named_relative_to_the_runs_root(tmp_path):
+    runs = tmp_path / "runs"
+    inside = runs / "synth-disfa" / "cpu-lite0" / "full" / "seed0" / "fold1" / "final.pt"
+    assert checkpoint_record(inside, runs) == "synth-disfa/cpu-lite0/full/seed0/fold1/final.pt"
+    assert checkpoint_record(tmp_path / "elsewhere.pt", runs) == str(tmp_path / "elsewhere.pt")
+    metrics = {"checkpoint": "synth-disfa/cpu-lite0/full/seed0/fold1/final.pt",
+               "config": {"runs_root": str(runs)}}
+    assert recorded_checkpoint(metrics) == inside
+    assert recorded_checkpoint({"checkpoint": str(inside)}) == inside  # older results
+
+
+def test_relative_checkpoints_rewrites_only_names_under_the_recorded_runs_root(tmp_path):
+    other = {"a": 1}
+    rows = {"in": ("/machine/runs", "/machine/runs/synth-gft/p/full/seed0/fold1/final.pt"),
+            "out": ("/machine/runs", "/elsewhere/final.pt"),
+            "rel": ("/machine/runs", "synth-gft/p/full/seed1/fold1/final.pt")}
+    paths = {}
+    for variant, (root, ckpt) in rows.items():
+        out = tmp_path / "synth-gft" / variant / "seed0" / "fold1"
+        out.mkdir(parents=True)
+        (out / "metrics.json").write_text(json.dumps(
+            {"checkpoint": ckpt, "config": {"runs_root": root}, "other": other}))
+        paths[variant] = out / "metrics.json"
+    assert relative_checkpoints(tmp_path) == [paths["in"]]
+    rewritten = json.loads(paths["in"].read_text())
+    assert rewritten == {"checkpoint": "synth-gft/p/full/seed0/fold1/final.pt",
+                         "config": {"runs_root": "/machine/runs"}, "other": other}
+    assert json.loads(paths["out"].read_text())["checkpoint"] == "/elsewhere/final.pt"
+
+
+def test_committed_results_name_no_absolute_checkpoint():
+    from hiva_lib.project import project_root
+
+    named = [(p, json.loads(p.read_text())["checkpoint"])
+             for p in (project_root() / "results").glob("*/*/seed*/fold*/metrics.json")]
+    assert named and not [p for p, c in named if c.startswith("/")]

@@ -14,6 +14,11 @@ records that data set's fingerprint into each result's ``metrics.json`` and its 
 
 Anything else is left as it is and listed with the reason. Nothing else is rewritten.
 
+Results written before checkpoints were named relative to the runs root name them by the
+absolute path of the machine that trained them; :func:`relative_checkpoints` rewrites that name
+(only it) to the runs-root-relative form that :func:`hiva_lib.engine.provenance.recorded_checkpoint`
+reads, where the path lies under the runs root the result's config records.
+
     python scripts/adopt_data_version.py synth-bp4d --data-root data/prepared --results-root results
 """
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hiva_lib.data.prepared import data_fingerprint, load_prepared
+from hiva_lib.engine.provenance import recorded_checkpoint
 from hiva_lib.integrity import atomic_write_json, file_sha256, read_json
 
 META_FIELDS = ("dataset", "source", "seed", "image_size", "n_subjects", "frames_per_subject")
@@ -44,7 +50,7 @@ def _evidence_problem(metrics: dict, meta: dict, test_frames: dict[int, int]) ->
     if metrics.get("n_test") != test_frames.get(fold):
         return (f"n_test {metrics.get('n_test')} vs {test_frames.get(fold)} frames in fold "
                 f"{fold} of the data")
-    checkpoint = Path(metrics.get("checkpoint", ""))
+    checkpoint = recorded_checkpoint(metrics)
     if not checkpoint.is_file():
         return f"its checkpoint {checkpoint} is not there"
     if file_sha256(checkpoint) != metrics.get("checkpoint_sha256"):
@@ -81,8 +87,24 @@ def adopt_data_version(dataset: str, data_root: str | Path, results_root: str | 
         if problem:
             out.append(Adoption(path, False, problem))
             continue
-        _record_in_run(Path(metrics["checkpoint"]).parent, fingerprint)
+        _record_in_run(recorded_checkpoint(metrics).parent, fingerprint)
         metrics["data_fingerprint"] = fingerprint
         atomic_write_json(metrics, path)
         out.append(Adoption(path, True, f"data version {fingerprint[:12]} recorded"))
+    return out
+
+
+def relative_checkpoints(results_root: str | Path) -> list[Path]:
+    """Rewrite every absolute ``checkpoint`` under ``results_root`` that lies under its
+    config's ``runs_root`` to the path relative to that root; the metrics.json rewritten."""
+    out = []
+    for path in sorted(Path(results_root).glob("*/*/seed*/fold*/metrics.json")):
+        metrics = read_json(path, f"Restore it, or move {path.parent} away.")
+        checkpoint = Path(metrics.get("checkpoint") or "")
+        runs_root = Path(metrics.get("config", {}).get("runs_root", ""))
+        if checkpoint.is_absolute() and runs_root.is_absolute() \
+                and checkpoint.is_relative_to(runs_root):
+            metrics["checkpoint"] = str(checkpoint.relative_to(runs_root))
+            atomic_write_json(metrics, path)
+            out.append(path)
     return out

@@ -19,7 +19,7 @@ from hiva_lib.engine import distributed, performance, runs
 from hiva_lib.engine.checkpoint import load_checkpoint
 from hiva_lib.engine.config import TrainConfig
 from hiva_lib.engine.fold_guard import check_held_out
-from hiva_lib.engine.provenance import portable_config, portable_path, provenance
+from hiva_lib.engine.provenance import checkpoint_record, portable_config, provenance
 from hiva_lib.engine.recorded import read_metrics
 from hiva_lib.errors import CheckpointError
 from hiva_lib.integrity import (
@@ -186,7 +186,7 @@ def _metrics(cfg: TrainConfig, data: PreparedDataset, probs: np.ndarray, labels:
                 f1={k: float(v) for k, v in zip(keys, f1, strict=True)},
                 mean_f1=float(f1.mean()),
                 all_positive_mean_f1=float(all_positive_f1(labels).mean()),
-                n_test=int(len(labels)), checkpoint=portable_path(checkpoint),
+                n_test=int(len(labels)), checkpoint=checkpoint_record(checkpoint, cfg.runs_root),
                 checkpoint_sha256=sha, data_fingerprint=data.fingerprint,
                 image_content=data.content,
                 config=trained_with, provenance=provenance(data.meta, trained_with))

@@ -19,6 +19,26 @@ def portable_path(path: str | Path) -> str:
         else str(path)
 
 
+def checkpoint_record(checkpoint: str | Path, runs_root: str | Path) -> str:
+    """How metrics.json names its checkpoint: relative to the runs root (``<dataset>/<preset>/
+    <variant>/seed<s>/fold<k>/final.pt``), so that committed results name no folder of the
+    machine that trained them; a checkpoint outside the runs root as :func:`portable_path`."""
+    checkpoint, root = Path(checkpoint).resolve(), Path(runs_root).resolve()
+    return str(checkpoint.relative_to(root)) if checkpoint.is_relative_to(root) \
+        else portable_path(checkpoint)
+
+
+def recorded_checkpoint(metrics: dict) -> Path:
+    """The checkpoint a metrics.json names, as a path here: a relative name under the runs
+    root its config records (itself relative to the project, or absolute), an absolute one (a
+    result written before checkpoints were recorded relative) as it is."""
+    recorded = Path(metrics.get("checkpoint") or "")
+    if recorded.is_absolute():
+        return recorded
+    runs_root = Path(metrics.get("config", {}).get("runs_root", ""))
+    return (runs_root if runs_root.is_absolute() else project_root() / runs_root) / recorded
+
+
 def portable_config(config: dict) -> dict:
     """A config with its folders relative to the project root when they lie inside it."""
     out = dict(config)
