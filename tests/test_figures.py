@@ -136,6 +136,32 @@ def test_gradcam_targets_the_last_backbone_stage(preset, stage_name, nhwc):
     assert maps.min() >= 0 and maps.max() <= 1 and maps.std() > 0
 
 
+@pytest.mark.parametrize("preset, use_text", [("cpu-small", False), ("test-tiny", True)])
+def test_every_au_gradcam_of_one_pass_equals_pytorch_grad_cam_per_au(preset, use_text):
+    """maps_with_gradcam (one forward, gradients above the target layer) against the library's
+    GradCAM run once per AU (a forward and a full backward each), CNN and Swin with text."""
+    import torch
+
+    from hiva_lib.model.hiva import HiVA
+    from hiva_lib.presets import MODEL_PRESETS
+    from hiva_lib.study.maps import gradcam, maps_with_gradcam, model_maps
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(MODEL_PRESETS[preset], use_text=use_text)
+    model = HiVA(cfg, (1, 2, 4)).eval()
+    x = torch.rand(3, 3, cfg.img_size, cfg.img_size)
+    got = maps_with_gradcam(model, x)
+    assert got["gradcam"].shape == (3, 3, cfg.img_size, cfg.img_size)
+    for j in range(3):
+        np.testing.assert_allclose(got["gradcam"][:, j], gradcam(model, x, j), atol=1e-5)
+    assert got["gradcam"].std() > 0
+    plain = model_maps(model, x)
+    for key in ("probs", "ddca", "cdca", "graph"):
+        assert (plain[key] is None) == (got[key] is None)
+        if plain[key] is not None:
+            np.testing.assert_allclose(got[key], plain[key], atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- versions
 def test_checkpoint_is_this_folds_newest_version(tmp_path):
     from hiva_lib.study.figures import Study

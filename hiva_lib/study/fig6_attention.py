@@ -22,7 +22,7 @@ from hiva_lib.model.text import cached_text
 from hiva_lib.study import attention_scoring as scoring
 from hiva_lib.study.drawing import MAP_CMAP, au_list, overlay
 from hiva_lib.study.faces import load_views, region_in_view, sample_faces
-from hiva_lib.study.maps import gradcam, model_maps
+from hiva_lib.study.maps import gradcam, maps_with_gradcam, model_maps
 from hiva_lib.study.study import FigureError, Study, write_run_rows
 
 
@@ -138,28 +138,18 @@ def _frames_to_score(study: Study, max_frames: int) -> tuple[np.ndarray, np.ndar
     return masks_all, test_subset(study, max_frames)
 
 
-def _gradcam_every_au(model: torch.nn.Module, x: torch.Tensor, n_aus: int) -> np.ndarray:
-    """Grad-CAM of every AU of every image in one pass (images repeated per AU): (B, N, H, W)."""
-    cams = gradcam(model, x.repeat(n_aus, 1, 1, 1),
-                   [j for j in range(n_aus) for _ in range(len(x))])
-    return cams.reshape(n_aus, len(x), *cams.shape[1:]).swapaxes(0, 1)
-
-
 def maps_of(study: Study, model: torch.nn.Module, rows: np.ndarray, batch_size: int,
-                   gradcam_maps: bool) -> dict[str, np.ndarray]:
+            gradcam_maps: bool) -> dict[str, np.ndarray]:
     """{method: (n, N, h, w)} of ``model`` on ``rows``: DDCA and CDCA where the model has
-    them, Grad-CAM of every AU with ``gradcam_maps``."""
-    n_aus = len(study.data.au_ids)
+    them, Grad-CAM of every AU with ``gradcam_maps`` (from the same forward pass)."""
     parts: dict[str, list] = {}
     with cached_text(model):  # the text branch is image-independent: run it once
         for start in range(0, len(rows), batch_size):
             x, _ = load_views(study, rows[start:start + batch_size], model.cfg.img_size)
-            out = model_maps(model, x)
-            for method in ("ddca", "cdca"):
-                if out[method] is not None:
+            out = maps_with_gradcam(model, x) if gradcam_maps else model_maps(model, x)
+            for method in ("ddca", "cdca", "gradcam"):
+                if out.get(method) is not None:
                     parts.setdefault(method, []).append(out[method])
-            if gradcam_maps:
-                parts.setdefault("gradcam", []).append(_gradcam_every_au(model, x, n_aus))
     return {method: np.concatenate(p) for method, p in parts.items()}
 
 

@@ -14,16 +14,61 @@ def model_maps(model: torch.nn.Module, x: torch.Tensor) -> dict[str, np.ndarray 
     (B, N, h, w) and ``graph`` (B, N, N), each None when the model has no such module."""
     device = next(model.parameters()).device
     out = model(x.to(device))
-    maps = out.maps or {}
+    return _output_maps(out.logits, out.maps or {})
+
+
+def _output_maps(logits: torch.Tensor, maps: dict) -> dict[str, np.ndarray | None]:
+    """:func:`model_maps` of a forward pass's logits and maps."""
     h, w = maps.get("x_g_hw", (None, None)) or (None, None)
-    res: dict[str, np.ndarray | None] = {"probs": torch.sigmoid(out.logits.float()).cpu().numpy()}
+    res: dict[str, np.ndarray | None] = {
+        "probs": torch.sigmoid(logits.detach().float()).cpu().numpy()}
     for key in ("ddca", "cdca"):
         m = maps.get(key)
         if m is not None and h is None:
             h = w = int(math.isqrt(m.shape[-1]))
-        res[key] = None if m is None else m.float().reshape(*m.shape[:2], h, w).cpu().numpy()
+        res[key] = None if m is None else \
+            m.detach().float().reshape(*m.shape[:2], h, w).cpu().numpy()
     g = maps.get("graph")
-    res["graph"] = None if g is None else g.float().cpu().numpy()
+    res["graph"] = None if g is None else g.detach().float().cpu().numpy()
+    return res
+
+
+def maps_with_gradcam(model: torch.nn.Module, x: torch.Tensor) -> dict[str, np.ndarray | None]:
+    """:func:`model_maps` and ``gradcam``, Grad-CAM of every AU (B, N, H, W), from one
+    forward pass. The target layer's output becomes a leaf of the graph (same values), so each
+    AU's gradient w.r.t. it is taken through the layers above it alone (``torch.autograd.grad``,
+    one per AU): what :func:`gradcam` computes for that AU, without a forward pass per AU or
+    a backward pass through the backbone. The CAM arithmetic is pytorch_grad_cam's GradCAM
+    (channel weights = mean gradient, ReLU, its min-max scaling and resize, twice)."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    layer, nhwc = gradcam_layer(model)
+    kept: list[torch.Tensor] = []
+
+    def as_leaf(_module, _inputs, output):  # the graph below the layer is never needed
+        kept.append(output.detach().requires_grad_(True))
+        return kept[-1]
+
+    device = next(model.parameters()).device
+    handle = layer.register_forward_hook(as_leaf)
+    try:
+        with torch.enable_grad():
+            out = model(x.to(device))
+    finally:
+        handle.remove()
+    acts, n_aus = kept[-1], out.logits.shape[1]
+    grads = [torch.autograd.grad(out.logits[:, j].sum(), acts, retain_graph=j < n_aus - 1)[0]
+             for j in range(n_aus)]
+    nchw = swin_reshape_transform if nhwc else (lambda t: t)
+    a = nchw(acts.detach()).cpu().numpy()
+    size = (x.shape[-1], x.shape[-2])
+    cams = []
+    for g in grads:
+        weights = np.mean(nchw(g).cpu().numpy(), axis=(2, 3))
+        cam = np.maximum((weights[:, :, None, None] * a).sum(axis=1), 0)
+        cams.append(scale_cam_image(np.maximum(scale_cam_image(cam, size), 0)))
+    res = _output_maps(out.logits, out.maps or {})
+    res["gradcam"] = np.stack(cams, axis=1).astype(np.float64)
     return res
 
 
