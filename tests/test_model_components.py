@@ -265,6 +265,24 @@ def test_text_encoder_cache_equals_full_bert(offline):
     assert len(enc.layers) == 2 and not enc.frozen_states.requires_grad
 
 
+def test_frozen_states_are_kept_per_model_descriptions_and_depth(offline):
+    """A second encoder of the same text model and descriptions reuses the frozen layers'
+    output (equal to running them again), as its own copy; another depth runs them again."""
+    from hiva_lib.model import text
+
+    text._FROZEN.clear()
+    a = TextEncoder("minilm", DESCS, dim=16, trainable_layers=2, layers=1, heads=2)
+    assert len(text._FROZEN) == 1
+    b = TextEncoder("minilm", DESCS, dim=16, trainable_layers=2, layers=1, heads=2)
+    assert len(text._FROZEN) == 1 and torch.equal(a.frozen_states, b.frozen_states)
+    b.frozen_states.zero_()  # a copy: the kept states and a's are untouched
+    text._FROZEN.clear()
+    again = TextEncoder("minilm", DESCS, dim=16, trainable_layers=2, layers=1, heads=2)
+    assert torch.equal(again.frozen_states, a.frozen_states)
+    deeper = TextEncoder("minilm", DESCS, dim=16, trainable_layers=3, layers=1, heads=2)
+    assert len(text._FROZEN) == 2 and not torch.equal(deeper.frozen_states, a.frozen_states)
+
+
 def test_packed_bert_layer_equals_the_stock_layer(offline):
     """bert_layer_packed on the real tokens == transformers' BertLayer on the padded batch."""
     from hiva_lib.model.text import bert_layer_packed
@@ -324,7 +342,10 @@ def test_frozen_layers_run_once_not_per_step(offline, monkeypatch):
         calls[id(self)] += 1
         return original(self, *args, **kwargs)
 
+    from hiva_lib.model import text
+
     monkeypatch.setattr(modeling_bert.BertLayer, "forward", counting)
+    monkeypatch.setattr(text, "_FROZEN", {})  # nothing kept from other tests' encoders
     enc = TextEncoder("minilm", DESCS, dim=16, layers=1, heads=2).train()
     assert len(calls) == 6  # construction: all 6 MiniLM layers, once, for every description
     trainable = {id(layer.intermediate) for layer in enc.layers}

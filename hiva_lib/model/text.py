@@ -57,6 +57,28 @@ class TextOutput:
     token_mask: torch.Tensor  # (N, T) True on real tokens
 
 
+_FROZEN: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def frozen_states(name: str, tokenizer, bert: nn.Module, flat: list[str], k: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden_states[k], attention mask) of the descriptions ``flat`` through the first ``k``
+    layers of the frozen text model: the output of the first k layers, the same for every
+    model built in this process from the same text model and descriptions (kept, as copies,
+    per thread count: a model's text branch is built without running the encoder again)."""
+    key = (name, tuple(flat), k, torch.get_num_threads())
+    if key not in _FROZEN:
+        enc = tokenizer(flat, padding=True, truncation=True, return_tensors="pt")
+        bert.eval()
+        with torch.no_grad():
+            states = [bert(**{n: v[i:i + 64] for n, v in enc.items()},
+                           output_hidden_states=True).hidden_states[k]
+                      for i in range(0, len(flat), 64)]
+        _FROZEN[key] = torch.cat(states), enc["attention_mask"].bool()
+    states, mask = _FROZEN[key]
+    return states.clone(), mask.clone()
+
+
 class TextEncoder(nn.Module):
     def __init__(self, text_model: str, descriptions: list[list[str]], dim: int = 512,
                  trainable_layers: int = 2, layers: int = 3, heads: int = 8,
@@ -82,19 +104,13 @@ class TextEncoder(nn.Module):
         self.register_buffer("descriptions_hash", descriptions_hash(self.descriptions))
         self.register_buffer("first", torch.tensor([0, *counts[:-1]]).cumsum(0), persistent=False)
 
-        # frozen part, once: hidden_states[k] is the output of the first k layers
         flat = [d for per_au in self.descriptions for d in per_au]
-        enc = tokenizer(flat, padding=True, truncation=True, return_tensors="pt")
-        bert.eval()
-        with torch.no_grad():
-            states = [bert(**{k: v[i:i + 64] for k, v in enc.items()},
-                           output_hidden_states=True).hidden_states[total - trainable_layers]
-                      for i in range(0, len(flat), 64)]
-        self.register_buffer("frozen_states", torch.cat(states), persistent=False)
-        self.register_buffer("frozen_mask", enc["attention_mask"].bool(), persistent=False)
+        states, mask = frozen_states(text_model, tokenizer, bert, flat, total - trainable_layers)
+        self.register_buffer("frozen_states", states, persistent=False)
+        self.register_buffer("frozen_mask", mask, persistent=False)
         # host copies: which rows and tokens a step needs is worked out on the CPU, so the
         # step never waits for the GPU to answer (no .item()/.nonzero() after the backbone)
-        self.mask_host = enc["attention_mask"].bool().numpy()
+        self.mask_host = mask.numpy()
         self.first_host = np.cumsum([0, *counts[:-1]])
         self.layers = nn.ModuleList(bert.encoder.layer[total - trainable_layers:])
         del bert  # embeddings and frozen layers are not needed any more
