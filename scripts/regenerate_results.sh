@@ -47,7 +47,7 @@ train() {  # train PRESET NAME YAML: notebook 04 with the variants and seeds of 
 
 if [ -z "${ONLY:-}" ]; then
     for ds in synth-bp4d synth-disfa synth-gft; do
-        python scripts/run_study.py --dataset "$ds" --root "$R" --only 01_prepare_data
+        python scripts/run_study.py --dataset "$ds" --root "$R" --only 01_prepare_data --no-check
     done
     train synth-bp4d rows '{seeds: [0, 1, 2]}'
     train synth-bp4d controls '{variants: [shuffled_text, no_language, lambda_1e-05, lambda_0.1,
@@ -60,7 +60,7 @@ fi
 if [ "${ONLY:-}" != derive ]; then
     if [ "${ONLY:-}" = design ]; then
         for ds in synth-bp4d synth-disfa synth-gft; do
-            python scripts/run_study.py --dataset "$ds" --root "$R" --only 01_prepare_data
+            python scripts/run_study.py --dataset "$ds" --root "$R" --only 01_prepare_data --no-check
         done
     fi
     # the matched-training control and no_language beside every HiVA / Baseline pair, on
