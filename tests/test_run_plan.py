@@ -75,3 +75,7 @@ def test_results_of_another_data_version_are_trained_again(results, tmp_path):
     assert ("full", 0, 1) in P.done_runs(results, "synth-gft")
     table = P.plan_table(results, 2, tmp_path / "data").set_index(["dataset", "seeds", "folds"])
     assert table.loc[("synth-gft", "0 1 2", "1 2 3")]["done"] == 0
+    # the old version's seeds 3-4 pairs need no controls: they are not pairs of this version
+    assert ("synth-gft", "3 4", "1") not in table.index
+    assert [g.seeds for g in P.required_groups(results, tmp_path / "data")
+            if g.dataset == "synth-gft"] == [(0, 1, 2)]

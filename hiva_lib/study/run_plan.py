@@ -7,7 +7,8 @@ What is needed (:func:`required_groups`):
 * on every preset, the Baseline, HiVA, the matched-training control ``baseline_s2`` and
   ``no_language`` on >= 3 seeds x the 3 subject-disjoint test folds (replication over subjects
   and seeds), and ``baseline_s2`` and ``no_language`` also on every other (seed, fold) pair on
-  which both HiVA and the Baseline have results (they pair with them per run);
+  which both HiVA and the Baseline have results (they pair with them per run; with the
+  prepared data given, pairs of its data version only);
 * on synth-bp4d, fold 1 x seeds 0-2 (where the lambda sweep's runs are), the causal tests of
   the AU embeddings' collapse: L_diff's site x weight 2 x 2
   (:func:`hiva_lib.variants.ldiff_site_weight_cells`), the stop-gradients from CDCA and DDCA
@@ -88,14 +89,16 @@ def _paired(done: set[tuple[str, int, int]]) -> list[tuple[int, int]]:
     return sorted(set.intersection(*have))
 
 
-def required_groups(results_root: Path) -> list[RunGroup]:
-    """Every group of runs the design needs (module docstring), given the results (of any
-    data version: a pair HiVA and the Baseline ran on is a pair the controls need)."""
+def required_groups(results_root: Path, data_root: Path | None = None) -> list[RunGroup]:
+    """Every group of runs the design needs (module docstring), given the results: a pair
+    HiVA and the Baseline ran on is a pair the controls need (with ``data_root``, a pair of
+    its prepared data version only: results of another version are trained again or
+    replaced, never paired with)."""
     groups = []
     for ds in PRESETS:
         groups.append(RunGroup(ds, (*PAIRED, *CONTROLS), SEEDS, FOLDS,
                                "C1, C8, C9 on >= 3 seeds x 3 subject-disjoint folds"))
-        extra = sorted(p for p in _paired(done_runs(results_root, ds))
+        extra = sorted(p for p in _paired(done_runs(results_root, ds, data_root))
                        if p[0] not in SEEDS or p[1] not in FOLDS)
         for fold in sorted({f for _, f in extra}):
             seeds = tuple(s for s, f in extra if f == fold)
@@ -121,7 +124,7 @@ def plan_table(results_root: Path, at_once: int = 2, data_root: Path | None = No
     train, stage-1 runs to train and the estimated minutes (``at_once`` runs at a time; NaN
     without recorded times)."""
     rows, stage1_counted = [], set()
-    for g in required_groups(results_root):
+    for g in required_groups(results_root, data_root):
         done = done_runs(results_root, g.dataset, data_root)
         todo = [j for j in g.jobs() if j not in done]
         # a (seed, fold) without a Baseline result has its shared stage 1 still to train
