@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The runs and derived files behind the committed results/ and figures/ of the embedded study,
-# on 2 CPU cores (two runs at once, one thread each): several hours of training (about 270 runs
-# of one to fifteen minutes each), then about an hour of measurements. Everything goes under ROOT (default study_out/regenerate); nothing of
-# the project is written until you copy it in yourself (the last lines print how).
+# on 2 CPU cores (two runs at once, one thread each): several hours of training (about 245 runs
+# of one to fifteen minutes each), then about an hour of measurements. Everything goes under
+# ROOT (default study_out/regenerate); nothing of the project is written until you copy it in
+# yourself (the last lines print how: each preset's folder replaced whole, so that every
+# committed run is of one code and data version).
 #
 #   bash scripts/regenerate_results.sh [ROOT]          # all of it (finished runs are reused)
 #   ONLY=derive bash scripts/regenerate_results.sh     # measurements, ledger, report, figures
@@ -93,5 +95,7 @@ for ds in synth-bp4d synth-disfa synth-gft; do
     nb 06_figures "06_$ds" -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}"
 done
 python -m hiva_lib.study.summary --results-root "$R/results"
-stamp "all done. To make it the committed reference: cp -r $R/results/. results/ &&" \
-      "cp -r $R/figures/. figures/ && python -m hiva_lib.study.summary --readme"
+stamp "all done. To make it the committed reference:" \
+      "rm -rf results/synth-* figures/synth-* && cp -r $R/results/. results/ &&" \
+      "cp -r $R/figures/. figures/ && python scripts/adopt_data_version.py --relative-checkpoints" \
+      "&& python -m hiva_lib.study.summary --readme"
