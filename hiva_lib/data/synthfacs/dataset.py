@@ -5,6 +5,7 @@ meta.json, plus regions.npz with each frame's ground-truth AU region masks.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import os
@@ -120,16 +121,13 @@ def _render_all(job: _RenderJob, jobs: list, workers: int | None, desc: str | No
     if main and not Path(main).exists():  # e.g. a script on stdin: spawn cannot start there
         workers = 1
     chunks = [jobs[i:i + 64] for i in range(0, len(jobs), 64)]
-    with bar(total=len(jobs), desc=desc or "", disable=desc is None) as shown:
-        if workers == 1 or len(chunks) == 1:
-            parts = []
-            for chunk in chunks:
-                parts.append(_render_rows(job, chunk))
-                shown.update(len(chunk))
-        else:
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                parts = []
-                for part in pool.imap(functools.partial(_render_rows, job), chunks):
-                    parts.append(part)
-                    shown.update(len(part))
+    render = functools.partial(_render_rows, job)
+    parallel = workers > 1 and len(chunks) > 1
+    parts = []
+    with bar(total=len(jobs), desc=desc or "", disable=desc is None) as shown, \
+            (multiprocessing.get_context("spawn").Pool(workers) if parallel
+             else contextlib.nullcontext()) as pool:
+        for part in (pool.imap(render, chunks) if parallel else map(render, chunks)):
+            parts.append(part)
+            shown.update(len(part))
     return np.concatenate(parts)
