@@ -94,11 +94,21 @@ def required_groups(results_root: Path, data_root: Path | None = None) -> list[R
     HiVA and the Baseline ran on is a pair the controls need (with ``data_root``, a pair of
     its prepared data version only: results of another version are trained again or
     replaced, never paired with)."""
+    return _groups(_done_by_preset(results_root, data_root))
+
+
+def _done_by_preset(results_root: Path, data_root: Path | None
+                    ) -> dict[str, set[tuple[str, int, int]]]:
+    return {ds: done_runs(results_root, ds, data_root) for ds in PRESETS}
+
+
+def _groups(done: dict[str, set[tuple[str, int, int]]]) -> list[RunGroup]:
+    """:func:`required_groups` from the runs done per preset."""
     groups = []
     for ds in PRESETS:
         groups.append(RunGroup(ds, (*PAIRED, *CONTROLS), SEEDS, FOLDS,
                                "C1, C8, C9 on >= 3 seeds x 3 subject-disjoint folds"))
-        extra = sorted(p for p in _paired(done_runs(results_root, ds, data_root))
+        extra = sorted(p for p in _paired(done[ds])
                        if p[0] not in SEEDS or p[1] not in FOLDS)
         for fold in sorted({f for _, f in extra}):
             seeds = tuple(s for s, f in extra if f == fold)
@@ -124,8 +134,9 @@ def plan_table(results_root: Path, at_once: int = 2, data_root: Path | None = No
     train, stage-1 runs to train and the estimated minutes (``at_once`` runs at a time; NaN
     without recorded times)."""
     rows, stage1_counted = [], set()
-    for g in required_groups(results_root, data_root):
-        done = done_runs(results_root, g.dataset, data_root)
+    done_by_preset = _done_by_preset(results_root, data_root)  # read once: every group uses it
+    for g in _groups(done_by_preset):
+        done = done_by_preset[g.dataset]
         todo = [j for j in g.jobs() if j not in done]
         # a (seed, fold) without a Baseline result has its shared stage 1 still to train
         stage1 = {(g.dataset, s, f) for v, s, f in todo
