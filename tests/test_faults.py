@@ -480,3 +480,43 @@ def test_a_refused_run_leaves_no_empty_folder(tmp_path, smoke_data_root, monkeyp
     with pytest.raises(ValueError, match="refused"):
         train.train_stage1(cfg)
     assert not (tmp_path / "runs").exists()
+
+
+def _die_or_finish(cfg, stage1_if_exists):
+    """``run_one`` in a pool worker: the wo_ddca run kills its own worker (as the kernel's
+    out-of-memory killer would); full is still running then; the others finish at once."""
+    import signal
+
+    if cfg.variant == "wo_ddca":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60 if cfg.variant == "full" else 0)
+    return False, 0.5
+
+
+@pytest.mark.slow  # spawns two process pools
+def test_a_killed_pool_worker_fails_its_runs_and_the_others_go_on(tmp_path, smoke_data_root,
+                                                                  monkeypatch):
+    import threading
+
+    from hiva_lib.engine import ablation
+    from hiva_lib.engine.config import make_config
+    from hiva_lib.engine.status import StatusFile
+
+    monkeypatch.setattr(ablation, "run_one", _die_or_finish)
+    cfg = make_config("synth-disfa", smoke=True, data_root=str(smoke_data_root),
+                      runs_root=str(tmp_path / "runs"), results_root=str(tmp_path / "res"))
+    jobs = [(0, 1, slug) for slug in ("baseline", "full", "wo_ddca", "wo_cdca")]
+    status = StatusFile.open(tmp_path / "res" / "ablation_status.csv")
+    out = {}
+    call = threading.Thread(target=lambda: out.update(
+        table=ablation.run_locally(jobs, cfg, None, status, workers=2)), daemon=True)
+    call.start()
+    call.join(timeout=300)
+    assert not call.is_alive(), "the call waits forever for the dead worker's run"
+    table = out["table"].set_index("variant")
+    assert table.loc["baseline", "status"] == table.loc["wo_cdca", "status"] == "done"
+    for slug in ("wo_ddca", "full"):  # full was in flight in the pool that broke
+        assert table.loc[slug, "status"] == "failed"
+        assert table.loc[slug, "error"] == ablation.WORKER_DIED
+    on_disk = pd.read_csv(status.path).set_index("variant")
+    assert on_disk.loc["wo_ddca", "status"] == "failed"

@@ -27,10 +27,10 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
-import queue
 import threading
 import time
-from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pandas as pd
@@ -88,7 +88,7 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _next_job(todo: list[Job], running: dict, stage1_ready: set) -> Job | None:
+def _next_job(todo: list[Job], running: list[Job], stage1_ready: set) -> Job | None:
     """The first job that may start: its fold's stage 1 is finished, or no run of its fold
     is running (then this one trains it)."""
     busy = {(s, f) for s, f, _ in running}
@@ -101,38 +101,63 @@ def _next_job(todo: list[Job], running: dict, stage1_ready: set) -> Job | None:
 def run_parallel(jobs: list[Job], base_cfg: TrainConfig, track: RunRecorder, workers: int
                  ) -> list[dict]:
     """The runs of :func:`run_sequential`, ``workers`` at once in spawned processes of
-    ``threads // workers`` threads each; a fold's other runs wait for its stage 1."""
+    ``threads // workers`` threads each; a fold's other runs wait for its stage 1. A worker
+    that dies (killed, out of memory) fails the runs in flight, which resume from their
+    last.pt when called again; the other runs go on in a new pool."""
     threads = max(1, torch.get_num_threads() // workers)
     print(f"{workers} runs at once, {threads} thread(s) each", flush=True)
     todo, stage1_ready = list(jobs), set()
-    running: dict[Job, tuple[dict, float]] = {}
-    events: queue.Queue = queue.Queue()
-    pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (threads,))
+    running: dict[Future, tuple[Job, dict, float]] = {}
+    pool = _pool(workers, threads)
     try:
         while todo or running:
-            while len(running) < workers and (job := _next_job(todo, running, stage1_ready)):
+            while len(running) < workers and (job := _next_job(
+                    todo, [j for j, _, _ in running.values()], stage1_ready)):
                 todo.remove(job)
-                running[job] = track.begin(job)
                 seed, fold, slug = job
                 cfg = dataclasses.replace(base_cfg, seed=seed, fold=fold, variant=slug)
                 stage1 = "skip" if (seed, fold) in stage1_ready else None
-                pool.apply_async(run_one, (cfg, stage1), callback=_put(events, job, None),
-                                 error_callback=_put(events, job, "error"))
-            job, result, error = events.get()
-            if error is None:
-                stage1_ready.add(job[:2])
-            track.end(job, *running.pop(job), result, error)
+                running[pool.submit(run_one, cfg, stage1)] = (job, *track.begin(job))
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            broken = False
+            for future in finished:
+                job, row, t0 = running.pop(future)
+                error = future.exception()
+                if isinstance(error, BrokenProcessPool):
+                    broken, error = True, WORKER_DIED
+                elif error is None:
+                    stage1_ready.add(job[:2])
+                track.end(job, row, t0, None if error else future.result(), error)
+            if broken:  # the pool is unusable: its other workers were stopped too
+                _stop(pool)
+                pool = _pool(workers, threads)
     finally:
-        pool.terminate()  # on an interrupt too: a killed run resumes from its last.pt
-        pool.join()
+        _stop(pool)  # on an interrupt too: a killed run resumes from its last.pt
     return track.rows
 
 
-def _put(events: queue.Queue, job: Job, kind: str | None) -> Callable:
-    """A pool callback that posts (job, result, None) or, for errors, (job, None, error)."""
-    if kind is None:
-        return lambda result: events.put((job, result, None))
-    return lambda error: events.put((job, None, error))
+WORKER_DIED = ("its worker process died (killed, or out of memory?), and the runs in flight "
+               "with it. Call again: they resume from their last.pt")
+
+
+def _pool(workers: int, threads: int) -> ProcessPoolExecutor:
+    """A pool with all its workers started now: Python 3.11 starts them on demand, and one
+    started while the pool's manager thread waits is not watched (its death goes unnoticed
+    until another run ends)."""
+    pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _init_worker,
+                               (threads,))
+    wait([pool.submit(os.getpid) for _ in range(workers)])  # each submit starts one
+    return pool
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Shut the pool down without waiting for its runs: its workers are terminated."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # public in 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join()
 
 
 def run_locally(jobs: list[Job], base_cfg: TrainConfig, data: PreparedDataset,
