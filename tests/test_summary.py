@@ -108,3 +108,14 @@ def test_summary_reads_the_files(tmp_path):
     pd.DataFrame([row]).to_csv(tmp_path / "synth-gft" / "claims.csv", index=False)
     text = S.summary_markdown(tmp_path)
     assert "**supported**: +1.23 [0.50, 2.00], 9 run(s); smaller than the paper's +5.8" in text
+
+
+def test_a_claim_decided_by_a_part_not_run_names_it(tmp_path):
+    """C8 on a preset with no_language but no shuffled_text: the cell says which is missing."""
+    (tmp_path / "synth-gft").mkdir()
+    row = dict(dataset="synth-gft", claim="C8", statement="The meaning matters.", value=np.nan,
+               low=np.nan, high=np.nan, n=0, verdict="not resolved", reason="x",
+               part="full - shuffled_text (not run)", parts_resolved="0 of 2")
+    pd.DataFrame([row]).to_csv(tmp_path / "synth-gft" / "claims.csv", index=False)
+    assert ("| not resolved: full - shuffled_text not run, 0 of 2 parts resolved over the runs |"
+            in S.summary_markdown(tmp_path))

@@ -26,6 +26,7 @@ from hiva_lib.study import stats
 from hiva_lib.study.stats import NOT_APPLICABLE, NOT_RESOLVED, Estimate
 
 NAN = float("nan")
+NOT_RUN = " (not run)"  # ends the name of a part whose variant has no runs
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from hiva_lib.study.claim_measures import (
     c7_per_run,
     paired_runs,
 )
-from hiva_lib.study.claim_rule import Part, Result, decide, missing, part
+from hiva_lib.study.claim_rule import NOT_RUN, Part, Result, decide, missing, part
 from hiva_lib.study.stats import NOT_RESOLVED
 
 MATCHED = "baseline_s2"  # the vision-only model trained through stage 2 as HiVA is (C9)
@@ -62,7 +62,7 @@ def _gains(inputs: ClaimInputs, pairs: list[tuple[str, str]]) -> Result:
     if runs is None or not ready:
         return missing(f"{', '.join(lack)} on {inputs.dataset}: not run; train with "
                        f"`{train_command(inputs.dataset, lack)}`")
-    parts = [part(f"{a} - {b}" + ("" if (a, b) in ready else " (not run)"),
+    parts = [part(f"{a} - {b}" + ("" if (a, b) in ready else NOT_RUN),
                   stats.paired_differences(runs, a, b, "AVE") if (a, b) in ready
                   else pd.Series(dtype=float), inputs.method,
                   paper=_paper_gain(inputs.dataset, a, b), f1_points=True) for a, b in pairs]

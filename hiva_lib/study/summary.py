@@ -24,6 +24,7 @@ import pandas as pd
 
 from hiva_lib.integrity import atomic_write_text
 from hiva_lib.study import paper_tables as PT
+from hiva_lib.study.claim_rule import NOT_RUN
 from hiva_lib.study.stats import CONTRADICTED, SUPPORTED
 
 PRESETS = ("synth-bp4d", "synth-disfa", "synth-gft")
@@ -102,6 +103,9 @@ def _claim_cell(r) -> str:
             text += (f", seed x fold [{low:.2f}, {high:.2f}]" if np.isfinite(low)
                      else ", no seed x fold interval")
         text += f", {int(r.n)} run(s)"
+    shown = getattr(r, "part", "")
+    if isinstance(shown, str) and shown.endswith(NOT_RUN):  # the part that decides it
+        text += f": {shown.removesuffix(NOT_RUN)} not run"
     parts = getattr(r, "parts_resolved", "")  # claims tables written before it: absent
     if isinstance(parts, str) and parts and not parts.endswith(" of 1"):
         text += f", {parts} parts resolved over the runs"
