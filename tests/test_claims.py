@@ -310,6 +310,33 @@ def test_alternative_reading_beside_hiva(tmp_path):
     assert (checks["p_holm"].dropna() <= 1).all()
 
 
+def test_causal_test_beside_hiva_on_the_runs_they_share(tmp_path):
+    """A causal test (stop_grad_cdca_z) on 3 of HiVA's 9 runs: its F1 and each Z measure of
+    its last epoch minus HiVA's on those 3 runs, checked by hand; written to causal.csv."""
+    _plant(tmp_path, {"full": 3.0})
+    shared = KEYS[:3]
+    for j, (s, f) in enumerate(shared):  # 1 point below HiVA on every shared run
+        _write(tmp_path, "stop_grad_cdca_z", s, f, BASE + SPREAD[j] + (2.0 + NOISE[j]) / 100.0)
+    z = {"full": dict(z_cosine=0.99, z_specific=0.05, z_spread=0.4, z_specific_rank=0.6),
+         "stop_grad_cdca_z": dict(z_cosine=0.5, z_specific=0.8, z_spread=0.4,
+                                  z_specific_rank=0.3)}
+    rows = [dict(variant=v, seed=s, fold=f, epoch=e, h_cosine=0.5,
+                 **{k: x + 0.001 * j for k, x in z[v].items()})
+            for v in z for j, (s, f) in enumerate(KEYS if v == "full" else shared)
+            for e in (0, 2)]
+    pd.DataFrame(rows).to_csv(tmp_path / DS / M.MECHANISM, index=False)
+    inputs = M.ClaimInputs(DS, tmp_path)
+    checks = C.causal_checks(inputs, "stop_grad_cdca_z").set_index("check")
+    f1 = checks.loc["stop_grad_cdca_z - full (AVE F1)"]
+    assert f1["n"] == 3 and f1["value"] == pytest.approx(-1.0)
+    for m, name in C.Z_MEASURES.items():
+        d = checks.loc[f"stop_grad_cdca_z - full ({name}, last epoch)"]
+        assert d["n"] == 3 and d["value"] == pytest.approx(z["stop_grad_cdca_z"][m] - z["full"][m])
+    assert C.causal_checks(inputs, "text_frozen_s2").empty  # not run
+    paths = L.write_ledger(inputs, tmp_path)
+    assert set(pd.read_csv(paths["causal"])["variant"]) == {"stop_grad_cdca_z"}
+
+
 def test_c7_applies_where_the_graph_acts_at_evaluation(tmp_path, monkeypatch):
     """Runs saved with graph_in_stage2=True are tested as C7 says; under the default reading
     a variant with the graph in stage 2 is reported beside "not applicable"."""

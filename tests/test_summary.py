@@ -119,3 +119,18 @@ def test_a_claim_decided_by_a_part_not_run_names_it(tmp_path):
     pd.DataFrame([row]).to_csv(tmp_path / "synth-gft" / "claims.csv", index=False)
     assert ("| not resolved: full - shuffled_text not run, 0 of 2 parts resolved over the runs |"
             in S.summary_markdown(tmp_path))
+
+
+def test_the_causal_tests_are_a_table_of_paired_differences(tmp_path):
+    """causal.csv in docs/model.md's block: one row per test, each check's interval."""
+    (tmp_path / "synth-bp4d").mkdir()
+    rows = [dict(dataset="synth-bp4d", variant="text_frozen_s2", check=c, value=v, low=lo,
+                 high=hi, n=3, p_holm=p, resolved=p < 0.05)
+            for c, v, lo, hi, p in [("text_frozen_s2 - full (AVE F1)", -0.11, -1.2, 0.98, 0.6),
+                                    ("text_frozen_s2 - full (Z cosine, last epoch)", -0.2,
+                                     -0.25, -0.15, 0.01)]]
+    pd.DataFrame(rows).to_csv(tmp_path / "synth-bp4d" / "causal.csv", index=False)
+    shutil.copy(ROOT / "results" / "synth-bp4d" / "mechanism.csv", tmp_path / "synth-bp4d")
+    text = S.mechanism_markdown(tmp_path)
+    assert ("| synth-bp4d | text_frozen_s2 | Causal: text branch frozen in stage 2 | 3 | "
+            "-0.11 [-1.2, +0.98] | -0.2 [-0.25, -0.15]* |") in text

@@ -341,27 +341,47 @@ def power_table(inputs: ClaimInputs, half_widths: tuple[float, ...] = (1.0, 2.0)
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------- ambiguity 7
+# ------------------------------------------------------- ambiguity 7 and the causal tests
+Z_MEASURES = {"z_cosine": "Z cosine", "z_specific": "Z AU-specific part",
+              "z_spread": "Z spread", "z_specific_rank": "Z specific rank"}  # mechanism.csv
+
+
 def alternative_checks(inputs: ClaimInputs, slug: str) -> pd.DataFrame:
     """An alternative reading of ambiguity 7 (``slug``) through the ledger beside HiVA, one
     family under Holm: its gain over the Baseline (C1 with it) and over HiVA, its Z cosine at
     the last epoch minus HiVA's (does Z stay AU-specific), and its DDCA pointing game minus
     HiVA's (do the maps move to the AU's region, C6); each paired per (seed, fold) run. Empty
     when the alternative has no runs."""
+    return beside_hiva(inputs, slug, ("baseline", "full"), ("z_cosine",), pointing=True)
+
+
+def causal_checks(inputs: ClaimInputs, slug: str) -> pd.DataFrame:
+    """A causal test of the collapse (``slug``, one of ``CAUSAL_TESTS``) beside HiVA, one
+    family under Holm: its F1 minus HiVA's, and at the last epoch its Z cosine, Z's
+    AU-specific part, spread and specific rank minus HiVA's (mechanism.csv), each paired per
+    (seed, fold) run. Empty when the test has no runs."""
+    return beside_hiva(inputs, slug, ("full",), tuple(Z_MEASURES), pointing=False)
+
+
+def beside_hiva(inputs: ClaimInputs, slug: str, refs: tuple[str, ...],
+                measures: tuple[str, ...], pointing: bool) -> pd.DataFrame:
+    """``slug`` minus each of ``refs`` on the AVE F1, minus HiVA on ``measures`` of its last
+    epoch and (``pointing``) on the DDCA pointing game, paired per run; Holm over the checks."""
     runs = inputs.runs()
     if runs is None or slug not in set(runs["variant"]):
         return pd.DataFrame()
     parts = [part(f"{slug} - {ref} (AVE F1)", stats.paired_differences(runs, slug, ref, "AVE"),
-                  inputs.method) for ref in ("baseline", "full")]
+                  inputs.method) for ref in refs]
     mech = inputs.csv(MECHANISM)
     if mech is not None and slug in set(mech["variant"]):
         last = mech[mech["epoch"] == mech.groupby(["variant", "seed", "fold"])["epoch"]
                     .transform("max")].set_index(["seed", "fold"])
-        z = {v: last[last["variant"] == v][["z_cosine"]] for v in (slug, "full")}
-        parts.append(part(f"{slug} - full (Z cosine, last epoch)",
-                          paired_runs(z[slug], z["full"]), inputs.method))
+        for m in (m for m in measures if m in last):  # files written before a column lack it
+            z = {v: last[last["variant"] == v][[m]] for v in (slug, "full")}
+            parts.append(part(f"{slug} - full ({Z_MEASURES[m]}, last epoch)",
+                              paired_runs(z[slug], z["full"]), inputs.method))
     scores = inputs.csv("attention_scores.csv")
-    if scores is not None and slug in set(scores["variant"]):
+    if pointing and scores is not None and slug in set(scores["variant"]):
         point = {v: c6_per_run(scores, v)[["pointing"]] for v in (slug, "full")}
         parts.append(part(f"{slug} - full (DDCA pointing game)",
                           paired_runs(point[slug], point["full"]), inputs.method))

@@ -17,9 +17,9 @@ import pandas as pd
 
 from hiva_lib.integrity import atomic_write_text
 from hiva_lib.study import stats
-from hiva_lib.study.claim_measures import ALTERNATIVES, ClaimInputs
+from hiva_lib.study.claim_measures import ALTERNATIVES, CAUSAL_TESTS, ClaimInputs
 from hiva_lib.study.claim_rule import family_columns
-from hiva_lib.study.claims import CLAIM_IDS, CLAIMS, alternative_checks, evaluate
+from hiva_lib.study.claims import CLAIM_IDS, CLAIMS, alternative_checks, causal_checks, evaluate
 from hiva_lib.study.stats import NOT_RESOLVED
 
 CAVEAT = ("The comparison with the paper's effect is about this setting (SynthFACS, a small "
@@ -131,11 +131,13 @@ def write_families(results_root: str | Path) -> list[str]:
 
 
 def write_claims(table: pd.DataFrame, parts: pd.DataFrame, results_root: str | Path,
-                 dataset: str, checks: pd.DataFrame | None = None) -> dict[str, Path]:
+                 dataset: str, checks: pd.DataFrame | None = None,
+                 causal: pd.DataFrame | None = None) -> dict[str, Path]:
     """``results/<dataset>/claims.csv``, ``claims_parts.csv`` and ``claims.md`` (derived from
     the results; a previous ledger is replaced and the replacement announced), with ``checks``
-    (:func:`alternative_checks`) in ``ambiguity7.csv`` and in the markdown when given; then
-    the family columns of every preset under ``results_root`` (:func:`write_families`)."""
+    (:func:`alternative_checks`) in ``ambiguity7.csv`` and in the markdown when given, the
+    causal tests (:func:`causal_checks`) in ``causal.csv``; then the family columns of every
+    preset under ``results_root`` (:func:`write_families`)."""
     out = Path(results_root) / dataset
     paths = {"csv": out / "claims.csv", "parts": out / "claims_parts.csv",
              "md": out / "claims.md"}
@@ -146,6 +148,9 @@ def write_claims(table: pd.DataFrame, parts: pd.DataFrame, results_root: str | P
     if checks is not None and not checks.empty:
         paths["ambiguity7"] = out / "ambiguity7.csv"
         atomic_write_text(checks.to_csv(index=False), paths["ambiguity7"])
+    if causal is not None and not causal.empty:
+        paths["causal"] = out / "causal.csv"
+        atomic_write_text(causal.to_csv(index=False), paths["causal"])
     others = [d for d in write_families(results_root) if d != dataset]
     if others:
         print(f"family columns (Holm over presets) rewritten in: {', '.join(others)}")
@@ -159,9 +164,10 @@ def write_ledger(inputs: ClaimInputs, results_root: str | Path | None = None
     runs: one error that says where it looked, and nothing written."""
     inputs.require_runs()
     checks = pd.concat([alternative_checks(inputs, v) for v in ALTERNATIVES])
+    causal = pd.concat([causal_checks(inputs, v) for v in CAUSAL_TESTS])
     table, parts = evaluate(inputs)
     return write_claims(table, parts, results_root or inputs.results_root, inputs.dataset,
-                        checks)
+                        checks, causal)
 
 
 VERDICT_COLOURS = {stats.SUPPORTED: "tab:green", stats.CONTRADICTED: "tab:red",

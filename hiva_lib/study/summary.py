@@ -228,6 +228,28 @@ def _layer_table(root: Path) -> pd.DataFrame | None:
     return pd.DataFrame(rows) if rows else None
 
 
+def _causal_table(root: Path) -> pd.DataFrame | None:
+    """causal.csv of each preset: one row per causal test, each check's paired difference
+    from HiVA with its 95% interval (* where resolved under Holm over the test's checks)."""
+    from hiva_lib.variants import VARIANTS
+
+    rows = []
+    for ds in PRESETS:
+        t = _csv(root / ds / "causal.csv")
+        if t is None or t.empty:
+            continue
+        for v, g in t.groupby("variant", sort=False):
+            row = {"preset": ds, "test": v, "what it changes": VARIANTS[v].row_name,
+                   "runs": int(g["n"].max())}
+            for r in g.itertuples():
+                what = r.check.removeprefix(f"{v} - full (").removesuffix(")")
+                what = what.replace(", last epoch", "").replace("AVE F1", "AVE F1 (points)")
+                row[what] = (f"{r.value:+.3g} [{r.low:+.3g}, {r.high:+.3g}]"
+                             + ("*" if r.resolved else ""))
+            rows.append(row)
+    return pd.DataFrame(rows).fillna("") if rows else None
+
+
 def mechanism_markdown(results_root: str | Path) -> str:
     """docs/model.md's generated block: the diagnosis of the language branch in numbers, from
     ``mechanism.csv`` and ``mechanism_layers.csv`` of each preset (definitions:
@@ -255,6 +277,12 @@ def mechanism_markdown(results_root: str | Path) -> str:
         out += ["The AU-specific part along HiVA's text branch (before stage 2 -> final; H: "
                 "BERT's sentence vectors, proj: W_p H, layer1-3: the Transformer of Eq. 2, "
                 "layer3 = Z):", "", PT.markdown_table(layers.fillna("")), ""]
+    causal = _causal_table(root)
+    if causal is not None:
+        out += ["The causal tests beside HiVA on the runs they share (`causal.csv`): each "
+                "test's value minus HiVA's, paired per (seed, fold) run, mean [95% "
+                "t-interval]; * where resolved under Holm over the test's five checks; Z's "
+                "measures at the last epoch:", "", PT.markdown_table(causal), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
