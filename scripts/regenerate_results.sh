@@ -8,6 +8,7 @@
 #
 #   bash scripts/regenerate_results.sh [ROOT]          # all of it (finished runs are reused)
 #   ONLY=derive bash scripts/regenerate_results.sh     # measurements, ledger, report, figures
+#   ONLY=derive PRESETS=synth-gft bash ...             # those of one preset (its runs finished)
 #   ONLY=design bash scripts/regenerate_results.sh     # the ledger design's runs only (below)
 #
 # What is trained (notebook 04; (seed, fold) runs):
@@ -26,8 +27,9 @@
 #               (lambda_1, full_ldiff_z, ldiff_z_lambda_0.01; HiVA is the fourth cell), the
 #               stop-gradients stop_grad_cdca_z, stop_grad_ddca_z, and text_frozen_s2
 # Then, per preset: notebook 09 (mechanism.csv), 10 (per-run measurements and the ledger), 05
-# (report), 06 (figures) and the summary (results/SUMMARY.md, the README block, docs/model.md's
-# diagnosis tables).
+# (report), 06 (figures), two presets at once on one thread each (the notebooks 10 one after
+# the other: each rewrites the family columns of every preset's ledger); last the summary
+# (results/SUMMARY.md, the README block, docs/model.md's diagnosis tables).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=$(realpath -m "${1:-study_out/regenerate}")
@@ -86,16 +88,32 @@ if [ "${ONLY:-}" = design ]; then
 fi
 
 FIG=(-p figures_root "$R/figures")
-for ds in synth-bp4d synth-disfa synth-gft; do
+derive() {  # derive PRESET: its measurements, ledger, report and figures; log in $NB
+    local ds=$1 seeds
     seeds=$(python -c "import sys, pathlib; print(sorted({int(p.name[4:]) for p in
         pathlib.Path(sys.argv[1]).glob('*/seed*')}))" "$R/results/$ds")
     nb 09_mechanism "09_$ds" -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}" -y "{seeds: $seeds}"
-    nb 10_claims "10_$ds" -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}" -p measure True
+    flock "$R/.ledger.lock" papermill notebooks/10_claims.ipynb "$NB/10_$ds.ipynb" \
+        --no-progress-bar -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}" -p measure True
+    stamp "10_$ds done"
     nb 05_report "05_$ds" -p dataset "$ds" -p results_root "$R/results"
     nb 06_figures "06_$ds" -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}"
+}
+running=0 failed=()
+for ds in ${PRESETS:-synth-bp4d synth-disfa synth-gft}; do
+    [ "$running" -lt 2 ] || { wait -n || failed+=(x); running=$((running - 1)); }
+    stamp "measuring $ds (log: $NB/derive_$ds.log)"
+    (export OMP_NUM_THREADS=1; derive "$ds") > "$NB/derive_$ds.log" 2>&1 &
+    running=$((running + 1))
 done
+while [ "$running" -gt 0 ]; do wait -n || failed+=(x); running=$((running - 1)); done
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "regenerate_results.sh: ${#failed[@]} preset(s) failed; the last lines of" \
+         "$NB/derive_<preset>.log say where. Rerun the same command to redo them." >&2
+    exit 1
+fi
 python -m hiva_lib.study.summary --results-root "$R/results"
-stamp "all done. To make it the committed reference:" \
+stamp "done (${PRESETS:-every preset}). To make it the committed reference:" \
       "rm -rf results/synth-* figures/synth-* && cp -r $R/results/. results/ &&" \
       "cp -r $R/figures/. figures/ && python scripts/adopt_data_version.py --relative-checkpoints" \
       "&& python -m hiva_lib.study.summary --readme"
