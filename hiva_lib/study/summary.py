@@ -186,6 +186,12 @@ def _mean_range(col: pd.Series, digits: int = 2, percent: bool = False) -> str:
                           else "")
 
 
+# Z's AU-specific part in absolute terms (mechanism.csv; files written before them lack them)
+SCALE_FREE = {"z_spread": "Z spread", "z_shared_norm": "Z shared norm",
+              "z_specific_rank": "Z specific rank"}
+NO_VALUES = pd.Series(dtype=float)
+
+
 def _mechanism_rows(t: pd.DataFrame, ds: str) -> list[dict]:
     """One row per variant of one preset's mechanism.csv: before stage 2 (epoch 0) and the
     last epoch, means over runs (ranges over runs where it matters)."""
@@ -201,6 +207,8 @@ def _mechanism_rows(t: pd.DataFrame, ds: str) -> list[dict]:
             "Z cosine, last (range)": _mean_range(g["z_cosine"], 3),
             "Z AU-specific part": _before_after(f["z_specific"], g["z_specific"], 3),
             "dL_au/dZ shared": _before_after(f["z_grad_shared"], g["z_grad_shared"]),
+            **{name: _before_after(f.get(c, NO_VALUES), g.get(c, NO_VALUES))
+               for c, name in SCALE_FREE.items()},
             "DDCA entropy / uniform": _mean_range(g["ddca_entropy_norm"]),
             "DDCA AU pairs on one token": _mean_range(g["ddca_argmax_pairs"], percent=True),
             "DDCA peak on largest F_i": _mean_range(g["ddca_peak_at_largest"], percent=True),
@@ -260,12 +268,15 @@ def mechanism_markdown(results_root: str | Path) -> str:
     if not rows:
         return "No `mechanism.csv` in results/ yet: run notebook 09.\n"
     table = pd.DataFrame(rows).fillna("")
-    embed = list(table.columns[:8])
-    attend = [*table.columns[:3], *table.columns[8:]]
+    embed = list(table.columns[:11])
+    attend = [*table.columns[:3], *table.columns[11:]]
     out = ["The text embeddings per variant, means over its runs (before stage 2 -> last "
            "epoch; ranges over runs in brackets): mean off-diagonal cosine of H and Z, the "
-           "AU-specific part of Z (||Z - mean over AUs|| / ||mean||), and the share of the "
-           "energy of dL_au/dZ common to all AUs (1/N for unrelated pulls on N AUs):", "",
+           "AU-specific part of Z (||Z - mean over AUs|| / ||mean||), the share of the "
+           "energy of dL_au/dZ common to all AUs (1/N for unrelated pulls on N AUs), and the "
+           "two parts of Z apart: the rms distance of the AUs' Z to their mean (spread), the "
+           "norm of that mean (shared norm), and the effective rank of the AU-specific parts "
+           "over N - 1 (1: equal spread in N - 1 directions; 1/(N - 1): one line):", "",
            PT.markdown_table(table[embed]), "",
            "The attention maps at the end of training (test frames): entropy over the image "
            "tokens relative to uniform; AU pairs whose maps peak on the same token; for CDCA, "
