@@ -134,3 +134,18 @@ def test_the_causal_tests_are_a_table_of_paired_differences(tmp_path):
     text = S.mechanism_markdown(tmp_path)
     assert ("| synth-bp4d | text_frozen_s2 | Causal: text branch frozen in stage 2 | 3 | "
             "-0.11 [-1.2, +0.98] | -0.2 [-0.25, -0.15]* |") in text
+
+
+def test_only_the_table_rows_count_as_rows_resolved_over_the_baseline(tmp_path):
+    """A control's gain (outside the rows' Holm family, resolved uncorrected) is not listed
+    among the table rows resolved under Holm."""
+    out = tmp_path / "synth-gft" / "report"
+    out.mkdir(parents=True)
+    pd.DataFrame([dict(variant=v, column="AVE", mean=m, std=1.0, n=9) for v, m in
+                  (("baseline", 60.0), ("full", 61.7), ("baseline_s2", 58.4))]).to_csv(
+        out / "summary.csv", index=False)
+    pd.DataFrame([dict(variant=v, column="AVE", gain=g, gain_low=g - 1, gain_high=g + 1,
+                       gain_n=9, resolved=True) for v, g in (("full", 1.7), ("baseline_s2", -1.6))]
+                 ).to_csv(out / "gains.csv", index=False)
+    row = S._table_row(tmp_path, "synth-gft")
+    assert row["rows resolved vs Baseline (Holm)"] == "HiVA (Ours) +1.70"

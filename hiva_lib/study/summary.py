@@ -26,6 +26,7 @@ from hiva_lib.integrity import atomic_write_text
 from hiva_lib.study import paper_tables as PT
 from hiva_lib.study.claim_rule import NOT_RUN
 from hiva_lib.study.stats import CONTRADICTED, SUPPORTED
+from hiva_lib.variants import CONTROLS, VARIANTS
 
 PRESETS = ("synth-bp4d", "synth-disfa", "synth-gft")
 START, END = "<!-- summary:start -->", "<!-- summary:end -->"
@@ -59,7 +60,7 @@ def _table_row(root: Path, ds: str) -> dict | None:
     _, abl = PT.table_for(ds)
     paper = PT.paper_row(ds, "full")["AVE"] - PT.paper_row(ds, "baseline")["AVE"]
     resolved = [f"{PT.row_name(v, abl)} {r.gain:+.2f}" for v, r in g.iterrows()
-                if r.resolved is True or r.resolved == "True"]
+                if v not in CONTROLS and (r.resolved is True or r.resolved == "True")]
 
     def cell(v: str) -> str:
         r = ave.loc[v]
@@ -239,7 +240,6 @@ def _layer_table(root: Path) -> pd.DataFrame | None:
 def _causal_table(root: Path) -> pd.DataFrame | None:
     """causal.csv of each preset: one row per causal test, each check's paired difference
     from HiVA with its 95% interval (* where resolved under Holm over the test's checks)."""
-    from hiva_lib.variants import VARIANTS
 
     rows = []
     for ds in PRESETS:
