@@ -107,7 +107,10 @@ def test_relative_checkpoints_rewrites_only_names_under_the_recorded_runs_root(t
     other = {"a": 1}
     rows = {"in": ("/machine/runs", "/machine/runs/synth-gft/p/full/seed0/fold1/final.pt"),
             "out": ("/machine/runs", "/elsewhere/final.pt"),
-            "rel": ("/machine/runs", "synth-gft/p/full/seed1/fold1/final.pt")}
+            "rel": ("/machine/runs", "synth-gft/p/full/seed1/fold1/final.pt"),
+            # a run saved before names were relative: the project-relative path of its root
+            "proj": ("out/runs", "out/runs/synth-gft/p/full/seed2/fold1/final.pt"),
+            "done": ("out/runs", "synth-gft/p/full/seed2/fold1/final.pt")}
     paths = {}
     for variant, (root, ckpt) in rows.items():
         out = tmp_path / "synth-gft" / variant / "seed0" / "fold1"
@@ -115,16 +118,20 @@ def test_relative_checkpoints_rewrites_only_names_under_the_recorded_runs_root(t
         (out / "metrics.json").write_text(json.dumps(
             {"checkpoint": ckpt, "config": {"runs_root": root}, "other": other}))
         paths[variant] = out / "metrics.json"
-    assert relative_checkpoints(tmp_path) == [paths["in"]]
+    assert relative_checkpoints(tmp_path) == [paths["in"], paths["proj"]]
+    assert json.loads(paths["proj"].read_text())["checkpoint"] == \
+        json.loads(paths["done"].read_text())["checkpoint"]
     rewritten = json.loads(paths["in"].read_text())
     assert rewritten == {"checkpoint": "synth-gft/p/full/seed0/fold1/final.pt",
                          "config": {"runs_root": "/machine/runs"}, "other": other}
     assert json.loads(paths["out"].read_text())["checkpoint"] == "/elsewhere/final.pt"
 
 
-def test_committed_results_name_no_absolute_checkpoint():
+def test_committed_results_name_checkpoints_relative_to_their_runs_root():
     from hiva_lib.project import project_root
 
-    named = [(p, json.loads(p.read_text())["checkpoint"])
-             for p in (project_root() / "results").glob("*/*/seed*/fold*/metrics.json")]
-    assert named and not [p for p, c in named if c.startswith("/")]
+    named = [(p, m["checkpoint"], m["config"]["runs_root"]) for p in
+             (project_root() / "results").glob("*/*/seed*/fold*/metrics.json")
+             if (m := json.loads(p.read_text()))]
+    assert named and not [p for p, c, root in named
+                          if c.startswith("/") or c.startswith(root.rstrip("/") + "/")]

@@ -29,6 +29,7 @@ from pathlib import Path
 from hiva_lib.data.prepared import data_fingerprint, load_prepared
 from hiva_lib.engine.provenance import recorded_checkpoint
 from hiva_lib.integrity import atomic_write_json, file_sha256, read_json
+from hiva_lib.project import project_root
 
 META_FIELDS = ("dataset", "source", "seed", "image_size", "n_subjects", "frames_per_subject")
 
@@ -95,16 +96,21 @@ def adopt_data_version(dataset: str, data_root: str | Path, results_root: str | 
 
 
 def relative_checkpoints(results_root: str | Path) -> list[Path]:
-    """Rewrite every absolute ``checkpoint`` under ``results_root`` that lies under its
-    config's ``runs_root`` to the path relative to that root; the metrics.json rewritten."""
+    """Rewrite every ``checkpoint`` under ``results_root`` named by a path that lies under
+    its config's ``runs_root`` (absolute, or relative to the project like the root itself) to
+    the path relative to that root; the metrics.json rewritten."""
     out = []
     for path in sorted(Path(results_root).glob("*/*/seed*/fold*/metrics.json")):
         metrics = read_json(path, f"Restore it, or move {path.parent} away.")
-        checkpoint = Path(metrics.get("checkpoint") or "")
-        runs_root = Path(metrics.get("config", {}).get("runs_root", ""))
-        if checkpoint.is_absolute() and runs_root.is_absolute() \
-                and checkpoint.is_relative_to(runs_root):
-            metrics["checkpoint"] = str(checkpoint.relative_to(runs_root))
+        recorded = metrics.get("checkpoint") or ""
+        root = metrics.get("config", {}).get("runs_root") or ""
+        if not (recorded and root):
+            continue
+        checkpoint, runs_root = (p if p.is_absolute() else project_root() / p
+                                 for p in (Path(recorded), Path(root)))
+        if checkpoint.is_relative_to(runs_root) \
+                and (relative := str(checkpoint.relative_to(runs_root))) != recorded:
+            metrics["checkpoint"] = relative
             atomic_write_json(metrics, path)
             out.append(path)
     return out
