@@ -26,9 +26,10 @@
 #   synth-bp4d  the causal tests of the collapse, fold 1 x seeds 0-2: L_diff's site x weight
 #               (lambda_1, full_ldiff_z, ldiff_z_lambda_0.01; HiVA is the fourth cell), the
 #               stop-gradients stop_grad_cdca_z, stop_grad_ddca_z, and text_frozen_s2
-# Then, per preset: notebook 09 (mechanism.csv), 10 (per-run measurements and the ledger), 05
-# (report), 06 (figures), two presets at once on one thread each (the notebooks 10 one after
-# the other: each rewrites the family columns of every preset's ledger); last the summary
+# Then, per preset: notebook 09 (mechanism.csv), 06 (figures, attention scores), 10 (per-run
+# measurements and the ledger), 05 (report), two presets at once on one thread each (the
+# notebooks 10 one after the other: each rewrites the family columns of every preset's
+# ledger); last the summary
 # (results/SUMMARY.md, the README block, docs/model.md's diagnosis tables).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,11 +94,12 @@ derive() {  # derive PRESET: its measurements, ledger, report and figures; log i
     seeds=$(python -c "import sys, pathlib; print(sorted({int(p.name[4:]) for p in
         pathlib.Path(sys.argv[1]).glob('*/seed*')}))" "$R/results/$ds")
     nb 09_mechanism "09_$ds" -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}" -y "{seeds: $seeds}"
+    nb 06_figures "06_$ds" -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}"
+    # the ledger after every measurement it reads (the attention scores of 06 among them)
     flock "$R/.ledger.lock" papermill notebooks/10_claims.ipynb "$NB/10_$ds.ipynb" \
         --no-progress-bar -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}" -p measure True
     stamp "10_$ds done"
     nb 05_report "05_$ds" -p dataset "$ds" -p results_root "$R/results"
-    nb 06_figures "06_$ds" -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}"
 }
 running=0 failed=()
 for ds in ${PRESETS:-synth-bp4d synth-disfa synth-gft}; do

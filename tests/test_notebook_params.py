@@ -152,3 +152,12 @@ def test_heartbeat_says_what_runs_every_interval(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "counting ..." and out[-1].startswith("counting: done in")
     assert sum(line.startswith("still counting (") for line in out) >= 2
+
+
+def test_figures_and_claims_score_the_same_frames():
+    """Notebooks 06 and 10 both write attention_scores.csv rows of seed 0, fold 1: with the
+    same number of frames they write the same rows, whichever runs last."""
+    from hiva_lib.study.fig6_attention import SCORED_FRAMES
+
+    frames = {name: _parameters(name)["max_frames"] for name in ("06_figures", "10_claims")}
+    assert frames == {"06_figures": SCORED_FRAMES, "10_claims": SCORED_FRAMES}

@@ -25,6 +25,10 @@ from hiva_lib.study.faces import load_views, region_in_view, sample_faces
 from hiva_lib.study.maps import gradcam, maps_with_gradcam, model_maps
 from hiva_lib.study.study import FigureError, Study, write_run_rows
 
+# test frames per (seed, fold) scored against the AU regions: notebooks 06 and 10 score the
+# same frames, so that the rows each writes to attention_scores.csv are the same
+SCORED_FRAMES = 128
+
 
 def _aus_to_show(labels: np.ndarray, probs: np.ndarray, k: int = 3) -> list[int]:
     """Up to ``k`` AU columns: the active ones first, then the most probable others."""
@@ -182,7 +186,8 @@ def _with_means(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table, means[table.columns]], ignore_index=True)
 
 
-def score_attention(study: Study, variants: list[str] | None = None, max_frames: int = 128,
+def score_attention(study: Study, variants: list[str] | None = None,
+                    max_frames: int = SCORED_FRAMES,
                     batch_size: int = 16, gradcam_maps: bool = True) -> pd.DataFrame:
     """Score DDCA, CDCA and Grad-CAM maps against the ground-truth AU regions (SynthFACS).
 
