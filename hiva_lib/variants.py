@@ -143,9 +143,15 @@ def ldiff_site_weight_cells(train_lambda: float) -> dict[tuple[str, float], str]
     the other H cell is a lambda-sweep variant, the Z cells ``full_ldiff_z`` (lambda 1) and
     ``ldiff_z_lambda_0.01``."""
     cells = {("H", w): "full" if w == train_lambda else lambda_slug(w) for w in LDIFF_WEIGHTS}
-    cells[("Z", 1.0)] = "full_ldiff_z"
     cells[("Z", 0.01)] = "ldiff_z_lambda_0.01"
+    cells[("Z", 1.0)] = "full_ldiff_z"
     return cells
+
+
+def causal_tests(train_lambda: float) -> tuple[str, ...]:
+    """The variants of the causal tests of the collapse (docs/model.md): L_diff's site x
+    weight cells (``full``, HiVA's own cell, first among them), then :data:`CAUSAL`."""
+    return tuple(dict.fromkeys([*ldiff_site_weight_cells(train_lambda).values(), *CAUSAL]))
 
 # The fields a variant sets: applied on top of any preset, so a preset's own values (e.g. a
 # user override use_aug=False) cannot leak into "full".

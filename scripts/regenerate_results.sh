@@ -29,8 +29,8 @@
 # Then, per preset: notebook 09 (mechanism.csv), 06 (figures, attention scores), 10 (per-run
 # measurements and the ledger), 05 (report), two presets at once on one thread each (the
 # notebooks 10 one after the other: each rewrites the family columns of every preset's
-# ledger); last the summary
-# (results/SUMMARY.md, the README block, docs/model.md's diagnosis tables).
+# ledger); last the summary (results/SUMMARY.md, the README block, docs/model.md's diagnosis
+# tables).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=$(realpath -m "${1:-study_out/regenerate}")
@@ -96,21 +96,20 @@ derive() {  # derive PRESET: its measurements, ledger, report and figures; log i
     nb 09_mechanism "09_$ds" -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}" -y "{seeds: $seeds}"
     nb 06_figures "06_$ds" -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}"
     # the ledger after every measurement it reads (the attention scores of 06 among them)
-    flock "$R/.ledger.lock" papermill notebooks/10_claims.ipynb "$NB/10_$ds.ipynb" \
-        --no-progress-bar -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}" -p measure True
-    stamp "10_$ds done"
+    { flock 9; nb 10_claims "10_$ds" -p dataset "$ds" "${ROOTS[@]}" "${FIG[@]}" \
+        -p measure True; } 9>"$R/.ledger.lock"
     nb 05_report "05_$ds" -p dataset "$ds" -p results_root "$R/results"
 }
-running=0 failed=()
+running=0 failed=0
 for ds in ${PRESETS:-synth-bp4d synth-disfa synth-gft}; do
-    [ "$running" -lt 2 ] || { wait -n || failed+=(x); running=$((running - 1)); }
+    [ "$running" -lt 2 ] || { wait -n || failed=$((failed + 1)); running=$((running - 1)); }
     stamp "measuring $ds (log: $NB/derive_$ds.log)"
     (export OMP_NUM_THREADS=1; derive "$ds") > "$NB/derive_$ds.log" 2>&1 &
     running=$((running + 1))
 done
-while [ "$running" -gt 0 ]; do wait -n || failed+=(x); running=$((running - 1)); done
-if [ "${#failed[@]}" -gt 0 ]; then
-    echo "regenerate_results.sh: ${#failed[@]} preset(s) failed; the last lines of" \
+while [ "$running" -gt 0 ]; do wait -n || failed=$((failed + 1)); running=$((running - 1)); done
+if [ "$failed" -gt 0 ]; then
+    echo "regenerate_results.sh: $failed preset(s) failed; the last lines of" \
          "$NB/derive_<preset>.log say where. Rerun the same command to redo them." >&2
     exit 1
 fi

@@ -21,14 +21,15 @@ from scipy import stats as sps
 
 from hiva_lib.data.au import au_keys
 from hiva_lib.data.prepared import DatasetError
-from hiva_lib.variants import CAUSAL
+from hiva_lib.presets import TRAIN_PRESETS
+from hiva_lib.variants import causal_tests
 
 AU_FREQUENCY = "au_frequency.csv"  # per fold and AU: the AU's base rate in the training rows
 MECHANISM = "mechanism.csv"  # per run, variant and stage-2 epoch (notebook 09); epoch 0: before
 ALTERNATIVES = ("full_ldiff_z", "full_au_id")  # ambiguity 7's readings beside HiVA
-# the causal tests of the collapse beside HiVA (docs/model.md): L_diff's site x weight cells
-# other than HiVA's (H, 0.01), then the stop-gradients and the frozen text branch
-CAUSAL_TESTS = ("lambda_1", "ldiff_z_lambda_0.01", "full_ldiff_z", *CAUSAL)
+# the causal tests of the collapse beside HiVA (docs/model.md), at the embedded study's lambda
+CAUSAL_TESTS = tuple(v for v in causal_tests(TRAIN_PRESETS["synth-cpu"]["lambda_diff"])
+                     if v != "full")
 
 
 class ClaimsError(FileNotFoundError):

@@ -35,6 +35,7 @@ from hiva_lib.data.prepared import data_fingerprint
 from hiva_lib.engine.grid import recorded_seconds
 from hiva_lib.engine.runs import ablation_status_path, finished_results, fold_of
 from hiva_lib.integrity import read_json
+from hiva_lib.presets import TRAIN_PRESETS
 
 PRESETS = ("synth-bp4d", "synth-disfa", "synth-gft")
 SEEDS = (0, 1, 2)
@@ -42,7 +43,7 @@ FOLDS = (1, 2, 3)
 PAIRED = ("baseline", "full")  # the runs the controls pair with
 CONTROLS = ("baseline_s2", "no_language")
 CAUSAL_PRESET, CAUSAL_FOLDS = "synth-bp4d", (1,)
-SYNTH_LAMBDA = 0.01  # the synth-cpu training preset's lambda (hiva_lib.presets)
+SYNTH_LAMBDA = TRAIN_PRESETS["synth-cpu"]["lambda_diff"]  # the embedded study's lambda
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,7 @@ def _groups(done: dict[str, set[tuple[str, int, int]]]) -> list[RunGroup]:
             seeds = tuple(s for s, f in extra if f == fold)
             groups.append(RunGroup(ds, CONTROLS, seeds, (fold,),
                                    "paired with every other HiVA / Baseline run"))
-    cells = variants.ldiff_site_weight_cells(SYNTH_LAMBDA)
-    causal = tuple(dict.fromkeys([*cells.values(), *variants.CAUSAL]))
-    groups.append(RunGroup(CAUSAL_PRESET, causal, SEEDS, CAUSAL_FOLDS,
+    groups.append(RunGroup(CAUSAL_PRESET, variants.causal_tests(SYNTH_LAMBDA), SEEDS, CAUSAL_FOLDS,
                            "causal tests of the collapse, with their mechanism.csv rows"))
     return groups
 

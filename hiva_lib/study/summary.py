@@ -240,7 +240,6 @@ def _layer_table(root: Path) -> pd.DataFrame | None:
 def _causal_table(root: Path) -> pd.DataFrame | None:
     """causal.csv of each preset: one row per causal test, each check's paired difference
     from HiVA with its 95% interval (* where resolved under Holm over the test's checks)."""
-
     rows = []
     for ds in PRESETS:
         t = _csv(root / ds / "causal.csv")
@@ -268,8 +267,9 @@ def mechanism_markdown(results_root: str | Path) -> str:
     if not rows:
         return "No `mechanism.csv` in results/ yet: run notebook 09.\n"
     table = pd.DataFrame(rows).fillna("")
-    embed = list(table.columns[:11])
-    attend = [*table.columns[:3], *table.columns[11:]]
+    maps = list(table.columns).index("DDCA entropy / uniform")  # the attention maps' first
+    embed = list(table.columns[:maps])
+    attend = [*table.columns[:3], *table.columns[maps:]]
     out = ["The text embeddings per variant, means over its runs (before stage 2 -> last "
            "epoch; ranges over runs in brackets): mean off-diagonal cosine of H and Z, the "
            "AU-specific part of Z (||Z - mean over AUs|| / ||mean||), the share of the "
